@@ -1,0 +1,26 @@
+/*
+ * compat.h -- io_uring constants newer than the oldest headers we build
+ * against (Debian 12: liburing 2.3, kernel headers 6.1).
+ *
+ * The kernel decides at run time whether it knows a feature; these values
+ * only let the code name it.  Every use is guarded by a probe result or a
+ * feature bit, never by the header version.
+ */
+#ifndef URINGLOOP_COMPAT_H
+#define URINGLOOP_COMPAT_H
+
+#include <liburing.h>
+
+#ifndef IORING_FEAT_REG_REG_RING
+#define IORING_FEAT_REG_REG_RING (1U << 13)      /* kernel 6.3 */
+#endif
+
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)   /* kernel 6.10 */
+#endif
+
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)       /* kernel 6.12 */
+#endif
+
+#endif

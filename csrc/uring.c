@@ -1,0 +1,288 @@
+/*
+ * uring.c -- the ring: setup with feature fallback, SQE preparation for the
+ * operations the loop uses, and the once-per-turn submit/wait/reap call.
+ *
+ * This file owns no Python objects and no buffers.  Callers hand in
+ * pointers that they keep alive until the matching completion comes back
+ * from ul_ring_turn (see uring.h).  The only memory owned here is the ring
+ * itself and the ul_msg scratch copies of socket addresses, which live
+ * inside caller-owned ul_msg structs.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "compat.h"
+#include "uring.h"
+
+#ifndef UL_LIBURING_VERSION
+#define UL_LIBURING_VERSION "unknown"
+#endif
+
+struct ul_ring {
+    struct io_uring ring;
+    unsigned features;
+    unsigned setup_flags;
+    int registered_fd;
+};
+
+/* Flags that only change how completions are delivered, not what the loop
+ * may do: dropped one by one (newest first) when an older kernel refuses
+ * them with EINVAL. */
+static const unsigned optional_setup_flags[] = {
+    IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_COOP_TASKRUN,
+    IORING_SETUP_SUBMIT_ALL,
+};
+
+struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *error)
+{
+    struct ul_ring *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        *error = -ENOMEM;
+        return NULL;
+    }
+    unsigned flags = setup_flags;
+    size_t next_to_drop = 0;
+    for (;;) {
+        struct io_uring_params params;
+        memset(&params, 0, sizeof(params));
+        /* A CQ four times the SQ keeps overflow rare even when every
+         * submitted recv completes at once with a multishot neighbour. */
+        params.flags = flags | IORING_SETUP_CQSIZE;
+        params.cq_entries = entries * 4;
+        int ret = io_uring_queue_init_params(entries, &r->ring, &params);
+        if (ret == 0) {
+            r->features = params.features;
+            r->setup_flags = params.flags;
+            break;
+        }
+        if (ret != -EINVAL || next_to_drop == sizeof(optional_setup_flags) / sizeof(optional_setup_flags[0])) {
+            free(r);
+            *error = ret;
+            return NULL;
+        }
+        flags &= ~optional_setup_flags[next_to_drop++];
+    }
+    /* A registered ring fd saves an fget/fput per io_uring_enter (5.18+);
+     * liburing uses it transparently once registered. */
+    r->registered_fd = io_uring_register_ring_fd(&r->ring) == 1;
+    *error = 0;
+    return r;
+}
+
+void ul_ring_destroy(struct ul_ring *r)
+{
+    io_uring_queue_exit(&r->ring);
+    free(r);
+}
+
+int ul_ring_fd(struct ul_ring *r) { return r->ring.ring_fd; }
+unsigned ul_ring_features(struct ul_ring *r) { return r->features; }
+unsigned ul_ring_setup_flags(struct ul_ring *r) { return r->setup_flags; }
+int ul_ring_registered_fd(struct ul_ring *r) { return r->registered_fd; }
+unsigned ul_ring_sq_entries(struct ul_ring *r) { return r->ring.sq.ring_entries; }
+unsigned ul_ring_cq_entries(struct ul_ring *r) { return r->ring.cq.ring_entries; }
+const char *ul_liburing_build_version(void) { return UL_LIBURING_VERSION; }
+
+int ul_ring_probe(struct ul_ring *r, unsigned char *supported, int size)
+{
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&r->ring);
+    if (probe == NULL)
+        return -ENOMEM;
+    int count = probe->last_op + 1;
+    for (int op = 0; op < size; op++)
+        supported[op] = op < count && (probe->ops[op].flags & IO_URING_OP_SUPPORTED);
+    io_uring_free_probe(probe);
+    return count;
+}
+
+/* The SQ is full only when a turn queued more than `entries` operations;
+ * submitting what is there frees the slots. */
+static struct io_uring_sqe *next_sqe(struct ul_ring *r, int *error)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (sqe != NULL)
+        return sqe;
+    int ret = io_uring_submit(&r->ring);
+    if (ret < 0) {
+        *error = ret;
+        return NULL;
+    }
+    sqe = io_uring_get_sqe(&r->ring);
+    if (sqe == NULL)
+        *error = -EBUSY;
+    return sqe;
+}
+
+#define GET_SQE(r, sqe)                         \
+    int error_ = 0;                             \
+    struct io_uring_sqe *sqe = next_sqe((r), &error_); \
+    if (sqe == NULL)                            \
+        return error_
+
+int ul_prep_nop(struct ul_ring *r, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_recv(struct ul_ring *r, int fd, void *buf, size_t len, int flags, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_recv(sqe, fd, buf, len, flags);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_send(struct ul_ring *r, int fd, const void *buf, size_t len, int flags, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_send(sqe, fd, buf, len, flags);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_recvmsg(struct ul_ring *r, int fd, struct ul_msg *msg, void *buf, size_t len, int flags,
+                    uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    memset(&msg->hdr, 0, sizeof(msg->hdr));
+    msg->iov.iov_base = buf;
+    msg->iov.iov_len = len;
+    msg->hdr.msg_name = &msg->addr;
+    msg->hdr.msg_namelen = sizeof(msg->addr);
+    msg->hdr.msg_iov = &msg->iov;
+    msg->hdr.msg_iovlen = 1;
+    io_uring_prep_recvmsg(sqe, fd, &msg->hdr, (unsigned)flags);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_sendmsg(struct ul_ring *r, int fd, struct ul_msg *msg, const void *buf, size_t len,
+                    const void *addr, unsigned addrlen, int flags, uint64_t user_data)
+{
+    if (addrlen > sizeof(msg->addr))
+        return -EINVAL;
+    GET_SQE(r, sqe);
+    memset(&msg->hdr, 0, sizeof(msg->hdr));
+    msg->iov.iov_base = (void *)buf;
+    msg->iov.iov_len = len;
+    if (addrlen > 0) {
+        memcpy(&msg->addr, addr, addrlen);
+        msg->hdr.msg_name = &msg->addr;
+        msg->hdr.msg_namelen = addrlen;
+    }
+    msg->hdr.msg_iov = &msg->iov;
+    msg->hdr.msg_iovlen = 1;
+    io_uring_prep_sendmsg(sqe, fd, &msg->hdr, (unsigned)flags);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_connect(struct ul_ring *r, int fd, const void *addr, unsigned addrlen, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, addrlen);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_accept(struct ul_ring *r, int fd, int flags, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_accept(sqe, fd, NULL, NULL, flags);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_poll(struct ul_ring *r, int fd, unsigned mask, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_poll_add(sqe, fd, mask);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+/* Cancellation requests carry user_data 0: their own completion only says
+ * whether the target was found, which the target's completion tells too. */
+int ul_prep_cancel(struct ul_ring *r, uint64_t target)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_cancel64(sqe, target, 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    return 0;
+}
+
+int ul_prep_cancel_all(struct ul_ring *r)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, 0);
+    return 0;
+}
+
+int ul_ring_submit(struct ul_ring *r)
+{
+    int ret = io_uring_submit(&r->ring);
+    return ret < 0 ? ret : 0;
+}
+
+/* True when entering the kernel could produce completions we cannot see
+ * yet: queued SQEs, deferred task work, or an overflowed CQ. */
+static int kernel_has_work(struct ul_ring *r)
+{
+    unsigned sq_flags = IO_URING_READ_ONCE(*r->ring.sq.kflags);
+    return io_uring_sq_ready(&r->ring) > 0 ||
+           (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
+int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *out, unsigned max)
+{
+    struct io_uring *ring = &r->ring;
+    int ret = 0;
+
+    if (io_uring_cq_ready(ring) > 0 || timeout_ns == 0) {
+        /* Completions are already waiting (or the caller must not block):
+         * only enter the kernel if it holds work we have not seen. */
+        if (kernel_has_work(r))
+            ret = io_uring_submit_and_get_events(ring);
+    } else if (timeout_ns < 0) {
+        ret = io_uring_submit_and_wait(ring, 1);
+    } else {
+        struct __kernel_timespec ts = {
+            .tv_sec = timeout_ns / 1000000000LL,
+            .tv_nsec = timeout_ns % 1000000000LL,
+        };
+        struct io_uring_cqe *first;
+        ret = io_uring_submit_and_wait_timeout(ring, &first, 1, &ts, NULL);
+    }
+    /* ETIME: the timeout passed; EINTR: a signal arrived (its handler runs
+     * through the loop's wakeup fd); EBUSY/EAGAIN: the kernel wants us to
+     * reap before it accepts more.  None of them loses a completion. */
+    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+        return ret;
+
+    unsigned head, seen = 0, copied = 0;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(ring, head, cqe) {
+        if (copied == max)
+            break;
+        seen++;
+        if (cqe->user_data == 0)
+            continue;
+        out[copied].user_data = cqe->user_data;
+        out[copied].res = cqe->res;
+        out[copied].flags = cqe->flags;
+        copied++;
+    }
+    io_uring_cq_advance(ring, seen);
+    return (int)copied;
+}

@@ -1,0 +1,65 @@
+/*
+ * uring.h -- the whole C API that cffi sees (build_ffi.py feeds this file to
+ * ffi.cdef verbatim, so it must stay plain declarations).
+ *
+ * Data flow: Python prepares operations with ul_prep_* (each only fills a
+ * submission queue entry; nothing enters the kernel), then once per loop
+ * turn calls ul_ring_turn, which submits everything queued, waits up to a
+ * timeout and copies a batch of completions into a caller-owned array.
+ * Every pointer passed to ul_prep_* must stay alive until the completion
+ * carrying the same user_data has been returned by ul_ring_turn; the
+ * Python side (uringloop/_ring.py) keeps those objects in its ops table.
+ *
+ * user_data 0 is reserved for operations whose completion Python never
+ * needs to see (cancellation requests); ul_ring_turn swallows them.
+ *
+ * All functions return a negative errno on failure.
+ */
+
+struct ul_ring;
+
+struct ul_completion {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
+
+/* A receive/send message with room for any socket address. */
+struct ul_msg {
+    struct msghdr hdr;
+    struct iovec iov;
+    struct sockaddr_storage addr;
+};
+
+/* Ring lifetime and introspection. */
+struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *error);
+void ul_ring_destroy(struct ul_ring *ring);
+int ul_ring_fd(struct ul_ring *ring);
+unsigned ul_ring_features(struct ul_ring *ring);
+unsigned ul_ring_setup_flags(struct ul_ring *ring);
+int ul_ring_registered_fd(struct ul_ring *ring);
+unsigned ul_ring_sq_entries(struct ul_ring *ring);
+unsigned ul_ring_cq_entries(struct ul_ring *ring);
+int ul_ring_probe(struct ul_ring *ring, unsigned char *supported, int size);
+const char *ul_liburing_build_version(void);
+
+/* Operation preparation: queue one SQE (submitting first if the SQ is full). */
+int ul_prep_nop(struct ul_ring *ring, uint64_t user_data);
+int ul_prep_recv(struct ul_ring *ring, int fd, void *buf, size_t len, int flags, uint64_t user_data);
+int ul_prep_send(struct ul_ring *ring, int fd, const void *buf, size_t len, int flags, uint64_t user_data);
+int ul_prep_recvmsg(struct ul_ring *ring, int fd, struct ul_msg *msg, void *buf, size_t len, int flags, uint64_t user_data);
+int ul_prep_sendmsg(struct ul_ring *ring, int fd, struct ul_msg *msg, const void *buf, size_t len,
+                    const void *addr, unsigned addrlen, int flags, uint64_t user_data);
+int ul_prep_connect(struct ul_ring *ring, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
+int ul_prep_accept(struct ul_ring *ring, int fd, int flags, uint64_t user_data);
+int ul_prep_poll(struct ul_ring *ring, int fd, unsigned mask, uint64_t user_data);
+int ul_prep_cancel(struct ul_ring *ring, uint64_t target);
+int ul_prep_cancel_all(struct ul_ring *ring);
+
+/* Submit queued SQEs now, without waiting or reaping. */
+int ul_ring_submit(struct ul_ring *ring);
+
+/* Submit queued SQEs, wait for at least one completion or the timeout
+ * (timeout_ns < 0: no timeout; 0: do not wait), copy up to `max`
+ * completions into `out`.  Returns the number copied or a negative errno. */
+int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completion *out, unsigned max);

@@ -1,0 +1,38 @@
+"""CPython's own event-loop tests, bound to uringloop.
+
+The test classes are imported from the installed ``test.test_asyncio``
+package at run time (never copied); each binding below only supplies the
+loop.  Known gaps are listed in ``KNOWN_FAILURES`` with the reason and
+the issue that will close them, and are marked as expected failures so a
+fix shows up as an unexpected pass.
+"""
+import unittest
+
+from test.test_asyncio import test_events, test_sock_lowlevel
+from test.test_asyncio import utils as test_utils
+
+import uringloop
+
+from ._known import apply_known_failures
+
+
+class UringEventLoopTests(test_events.UnixEventLoopTestsMixin,
+                          test_events.SubprocessTestsMixin,
+                          test_utils.TestCase):
+    def create_event_loop(self):
+        return uringloop.Loop()
+
+
+class UringSockLowLevelTests(test_sock_lowlevel.BaseSockTestsMixin,
+                             test_utils.TestCase):
+    def create_event_loop(self):
+        return uringloop.Loop()
+
+
+apply_known_failures(UringEventLoopTests, {})
+apply_known_failures(UringSockLowLevelTests, {
+    "test_sendto_blocking":
+        "patches sock.sendto on a Mock socket to exercise the selector loop's "
+        "retry path; the ring sends with IORING_OP_SENDMSG on the fd and needs "
+        "the socket's real address family, which the Mock replaces",
+})

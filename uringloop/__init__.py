@@ -1,0 +1,44 @@
+"""uringloop: a drop-in asyncio event loop for Linux whose I/O runs on io_uring.
+
+    import uringloop
+    uringloop.run(main())
+    asyncio.run(main(), loop_factory=uringloop.new_event_loop)   # 3.12+
+    asyncio.set_event_loop_policy(uringloop.EventLoopPolicy())
+
+``new_event_loop()`` returns a :class:`Loop` on io_uring, or -- when io_uring
+cannot run here -- a :class:`SelectorLoop` after one warning; see
+``_backend`` for the ``URINGLOOP_BACKEND`` switch.  ``loop.backend`` says
+which one you got.
+"""
+import asyncio
+
+from ._backend import BackendUnavailableError
+from .loop import Loop, SelectorLoop
+
+__all__ = ["Loop", "SelectorLoop", "new_event_loop", "run", "install",
+           "EventLoopPolicy", "BackendUnavailableError"]
+__version__ = "0.1.0"
+
+
+def new_event_loop():
+    """A new event loop on the best backend this process can use."""
+    from ._backend import uring_usable
+    return Loop() if uring_usable() else SelectorLoop()
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """An event loop policy whose loops come from :func:`new_event_loop`."""
+
+    def _loop_factory(self):
+        return new_event_loop()
+
+
+def install():
+    """Make uringloop the loop of ``asyncio.run`` and ``asyncio.new_event_loop``."""
+    asyncio.set_event_loop_policy(EventLoopPolicy())
+
+
+def run(main, *, debug=None):
+    """Run a coroutine on a new uringloop loop, like ``asyncio.run``."""
+    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        return runner.run(main)

@@ -1,0 +1,77 @@
+"""Choosing the backend: io_uring when it really works here, else the
+selector loop with a warning; never a silent fallback.
+
+``URINGLOOP_BACKEND`` decides: ``auto`` (default) probes the ring with a
+real round trip -- ring setup *and* a no-op submitted and reaped, because
+some seccomp filters allow ``io_uring_setup`` and deny ``io_uring_enter``
+-- and falls back with one warning; ``uring`` raises instead of falling
+back; ``selector`` makes no io_uring syscall at all (some sandboxes kill
+the process on the first one).  The probe runs once per process.
+"""
+import logging
+import os
+import warnings
+
+logger = logging.getLogger("uringloop")
+
+_ENV = "URINGLOOP_BACKEND"
+_CHOICES = ("auto", "uring", "selector")
+
+_probe_error = None
+_probed = False
+_warned = False
+
+
+class BackendUnavailableError(RuntimeError):
+    """``URINGLOOP_BACKEND=uring`` was asked for but io_uring cannot run."""
+
+
+def requested_backend():
+    value = os.environ.get(_ENV, "auto").strip().lower() or "auto"
+    if value not in _CHOICES:
+        raise ValueError(f"{_ENV}={value!r}: expected one of {', '.join(_CHOICES)}")
+    return value
+
+
+def probe_ring():
+    """Return None if io_uring works in this process, else the reason."""
+    global _probe_error, _probed
+    if _probed:
+        return _probe_error
+    try:
+        from ._ring import Ring
+        ring = Ring(entries=8)
+        try:
+            done = []
+            ring.submit_nop(lambda res, flags: done.append(res))
+            ring.run_turn(1.0)
+            if done != [0]:
+                raise OSError(f"no-op round trip through io_uring failed: {done!r}")
+        finally:
+            ring.close()
+    except (OSError, ImportError) as exc:
+        _probe_error = exc
+    _probed = True
+    return _probe_error
+
+
+def uring_usable():
+    """Decide the backend; warns once when falling back."""
+    global _warned
+    choice = requested_backend()
+    if choice == "selector":
+        return False
+    error = probe_ring()
+    if error is None:
+        return True
+    if choice == "uring":
+        raise BackendUnavailableError(
+            f"{_ENV}=uring but io_uring is unavailable here: {error}")
+    if not _warned:
+        _warned = True
+        message = (f"uringloop: io_uring is unavailable ({error}); "
+                   f"using the selector backend. Set {_ENV}=selector to "
+                   f"silence this, or {_ENV}=uring to make it an error.")
+        logger.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return False

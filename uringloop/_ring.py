@@ -1,0 +1,236 @@
+"""The ring as Python sees it: the ops table and the once-per-turn reap.
+
+Every operation gets a fresh ``user_data`` number.  The ops table maps that
+number to ``(callback, keepalive)``: the callback receives ``(res, flags)``
+when the completion arrives, and ``keepalive`` holds every object whose
+memory the kernel may read or write until then (buffers, msghdrs, socket
+addresses).  Only a completion removes an entry, so a buffer outlives a
+cancelled future or a closed transport for as long as the kernel holds it.
+
+Data flow: callers queue SQEs with the ``submit_*`` methods (no syscall),
+the loop calls :meth:`Ring.run_turn` once per iteration, which makes one C
+call that submits, waits and copies a batch of completions out, then runs
+their callbacks.  Callbacks must only schedule work (resolve futures, call
+``loop.call_soon``); they run inside the loop's select step.
+"""
+import errno
+import os
+import weakref
+
+from ._uring import ffi, lib
+
+# A batch is copied out per C call; a full batch means more are waiting.
+_BATCH = 256
+_CQE_F_MORE = 1 << 1
+
+# IORING_SETUP_* flags the loop asks for; all optional (the C layer drops
+# them one by one on kernels that refuse them).
+_SETUP_SUBMIT_ALL = 1 << 7
+_SETUP_COOP_TASKRUN = 1 << 8
+_SETUP_TASKRUN_FLAG = 1 << 9
+DEFAULT_SETUP_FLAGS = _SETUP_SUBMIT_ALL | _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG
+
+_live_rings = weakref.WeakSet()
+# Rings whose kernel side never gave back every buffer at close: kept (with
+# those buffers) for the life of the process instead of freed under the kernel.
+_leaked_rings = []
+
+
+def _forget_rings_in_child():
+    # A forked child shares the parent's ring mappings; touching them would
+    # submit into or reap from the parent's ring.
+    for ring in list(_live_rings):
+        ring._forked = True
+
+
+os.register_at_fork(after_in_child=_forget_rings_in_child)
+
+
+class RingUnavailableError(OSError):
+    """io_uring cannot be used here (blocked, disabled or too old)."""
+
+
+class Ring:
+    def __init__(self, entries=1024, setup_flags=DEFAULT_SETUP_FLAGS):
+        error = ffi.new("int *")
+        ptr = lib.ul_ring_create(entries, setup_flags, error)
+        if ptr == ffi.NULL:
+            code = -error[0]
+            raise RingUnavailableError(code, f"io_uring_setup failed: {os.strerror(code)}")
+        self._ptr = ptr
+        self._ops = {}
+        self._next_user_data = 1
+        self._completions = ffi.new("struct ul_completion[]", _BATCH)
+        self._forked = False
+        self.on_callback_error = None
+        _live_rings.add(self)
+
+    # -- introspection -------------------------------------------------
+    @property
+    def closed(self):
+        return self._ptr is None
+
+    @property
+    def features(self):
+        return lib.ul_ring_features(self._ptr)
+
+    @property
+    def setup_flags(self):
+        return lib.ul_ring_setup_flags(self._ptr)
+
+    @property
+    def registered_fd(self):
+        return bool(lib.ul_ring_registered_fd(self._ptr))
+
+    def supported_opcodes(self):
+        table = ffi.new("unsigned char[]", 256)
+        count = lib.ul_ring_probe(self._ptr, table, 256)
+        if count < 0:
+            raise OSError(-count, os.strerror(-count))
+        return {op for op in range(min(count, 256)) if table[op]}
+
+    def pending(self):
+        return len(self._ops)
+
+    # -- submission ----------------------------------------------------
+    def _start(self, prep_result, user_data, callback, keepalive):
+        if prep_result < 0:
+            raise OSError(-prep_result, os.strerror(-prep_result))
+        self._ops[user_data] = (callback, keepalive)
+        return user_data
+
+    def _new_user_data(self):
+        self._check_usable()
+        user_data = self._next_user_data
+        self._next_user_data = user_data + 1
+        return user_data
+
+    def _check_usable(self):
+        if self._ptr is None:
+            raise RuntimeError("the io_uring ring is closed")
+        if self._forked:
+            raise RuntimeError("an io_uring ring cannot be used after fork(); "
+                               "create a new event loop in the child")
+
+    def submit_nop(self, callback):
+        ud = self._new_user_data()
+        return self._start(lib.ul_prep_nop(self._ptr, ud), ud, callback, None)
+
+    def submit_recv(self, fd, buf, nbytes, callback):
+        ud = self._new_user_data()
+        return self._start(lib.ul_prep_recv(self._ptr, fd, buf, nbytes, 0, ud),
+                           ud, callback, buf)
+
+    def submit_send(self, fd, buf, nbytes, callback, keepalive):
+        ud = self._new_user_data()
+        return self._start(lib.ul_prep_send(self._ptr, fd, buf, nbytes, 0, ud),
+                           ud, callback, keepalive)
+
+    def submit_recvmsg(self, fd, msg, buf, nbytes, callback):
+        ud = self._new_user_data()
+        return self._start(lib.ul_prep_recvmsg(self._ptr, fd, msg, buf, nbytes, 0, ud),
+                           ud, callback, (msg, buf))
+
+    def submit_sendmsg(self, fd, msg, buf, nbytes, sockaddr, callback, keepalive):
+        ud = self._new_user_data()
+        rc = lib.ul_prep_sendmsg(self._ptr, fd, msg, buf, nbytes,
+                                 sockaddr, len(sockaddr), 0, ud)
+        return self._start(rc, ud, callback, (msg, keepalive))
+
+    def submit_connect(self, fd, sockaddr, callback):
+        ud = self._new_user_data()
+        rc = lib.ul_prep_connect(self._ptr, fd, sockaddr, len(sockaddr), ud)
+        return self._start(rc, ud, callback, sockaddr)
+
+    def submit_accept(self, fd, flags, callback):
+        ud = self._new_user_data()
+        return self._start(lib.ul_prep_accept(self._ptr, fd, flags, ud), ud, callback, None)
+
+    def submit_poll(self, fd, mask, callback):
+        ud = self._new_user_data()
+        return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, None)
+
+    def submit_now(self):
+        """Hand queued operations to the kernel before the next turn, for
+        operations whose effect a peer may be waiting on synchronously
+        (asyncio starts connect and send before returning to the loop)."""
+        rc = lib.ul_ring_submit(self._ptr)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+
+    def cancel(self, user_data):
+        """Ask the kernel to cancel an operation.  Its entry (and buffers)
+        stay in the ops table until its own completion arrives."""
+        if user_data not in self._ops or self._ptr is None or self._forked:
+            return
+        rc = lib.ul_prep_cancel(self._ptr, user_data)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+
+    # -- completion ----------------------------------------------------
+    def run_turn(self, timeout):
+        """Submit queued operations, wait up to ``timeout`` seconds (None:
+        until something completes) and run the callbacks of what completed."""
+        self._check_usable()
+        timeout_ns = -1 if timeout is None else max(0, int(timeout * 1e9))
+        ops = self._ops
+        out = self._completions
+        while True:
+            count = lib.ul_ring_turn(self._ptr, timeout_ns, out, _BATCH)
+            if count < 0:
+                raise OSError(-count, os.strerror(-count))
+            for i in range(count):
+                cqe = out[i]
+                user_data = cqe.user_data
+                flags = cqe.flags
+                if flags & _CQE_F_MORE:
+                    entry = ops.get(user_data)
+                else:
+                    entry = ops.pop(user_data, None)
+                if entry is None:
+                    continue
+                try:
+                    entry[0](cqe.res, flags)
+                except BaseException as exc:  # reported, never lost
+                    if self.on_callback_error is None:
+                        raise
+                    self.on_callback_error(exc)
+            if count < _BATCH:
+                return
+            timeout_ns = 0
+
+    def close(self, drain_timeout=5.0):
+        """Cancel everything in flight, wait for the kernel to give every
+        buffer back, then release the ring.  Callbacks are not run."""
+        if self._ptr is None:
+            return
+        ptr, self._ptr = self._ptr, None
+        if self._forked:
+            # The mapping is the parent's; closing our copy of the fd is the
+            # only thing the child may do with it.
+            os.close(lib.ul_ring_fd(ptr))
+            return
+        ops = self._ops
+        if ops:
+            lib.ul_prep_cancel_all(ptr)
+            deadline_turns = max(1, int(drain_timeout / 0.05))
+            for _ in range(deadline_turns):
+                count = lib.ul_ring_turn(ptr, 50_000_000, self._completions, _BATCH)
+                if count < 0 and count != -errno.EINTR:
+                    break
+                for i in range(max(count, 0)):
+                    cqe = self._completions[i]
+                    if not cqe.flags & _CQE_F_MORE:
+                        ops.pop(cqe.user_data, None)
+                if not ops:
+                    break
+        if ops:
+            # The kernel still holds buffers we cannot account for: keep the
+            # ring and the buffers alive forever rather than risk a write
+            # into freed memory.
+            _leaked_rings.append((ptr, dict(ops)))
+            ops.clear()
+            return
+        lib.ul_ring_destroy(ptr)
+
+

@@ -1,0 +1,233 @@
+"""``loop.sock_*`` on the ring: each call is one completion-based operation
+(recv, send, recvmsg, sendmsg, connect, accept) instead of a readiness wait
+followed by a syscall.
+
+Data flow: a method checks its arguments as asyncio does, pins the memory
+the kernel will use (a fresh buffer, or the caller's buffer via
+``ffi.from_buffer``), submits the operation with a completion callback and
+awaits a future.  The ring's ops table keeps the pinned memory until the
+completion arrives, so cancelling the future (which submits
+``ASYNC_CANCEL``) never frees memory the kernel may still write.
+"""
+import errno
+import os
+import socket
+import ssl
+
+from . import _sockaddr
+from ._uring import ffi
+
+_ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _os_error(res):
+    return OSError(-res, os.strerror(-res))
+
+
+class RingSocketOpsMixin:
+    """Needs ``self._ring`` and asyncio's selector-loop helpers."""
+
+    def _check_sock(self, sock):
+        if isinstance(sock, ssl.SSLSocket):
+            raise TypeError("Socket cannot be of type SSLSocket")
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+
+    def _ring_future(self, sock):
+        """A future for one ring operation on ``sock``, and its fd."""
+        self._check_closed()
+        fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
+        if fd < 0:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return self.create_future(), fd
+
+    def _cancel_with_future(self, fut, user_data):
+        def on_done(fut):
+            if fut.cancelled():
+                self._ring.cancel(user_data)
+        fut.add_done_callback(on_done)
+
+    async def sock_recv(self, sock, n):
+        self._check_sock(sock)
+        fut, fd = self._ring_future(sock)
+        buf = _new_uncleared("char[]", max(n, 1))
+
+        def on_recv(res, flags):
+            if fut.done():
+                return
+            if res < 0:
+                fut.set_exception(_os_error(res))
+            else:
+                fut.set_result(ffi.unpack(buf, res))
+
+        self._cancel_with_future(fut, self._ring.submit_recv(fd, buf, n, on_recv))
+        return await fut
+
+    async def sock_recv_into(self, sock, buf):
+        self._check_sock(sock)
+        fut, fd = self._ring_future(sock)
+        target = ffi.from_buffer(buf, require_writable=True)
+
+        def on_recv(res, flags):
+            if fut.done():
+                return
+            if res < 0:
+                fut.set_exception(_os_error(res))
+            else:
+                fut.set_result(res)
+
+        ud = self._ring.submit_recv(fd, target, len(target), on_recv)
+        self._cancel_with_future(fut, ud)
+        return await fut
+
+    async def _recvmsg(self, sock, target, nbytes):
+        fut, fd = self._ring_future(sock)
+        msg = ffi.new("struct ul_msg *")
+
+        def on_recvmsg(res, flags):
+            if fut.done():
+                return
+            if res < 0:
+                fut.set_exception(_os_error(res))
+            else:
+                addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)),
+                                        msg.hdr.msg_namelen)
+                fut.set_result((res, addr))
+
+        ud = self._ring.submit_recvmsg(fd, msg, target, nbytes, on_recvmsg)
+        self._cancel_with_future(fut, ud)
+        return await fut
+
+    async def sock_recvfrom(self, sock, bufsize):
+        self._check_sock(sock)
+        buf = _new_uncleared("char[]", max(bufsize, 1))
+        nbytes, addr = await self._recvmsg(sock, buf, bufsize)
+        return ffi.unpack(buf, nbytes), addr
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        self._check_sock(sock)
+        target = ffi.from_buffer(buf, require_writable=True)
+        if not nbytes:
+            nbytes = len(target)
+        elif nbytes > len(target):
+            raise ValueError("nbytes is greater than the length of the buffer")
+        return await self._recvmsg(sock, target, nbytes)
+
+    async def sock_sendall(self, sock, data):
+        self._check_sock(sock)
+        fut, fd = self._ring_future(sock)
+        source = ffi.from_buffer(data)
+        total = len(source)
+        sent = 0
+        ring = self._ring
+
+        def on_send(res, flags):
+            nonlocal sent, current
+            if fut.done():
+                return
+            if res < 0:
+                fut.set_exception(_os_error(res))
+                return
+            sent += res
+            if sent >= total:
+                fut.set_result(None)
+                return
+            try:
+                current = ring.submit_send(fd, source + sent, total - sent, on_send, source)
+            except OSError as exc:
+                fut.set_exception(exc)
+
+        current = ring.submit_send(fd, source, total, on_send, source)
+        ring.submit_now()
+        # Cancel whichever send is in flight when the future is cancelled.
+        fut.add_done_callback(lambda f: f.cancelled() and ring.cancel(current))
+        return await fut
+
+    async def sock_sendto(self, sock, data, address):
+        self._check_sock(sock)
+        if sock.family in _IP_FAMILIES:
+            address = await self._resolve_for(sock, address)
+        sockaddr = _sockaddr.pack(sock.family, address)
+        fut, fd = self._ring_future(sock)
+        source = ffi.from_buffer(data)
+        msg = ffi.new("struct ul_msg *")
+
+        def on_sendmsg(res, flags):
+            if fut.done():
+                return
+            if res < 0:
+                fut.set_exception(_os_error(res))
+            else:
+                fut.set_result(res)
+
+        ud = self._ring.submit_sendmsg(fd, msg, source, len(source), sockaddr,
+                                       on_sendmsg, source)
+        self._ring.submit_now()
+        self._cancel_with_future(fut, ud)
+        return await fut
+
+    async def sock_connect(self, sock, address):
+        self._check_sock(sock)
+        if sock.family in _IP_FAMILIES:
+            address = await self._resolve_for(sock, address)
+        sockaddr = _sockaddr.pack(sock.family, address)
+        fut, fd = self._ring_future(sock)
+
+        def on_connect(res, flags):
+            if fut.done():
+                return
+            if res < 0:
+                fut.set_exception(OSError(-res, f"Connect call failed {address}"))
+            else:
+                fut.set_result(None)
+
+        self._cancel_with_future(fut, self._ring.submit_connect(fd, sockaddr, on_connect))
+        self._ring.submit_now()
+        try:
+            return await fut
+        finally:
+            # Break the cycle future -> callback -> future, as asyncio does.
+            fut = None
+
+    async def sock_accept(self, sock):
+        self._check_sock(sock)
+        fut, fd = self._ring_future(sock)
+
+        def on_accept(res, flags):
+            if res < 0:
+                if not fut.done():
+                    fut.set_exception(_os_error(res))
+                return
+            conn = socket.socket(fileno=res)
+            if fut.done():
+                conn.close()  # accepted after cancellation: nobody wants it
+                return
+            conn.setblocking(False)
+            try:
+                address = conn.getpeername()
+            except OSError as exc:
+                conn.close()
+                fut.set_exception(exc)
+                return
+            fut.set_result((conn, address))
+
+        self._cancel_with_future(fut, self._ring.submit_accept(fd, _ACCEPT_FLAGS, on_accept))
+        return await fut
+
+    async def _resolve_for(self, sock, address):
+        """Resolve a host name the way asyncio's sock_connect does, skipping
+        the resolver for numeric addresses."""
+        host, port = address[:2]
+        try:
+            socket.inet_pton(sock.family, host.partition("%")[0])
+            return address
+        except (OSError, TypeError, AttributeError):
+            pass
+        infos = await self.getaddrinfo(host, port, family=sock.family,
+                                       type=sock.type, proto=sock.proto)
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned empty list")
+        return infos[0][4]

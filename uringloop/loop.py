@@ -1,0 +1,55 @@
+"""The event loop: asyncio's Unix selector loop with its waits and socket
+operations moved onto one io_uring ring.
+
+What ``Loop`` owns: the ring (``self._ring``) and a ``RingSelector`` over
+it.  asyncio's ``BaseEventLoop`` machinery is reused as is (ready queue,
+timers, executors, DNS, TLS, signals, subprocesses, debug mode); each
+iteration of ``_run_once`` calls ``selector.select(timeout)``, which is one
+ring turn: it submits every queued operation, waits until a completion or
+the next timer, and runs completion callbacks that resolve futures.
+``call_soon_threadsafe`` wakes the ring through asyncio's self-pipe, whose
+read end always has a poll armed on the ring.
+
+``close()`` first lets asyncio close the selector state, then cancels every
+operation still in the kernel and frees the ring only once all of them
+have completed.
+"""
+import asyncio
+
+from ._readiness import RingSelector
+from ._ring import Ring
+from ._sockops import RingSocketOpsMixin
+
+
+class Loop(RingSocketOpsMixin, asyncio.SelectorEventLoop):
+    """An asyncio event loop whose I/O runs on io_uring."""
+
+    backend = "io_uring"
+
+    def __init__(self, ring=None):
+        self._ring = Ring() if ring is None else ring
+        self._ring.on_callback_error = self._report_ring_callback_error
+        super().__init__(selector=RingSelector(self._ring))
+
+    def _report_ring_callback_error(self, exc):
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            raise exc
+        self.call_exception_handler({
+            "message": "Exception in an io_uring completion callback",
+            "exception": exc,
+        })
+
+    def close(self):
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        super().close()
+        self._ring.close()
+
+
+class SelectorLoop(asyncio.SelectorEventLoop):
+    """The fallback when io_uring is unavailable: asyncio's own selector
+    loop, labelled so that callers can tell which backend they got."""
+
+    backend = "selector"
