@@ -17,8 +17,13 @@ URINGLOOP_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -O1" \
 URINGLOOP_LDFLAGS="-fsanitize=address" \
     "$repo_root/.venv/bin/python" build_ffi.py >/dev/null
 
-asan_runtime=$(gcc -print-file-name=libasan.so)
-LD_PRELOAD="$asan_runtime" \
-ASAN_OPTIONS="detect_leaks=0:abort_on_error=1" \
-PYTHONPATH="$work" \
-    "$repo_root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+export LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
+export PYTHONPATH="$work"
+# The editable install in .venv points at the normal build: make sure the
+# sanitized extension is the one imported.
+"$repo_root/.venv/bin/python" -c '
+import sys, uringloop._uring as ext
+assert ext.__file__.startswith(sys.argv[1]), ext.__file__
+print("ASan build:", ext.__file__)' "$work"
+"$repo_root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
