@@ -224,13 +224,17 @@ class Ring:
                         ops.pop(cqe.user_data, None)
                 if not ops:
                     break
-        if ops:
+        if any(keepalive is not None for _, keepalive in ops.values()):
             # The kernel still holds buffers we cannot account for: keep the
             # ring and the buffers alive forever rather than risk a write
             # into freed memory.
             _leaked_rings.append((ptr, dict(ops)))
             ops.clear()
             return
+        # Whatever is left (polls, no-ops, accepts) touches no user memory,
+        # e.g. a ring whose io_uring_enter a seccomp filter denies: the
+        # kernel cancels those itself when the ring goes away.
+        ops.clear()
         lib.ul_ring_destroy(ptr)
 
 
