@@ -4,15 +4,15 @@ selector loop with a warning; never a silent fallback.
 ``URINGLOOP_BACKEND`` decides: ``auto`` (default) probes the ring with a
 real round trip -- ring setup *and* a no-op submitted and reaped, because
 some seccomp filters allow ``io_uring_setup`` and deny ``io_uring_enter``
--- and falls back with one warning; ``uring`` raises instead of falling
-back; ``selector`` makes no io_uring syscall at all (some sandboxes kill
-the process on the first one).  The probe runs once per process.
+-- and falls back with one ``RuntimeWarning`` (a single message, not a
+warning plus a log record: Python prints it on stderr by default and
+``logging.captureWarnings`` routes it to logging); ``uring`` raises
+instead of falling back; ``selector`` makes no io_uring syscall at all
+(some sandboxes kill the process on the first one).  The probe runs once
+per process.
 """
-import logging
 import os
 import warnings
-
-logger = logging.getLogger("uringloop")
 
 _ENV = "URINGLOOP_BACKEND"
 _CHOICES = ("auto", "uring", "selector")
@@ -44,7 +44,10 @@ def probe_ring():
         try:
             done = []
             ring.submit_nop(lambda res, flags: done.append(res))
-            ring.run_turn(1.0)
+            try:
+                ring.run_turn(1.0)
+            except OSError as exc:
+                raise OSError(exc.errno, f"io_uring_enter failed: {exc.strerror}") from None
             if done != [0]:
                 raise OSError(f"no-op round trip through io_uring failed: {done!r}")
         finally:
@@ -72,6 +75,5 @@ def uring_usable():
         message = (f"uringloop: io_uring is unavailable ({error}); "
                    f"using the selector backend. Set {_ENV}=selector to "
                    f"silence this, or {_ENV}=uring to make it an error.")
-        logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     return False
