@@ -30,6 +30,11 @@ _SETUP_COOP_TASKRUN = 1 << 8
 _SETUP_TASKRUN_FLAG = 1 << 9
 DEFAULT_SETUP_FLAGS = _SETUP_SUBMIT_ALL | _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG
 
+# Kernel names (IORING_OP_<name>) of every operation the loop submits, for
+# ``python -m uringloop info``; a new ``submit_*`` adds its name here.
+OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
+                "RECVMSG", "SENDMSG", "CONNECT", "ACCEPT")
+
 _live_rings = weakref.WeakSet()
 # Rings whose kernel side never gave back every buffer at close: kept (with
 # those buffers) for the life of the process instead of freed under the kernel.
