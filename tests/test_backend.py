@@ -112,7 +112,7 @@ print(json.dumps(report))
 """
 
 
-def run_child(rules, backend=None, body=_ECHO):
+def run_child(rules, backend=None, body=_ECHO, parse_report=True):
     env = dict(os.environ)
     env.pop(_backend._ENV, None)
     if backend is not None:
@@ -122,7 +122,7 @@ def run_child(rules, backend=None, body=_ECHO):
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     report = None
-    if proc.returncode == 0:
+    if proc.returncode == 0 and parse_report:
         report = json.loads(proc.stdout.strip().splitlines()[-1])
     return proc, report
 

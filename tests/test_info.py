@@ -1,0 +1,134 @@
+"""``python -m uringloop info`` run as users run it: in a subprocess,
+checked against what this machine (Linux 6.18) really offers."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from uringloop import __main__ as cli
+from uringloop._ring import OPCODES_USED
+
+from .test_backend import (NR_IO_URING_ENTER, NR_IO_URING_REGISTER,
+                           NR_IO_URING_SETUP, RET_ERRNO_EPERM,
+                           RET_KILL_PROCESS, run_child, x86_64_only)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_info(*args, backend=None):
+    env = dict(os.environ)
+    env.pop("URINGLOOP_BACKEND", None)
+    if backend is not None:
+        env["URINGLOOP_BACKEND"] = backend
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "uringloop", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_text_report():
+    proc = run_info("info")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    lines = out.splitlines()
+    assert f"Linux {os.uname().release}" in out
+    assert "liburing (build):    2." in out
+    assert "backend:             io_uring" in lines
+    assert any(l.startswith("setup flags granted:") and "CQSIZE" in l for l in lines)
+    features = next(l for l in lines if l.startswith("features:"))
+    assert "NODROP" in features and "FAST_POLL" in features and "EXT_ARG" in features
+    assert "registered ring fd:  yes" in lines
+    # Every op the loop uses is supported here and starred.
+    for name in ("RECV", "SEND", "RECVMSG", "SENDMSG", "ACCEPT", "CONNECT", "POLL_ADD"):
+        assert f"  * {name}" in lines, name
+    # Supported but unused ops are listed too, by name, unstarred.
+    for name in ("READV", "OPENAT", "SEND_ZC", "WAITID", "BIND", "PIPE"):
+        assert f"    {name}" in lines, name
+    assert "NOT supported" not in out
+
+
+def test_json_report():
+    proc = run_info("info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["backend"] == "io_uring"
+    assert info["backend_reason"] is None
+    assert info["kernel"]["release"] == os.uname().release
+    ring = info["ring"]
+    supported = ring["opcodes_supported"]
+    assert {"NOP", "RECV", "SEND", "PIPE"} <= set(supported)
+    # Named in kernel order, no holes on 6.18 (NOP .. PIPE = 0 .. 62).
+    assert supported[:len(cli.OPCODE_NAMES)] == list(cli.OPCODE_NAMES)
+    assert ring["opcodes_used"] == list(OPCODES_USED)
+    assert ring["opcodes_used_but_unsupported"] == []
+    assert ring["features"] & 0b10  # NODROP
+    assert ring["setup_flag_names"] == cli.bit_names(ring["setup_flags"],
+                                                     cli.SETUP_FLAG_NAMES)
+
+
+def test_selector_requested_probes_nothing():
+    proc = run_info("info", "--json", backend="selector")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["backend"] == "selector"
+    assert "URINGLOOP_BACKEND=selector" in info["backend_reason"]
+    assert info["ring"] is None
+
+
+def test_bad_backend_value_is_a_usage_error():
+    proc = run_info("info", backend="nonsense")
+    assert proc.returncode == 2
+    assert "URINGLOOP_BACKEND='nonsense'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_command_is_required():
+    proc = run_info()
+    assert proc.returncode == 2
+    assert "info" in proc.stderr
+
+
+_INFO_IN_SANDBOX = """
+import sys, runpy
+sys.argv = ["uringloop", "info"]
+runpy.run_module("uringloop", run_name="__main__")
+"""
+
+
+@x86_64_only
+def test_info_under_seccomp_reports_the_fallback():
+    proc, _ = run_child({NR_IO_URING_SETUP: RET_ERRNO_EPERM}, body=_INFO_IN_SANDBOX,
+                        parse_report=False)
+    assert proc.returncode == 0, proc.stderr
+    backend = next(l for l in proc.stdout.splitlines() if l.startswith("backend:"))
+    assert "selector" in backend and "io_uring_setup failed" in backend
+    assert "opcodes" not in proc.stdout
+
+
+@x86_64_only
+def test_info_with_selector_survives_a_killing_filter():
+    kill = {nr: RET_KILL_PROCESS
+            for nr in (NR_IO_URING_SETUP, NR_IO_URING_ENTER, NR_IO_URING_REGISTER)}
+    proc, _ = run_child(kill, backend="selector", body=_INFO_IN_SANDBOX,
+                        parse_report=False)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "backend:             selector" in proc.stdout
+
+
+@pytest.mark.parametrize("value,names,expected", [
+    (0b1010, ("A", "B", "C", "D"), ["B", "D"]),
+    (1 << 40, ("A",), ["bit 40"]),
+    (0, ("A",), []),
+])
+def test_bit_names(value, names, expected):
+    assert cli.bit_names(value, names) == expected
+
+
+def test_opcode_table_matches_kernel_numbering():
+    # Spot checks against include/uapi/linux/io_uring.h.
+    assert cli.OPCODE_NAMES.index("RECV") == 27
+    assert cli.OPCODE_NAMES.index("SEND_ZC") == 47
+    assert cli.OPCODE_NAMES.index("PIPE") == 62
+    assert cli.opcode_name(200) == "op 200"
+    assert set(OPCODES_USED) <= set(cli.OPCODE_NAMES)
