@@ -1,0 +1,276 @@
+"""The ring layer (uringloop._ring) on its own, without a loop: the ops
+table's lifetime rules, the SQ-full and large-batch paths, close, and the
+process boundary (fork)."""
+import errno
+import gc
+import os
+import socket
+import weakref
+
+import pytest
+
+from uringloop import _ring
+from uringloop.__main__ import OPCODE_NAMES
+from uringloop._ring import Ring
+from uringloop._uring import ffi
+
+
+@pytest.fixture
+def ring():
+    r = Ring(entries=64)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def turn_until(ring, predicate, turns=50):
+    for _ in range(turns):
+        if predicate():
+            return
+        ring.run_turn(0.1)
+    assert predicate()
+
+
+def test_nop_round_trip(ring):
+    seen = []
+    ud = ring.submit_nop(lambda res, flags: seen.append((res, flags)))
+    assert ud > 0
+    assert ring.pending() == 1
+    ring.run_turn(1.0)
+    assert seen == [(0, 0)]
+    assert ring.pending() == 0
+
+
+def test_user_data_is_never_reused(ring):
+    ids = [ring.submit_nop(lambda res, flags: None) for _ in range(10)]
+    ring.run_turn(1.0)
+    ids += [ring.submit_nop(lambda res, flags: None) for _ in range(10)]
+    ring.run_turn(1.0)
+    assert len(set(ids)) == 20 and 0 not in ids
+
+
+def test_entry_and_buffer_released_only_on_completion(ring, pair):
+    a, b = pair
+    seen = []
+    buf = ffi.new("char[]", 16)
+    buf_ref = weakref.ref(buf)
+    ring.submit_recv(a.fileno(), buf, 16,
+                     lambda res, flags: seen.append(ffi.unpack(buf_ref(), res)))
+    del buf
+    for _ in range(3):
+        ring.run_turn(0)
+    gc.collect()
+    # Nothing arrived: the entry and the buffer the kernel will write stay.
+    assert seen == [] and ring.pending() == 1
+    assert buf_ref() is not None
+    b.send(b"data")
+    turn_until(ring, lambda: seen)
+    assert seen == [b"data"]          # the callback still saw the buffer
+    assert ring.pending() == 0
+    gc.collect()
+    assert buf_ref() is None
+
+
+def test_cancel_pending_recv(ring, pair):
+    a, _ = pair
+    seen = []
+    buf = ffi.new("char[]", 16)
+    buf_ref = weakref.ref(buf)
+    ud = ring.submit_recv(a.fileno(), buf, 16, lambda res, flags: seen.append(res))
+    del buf
+    ring.run_turn(0)                 # the recv is now armed in the kernel
+    ring.cancel(ud)
+    gc.collect()
+    # A cancel is a request: until its completion the buffer stays pinned.
+    assert ring.pending() == 1 and buf_ref() is not None
+    turn_until(ring, lambda: seen)
+    assert seen == [-errno.ECANCELED]
+    assert ring.pending() == 0
+    gc.collect()
+    assert buf_ref() is None
+
+
+def test_cancel_before_submission(ring, pair):
+    # Cancel queued in the same turn as its target: still exactly one
+    # completion, and it says cancelled.
+    a, _ = pair
+    seen = []
+    ud = ring.submit_recv(a.fileno(), ffi.new("char[]", 4), 4,
+                          lambda res, flags: seen.append(res))
+    ring.cancel(ud)
+    turn_until(ring, lambda: seen)
+    ring.run_turn(0)
+    assert seen == [-errno.ECANCELED]
+
+
+def test_cancel_of_finished_op_is_a_no_op(ring):
+    seen = []
+    ud = ring.submit_nop(lambda res, flags: seen.append(res))
+    ring.run_turn(1.0)
+    ring.cancel(ud)
+    ring.cancel(123456789)
+    ring.run_turn(0)
+    assert seen == [0] and ring.pending() == 0
+
+
+def test_sq_full_submits_and_continues():
+    ring = Ring(entries=8)
+    try:
+        seen = []
+        for i in range(100):
+            ring.submit_nop(lambda res, flags, i=i: seen.append((i, res)))
+        turn_until(ring, lambda: len(seen) == 100)
+        assert sorted(seen) == [(i, 0) for i in range(100)]
+        assert ring.pending() == 0
+    finally:
+        ring.close()
+
+
+def test_more_completions_than_one_batch(ring):
+    big = Ring(entries=1024)
+    try:
+        seen = []
+        count = 3 * _ring._BATCH + 17
+        for i in range(count):
+            big.submit_nop(lambda res, flags, i=i: seen.append(i))
+        big.run_turn(1.0)
+        # One turn drains every batch the kernel has ready, in order.
+        assert seen == list(range(count))
+        assert big.pending() == 0
+    finally:
+        big.close()
+
+
+def test_callback_error_is_reported_and_others_still_run(ring):
+    seen, errors = [], []
+    ring.on_callback_error = errors.append
+
+    def boom(res, flags):
+        raise ValueError("boom")
+
+    ring.submit_nop(lambda res, flags: seen.append(1))
+    ring.submit_nop(boom)
+    ring.submit_nop(lambda res, flags: seen.append(3))
+    ring.run_turn(1.0)
+    assert seen == [1, 3]
+    assert [type(e) for e in errors] == [ValueError]
+
+
+def test_callback_error_without_handler_propagates(ring):
+    def boom(res, flags):
+        raise ValueError("boom")
+
+    ring.submit_nop(boom)
+    with pytest.raises(ValueError):
+        ring.run_turn(1.0)
+    assert ring.pending() == 0
+
+
+def test_run_turn_timeout_without_work(ring):
+    ring.run_turn(0)
+    ring.run_turn(0.01)
+    assert ring.pending() == 0
+
+
+def test_close_with_ops_in_flight_drains_them(pair):
+    a, b = pair
+    ring = Ring(entries=16)
+    seen = []
+    leaked_before = len(_ring._leaked_rings)
+    bufs = [ffi.new("char[]", 32) for _ in range(4)]
+    for buf in bufs:
+        ring.submit_recv(a.fileno(), buf, 32, lambda res, flags: seen.append(res))
+    ring.submit_poll(b.fileno(), 1, lambda res, flags: seen.append(res))
+    ring.run_turn(0)
+    fd = os.readlink(f"/proc/self/fd/{_fd_of(ring)}")
+    assert "io_uring" in fd
+    ring.close()
+    assert ring.closed and ring.pending() == 0
+    assert len(_ring._leaked_rings) == leaked_before   # every buffer came back
+    assert seen == []                                   # close runs no callbacks
+    ring.close()                                        # idempotent
+
+
+def test_close_releases_the_ring_fd():
+    before = _ring_fds()
+    rings = [Ring(entries=8) for _ in range(10)]
+    assert _ring_fds() == before + 10
+    for r in rings:
+        r.close()
+    assert _ring_fds() == before
+
+
+def test_use_after_close_raises(pair):
+    ring = Ring(entries=8)
+    ring.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        ring.submit_nop(lambda res, flags: None)
+    with pytest.raises(RuntimeError, match="closed"):
+        ring.submit_recv(pair[0].fileno(), ffi.new("char[]", 1), 1, lambda r, f: None)
+    with pytest.raises(RuntimeError, match="closed"):
+        ring.run_turn(0)
+    ring.cancel(1)      # cancelling on a closed ring is harmless
+
+
+def test_bad_fd_completes_with_ebadf(ring):
+    seen = []
+    ring.submit_recv(999_999, ffi.new("char[]", 4), 4, lambda res, flags: seen.append(res))
+    turn_until(ring, lambda: seen)
+    assert seen == [-errno.EBADF]
+
+
+def test_fork_child_cannot_use_the_ring(ring):
+    ring.submit_nop(lambda res, flags: None)   # something queued in the parent
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            try:
+                ring.submit_nop(lambda res, flags: None)
+            except RuntimeError as exc:
+                if "fork" in str(exc):
+                    try:
+                        ring.run_turn(0)
+                    except RuntimeError:
+                        ring.close()           # only closes the child's fd copy
+                        code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's ring is untouched by the child.
+    seen = []
+    ring.submit_nop(lambda res, flags: seen.append(res))
+    turn_until(ring, lambda: seen)
+    assert ring.pending() == 0
+
+
+def test_introspection(ring):
+    assert ring.features & 0b10                     # NODROP on any 5.5+ kernel
+    assert ring.setup_flags & (1 << 3)              # CQSIZE is always asked for
+    assert isinstance(ring.registered_fd, bool)
+    supported = {OPCODE_NAMES[op] for op in ring.supported_opcodes()
+                 if op < len(OPCODE_NAMES)}
+    assert set(_ring.OPCODES_USED) <= supported
+
+
+def _fd_of(ring):
+    from uringloop._uring import lib
+    return lib.ul_ring_fd(ring._ptr)
+
+
+def _ring_fds():
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += "io_uring" in os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            pass
+    return count
