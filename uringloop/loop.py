@@ -19,6 +19,7 @@ import asyncio
 from ._readiness import RingSelector
 from ._ring import Ring
 from ._sockops import RingSocketOpsMixin
+from ._stream import RingStreamTransport
 
 
 class Loop(RingSocketOpsMixin, asyncio.SelectorEventLoop):
@@ -38,6 +39,11 @@ class Loop(RingSocketOpsMixin, asyncio.SelectorEventLoop):
             "message": "Exception in an io_uring completion callback",
             "exception": exc,
         })
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        self._ensure_fd_no_transport(sock)
+        return RingStreamTransport(self, sock, protocol, waiter, extra, server)
 
     def close(self):
         if self.is_running():

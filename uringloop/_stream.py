@@ -1,0 +1,405 @@
+"""Stream transports (TCP and Unix) whose reads and writes are io_uring
+operations: what ``create_connection``, ``create_server``, the Unix
+variants, ``connect_accepted_socket`` and (underneath ``SSLProtocol``)
+``ssl=`` return.
+
+Data flow, reading: while reading is wanted, exactly one receive is in
+flight.  For a ``Protocol`` it fills the transport's own reusable buffer
+and the completion hands ``bytes`` to ``data_received``; for a
+``BufferedProtocol`` the buffer comes from ``get_buffer()`` and the kernel
+writes straight into it, so ``buffer_updated(n)`` involves no copy.  A
+completion that arrives after ``pause_reading()`` is held back and
+delivered by ``resume_reading()``.
+
+Data flow, writing: one send is in flight at a time.  ``write()`` either
+starts it or queues the bytes; when it completes, a partial send resubmits
+the rest and everything queued meanwhile goes out as one coalesced send.
+The write buffer size counts every byte the kernel has not confirmed, which
+drives ``pause_writing``/``resume_writing`` at the water marks.
+
+Closing: ``close()`` stops reading and lets queued writes finish;
+``abort()`` drops them.  The socket itself is closed only when no operation
+of this transport is left in the kernel, so a reused fd number never meets
+an old completion and no buffer is released while the kernel holds it.
+Protocol callbacks run from the completion callbacks, i.e. inside the
+loop's select step, wrapped so that their errors take asyncio's paths.
+"""
+import collections
+import socket
+import sys
+import warnings
+
+from asyncio import constants, protocols, transports, trsock
+from asyncio.log import logger
+
+from ._sockops import _os_error
+from ._uring import ffi
+
+_RECV_BUFFER_SIZE = 256 * 1024
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+# Python 3.13 made Server track its transports (for close_clients()).
+_SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
+
+
+def _set_nodelay(sock):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
+    """A stream socket transport driven by ring completions."""
+
+    _start_tls_compatible = True
+    # The fallback streams the file through write(); a native splice path
+    # would belong here.
+    _sendfile_compatible = constants._SendfileMode.FALLBACK
+
+    _sock = None  # read by __del__ even if __init__ failed early
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra, loop)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._ring = loop._ring
+        self._server = server
+        self._closing = False        # close() or abort() called
+        self._conn_lost = False      # connection_lost scheduled
+        self._paused = False         # pause_reading() in effect
+        self._eof = False            # write_eof() called
+        self._recv_op = None         # user_data of the receive in flight
+        self._send_op = None         # user_data of the send in flight
+        self._held_result = None     # a receive that completed while paused
+        self._recv_buffer = None
+        self._write_queue = collections.deque()
+        self._write_size = 0         # bytes written but not yet confirmed
+        self._protocol = None
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+
+        if server is not None:
+            server._attach(self) if _SERVER_TRACKS_TRANSPORTS else server._attach()
+        loop._transports[self._sock_fd] = self
+        _set_nodelay(sock)
+
+        loop.call_soon(self._protocol.connection_made, self)
+        # Reading starts only once connection_made() has run.
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        info.append(f"read={'busy' if self._recv_op else 'idle'}")
+        info.append(f"write=<{'busy' if self._send_op else 'idle'}, "
+                    f"bufsize={self._write_size}>")
+        return f"<{' '.join(info)}>"
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None and self._recv_op is None and self._send_op is None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    # -- protocol ------------------------------------------------------
+    def set_protocol(self, protocol):
+        self._buffered = isinstance(protocol, protocols.BufferedProtocol)
+        self._protocol = protocol
+        self._protocol_connected = True
+
+    def get_protocol(self):
+        return self._protocol
+
+    def is_closing(self):
+        return self._closing
+
+    # -- reading -------------------------------------------------------
+    def is_reading(self):
+        return not self._closing and not self._paused
+
+    def pause_reading(self):
+        if not self.is_reading():
+            return
+        self._paused = True
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._held_result is not None:
+            held, self._held_result = self._held_result, None
+            self._loop.call_soon(self._deliver, *held)
+        else:
+            self._start_reading()
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def _start_reading(self):
+        if self._recv_op is not None or not self.is_reading():
+            return
+        if self._buffered:
+            try:
+                target = self._protocol.get_buffer(-1)
+                if not len(target):
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+                target = ffi.from_buffer(target, require_writable=True)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return
+            owner = self._protocol
+        else:
+            if self._recv_buffer is None:
+                self._recv_buffer = _new_uncleared("char[]", _RECV_BUFFER_SIZE)
+            target = self._recv_buffer
+            owner = None
+        try:
+            self._recv_op = self._ring.submit_recv(self._sock_fd, target, len(target),
+                                                   self._on_recv)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        self._recv_target = (target, owner)
+
+    def _on_recv(self, res, flags):
+        self._recv_op = None
+        target, self._recv_target = self._recv_target, None
+        if self._conn_lost:
+            self._close_socket_if_idle()
+            return
+        if self._paused:
+            self._held_result = (res, target)
+            return
+        self._deliver(res, target)
+
+    def _deliver(self, res, target):
+        if self._conn_lost:
+            return
+        if res > 0:
+            buf, owner = target
+            protocol = self._protocol
+            try:
+                if not self._buffered:
+                    protocol.data_received(ffi.unpack(buf, res))
+                elif owner is protocol:
+                    protocol.buffer_updated(res)
+                else:
+                    # The protocol changed while the kernel filled a buffer
+                    # that is not this protocol's (start_tls does that).
+                    _feed_buffered(protocol, ffi.buffer(buf, res))
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                return
+            self._start_reading()
+        elif res == 0:
+            self._on_eof()
+        else:
+            self._fatal_error(_os_error(res), "Fatal read error on socket transport")
+
+    def _on_eof(self):
+        if self._loop.get_debug():
+            logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    # -- writing -------------------------------------------------------
+    def write(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._conn_lost:
+            self._warn_write_after_close()
+            return
+        # The caller may reuse a mutable buffer as soon as write() returns.
+        chunk = data if type(data) is bytes else bytes(data)
+        self._write_size += len(chunk)
+        if self._send_op is None:
+            # Like asyncio's immediate send: what the kernel takes at once
+            # never counts against the high-water mark; _on_sent checks
+            # whatever it leaves behind.
+            self._send(chunk)
+        else:
+            self._write_queue.append(chunk)
+            self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        # One coalesced send instead of one per element.
+        self.write(b"".join(list_of_data))
+
+    def _warn_write_after_close(self):
+        if self._conn_lost_warnings >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            logger.warning("socket.send() raised exception.")
+        self._conn_lost_warnings += 1
+
+    _conn_lost_warnings = 0
+
+    def _send(self, chunk):
+        try:
+            self._send_op = self._ring.submit_send(self._sock_fd, chunk, len(chunk),
+                                                   self._on_sent, chunk)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal write error on socket transport")
+            return
+        self._send_chunk = chunk
+
+    def _on_sent(self, res, flags):
+        self._send_op = None
+        chunk, self._send_chunk = self._send_chunk, None
+        if self._conn_lost:
+            self._close_socket_if_idle()
+            return
+        if res < 0:
+            self._fatal_error(_os_error(res), "Fatal write error on socket transport")
+            return
+        self._write_size -= res
+        if res < len(chunk):
+            self._write_queue.appendleft(bytes(memoryview(chunk)[res:]))
+            self._maybe_pause_protocol()
+        if self._write_queue:
+            queue = self._write_queue
+            chunk = queue.popleft() if len(queue) == 1 else b"".join(queue)
+            queue.clear()
+            self._send(chunk)
+        self._maybe_resume_protocol()
+        if self._send_op is None:
+            self._on_write_drained()
+
+    def _on_write_drained(self):
+        if self._closing:
+            self._schedule_connection_lost(None)
+        elif self._eof:
+            self._shutdown_write()
+
+    def _shutdown_write(self):
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal error on socket shutdown")
+
+    def get_write_buffer_size(self):
+        return self._write_size
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        if self._send_op is None:
+            self._shutdown_write()
+
+    # -- closing -------------------------------------------------------
+    def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        self._cancel_recv()
+        if self._send_op is None:
+            self._schedule_connection_lost(None)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        self._closing = True
+        self._write_queue.clear()
+        self._write_size = 0
+        self._cancel_recv()
+        if self._send_op is not None:
+            self._ring.cancel(self._send_op)
+        self._schedule_connection_lost(exc)
+
+    def _cancel_recv(self):
+        self._held_result = None
+        if self._recv_op is not None:
+            self._ring.cancel(self._recv_op)
+
+    def _schedule_connection_lost(self, exc):
+        if self._conn_lost:
+            return
+        self._conn_lost = True
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._protocol = None
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach(self) if _SERVER_TRACKS_TRANSPORTS else server._detach()
+            self._close_socket_if_idle()
+
+    def _close_socket_if_idle(self):
+        # Rule: the fd is closed only once the kernel holds nothing of ours.
+        if self._recv_op is None and self._send_op is None and self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            self._recv_buffer = None
+
+
+def _feed_buffered(protocol, data):
+    view = memoryview(data)
+    while view:
+        dest = memoryview(protocol.get_buffer(len(view))).cast("B")
+        count = min(len(dest), len(view))
+        if not count:
+            raise RuntimeError("get_buffer() returned an empty buffer")
+        dest[:count] = view[:count]
+        protocol.buffer_updated(count)
+        view = view[count:]
+
+
+def _set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
