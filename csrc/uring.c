@@ -211,6 +211,15 @@ int ul_prep_poll(struct ul_ring *r, int fd, unsigned mask, uint64_t user_data)
     return 0;
 }
 
+int ul_prep_splice(struct ul_ring *r, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+                   unsigned nbytes, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out, nbytes, 0);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
 /* Cancellation requests carry user_data 0: their own completion only says
  * whether the target was found, which the target's completion tells too. */
 int ul_prep_cancel(struct ul_ring *r, uint64_t target)

@@ -53,6 +53,10 @@ int ul_prep_sendmsg(struct ul_ring *ring, int fd, struct ul_msg *msg, const void
 int ul_prep_connect(struct ul_ring *ring, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
 int ul_prep_accept(struct ul_ring *ring, int fd, int flags, uint64_t user_data);
 int ul_prep_poll(struct ul_ring *ring, int fd, unsigned mask, uint64_t user_data);
+/* Move bytes between fds through the kernel (file -> pipe -> socket for
+ * sendfile); an offset of -1 means "the fd's own position / none". */
+int ul_prep_splice(struct ul_ring *ring, int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+                   unsigned nbytes, uint64_t user_data);
 int ul_prep_cancel(struct ul_ring *ring, uint64_t target);
 int ul_prep_cancel_all(struct ul_ring *ring);
 

@@ -54,9 +54,8 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
     """A stream socket transport driven by ring completions."""
 
     _start_tls_compatible = True
-    # The fallback streams the file through write(); a native splice path
-    # would belong here.
-    _sendfile_compatible = constants._SendfileMode.FALLBACK
+    # loop.sendfile splices file -> pipe -> socket (see _sendfile.py).
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     _sock = None  # read by __del__ even if __init__ failed early
 
@@ -86,6 +85,7 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
         self._recv_buffer = None
         self._write_queue = collections.deque()
         self._write_size = 0         # bytes written but not yet confirmed
+        self._empty_waiter = None    # set while loop.sendfile owns the socket
         self._protocol = None
         self._protocol_connected = False
         self.set_protocol(protocol)
@@ -238,6 +238,8 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
                             f"not {type(data).__name__!r}")
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
         if self._conn_lost:
@@ -298,6 +300,8 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
             self._on_write_drained()
 
     def _on_write_drained(self):
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_result(None)
         if self._closing:
             self._schedule_connection_lost(None)
         elif self._eof:
@@ -311,6 +315,18 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
 
     def get_write_buffer_size(self):
         return self._write_size
+
+    def _make_empty_waiter(self):
+        # asyncio's native sendfile waits on this before using the socket.
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if self._send_op is None:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
 
     def can_write_eof(self):
         return True
@@ -348,6 +364,11 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
         self._force_close(exc)
 
     def _force_close(self, exc):
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            if exc is None:
+                self._empty_waiter.set_result(None)
+            else:
+                self._empty_waiter.set_exception(exc)
         if self._conn_lost:
             return
         self._closing = True

@@ -18,11 +18,12 @@ import asyncio
 
 from ._readiness import RingSelector
 from ._ring import Ring
+from ._sendfile import RingSendfileMixin
 from ._sockops import RingSocketOpsMixin
 from ._stream import RingStreamTransport
 
 
-class Loop(RingSocketOpsMixin, asyncio.SelectorEventLoop):
+class Loop(RingSocketOpsMixin, RingSendfileMixin, asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
     backend = "io_uring"

@@ -62,10 +62,10 @@ class UringUnixSockSendfileTests(UringPolicyMixin,
     pass
 
 
-apply_known_failures(UringSendfileTests, {
-    "test_sendfile_force_unsupported_native":
-        "needs the native loop.sendfile path (transport in TRY_NATIVE mode); "
-        "the ring transport still streams files through write()",
-    "test_sendfile_prevents_bare_write":
-        "needs the native loop.sendfile path, which blocks write() while it runs",
+
+apply_known_failures(UringUnixSockSendfileTests, {
+    "test_sock_sendfile_not_available":
+        "patches asyncio.unix_events.os to hide os.sendfile and expects that "
+        "error; uringloop's native path splices through the ring and never "
+        "calls os.sendfile",
 })

@@ -1,0 +1,116 @@
+"""``loop.sock_sendfile`` / ``loop.sendfile`` natively on the ring: the file
+is spliced into a pipe and the pipe into the socket (``IORING_OP_SPLICE``
+twice per chunk), so the bytes never enter user space.
+
+Data flow: ``BaseEventLoop.sock_sendfile`` calls ``_sock_sendfile_native``
+(asyncio's hook), which rejects what splice cannot read (not a regular
+file -> ``SendfileNotAvailableError``, and asyncio falls back to plain
+sends), then moves up to one pipe-full per step.  ``loop.sendfile`` on a
+ring transport reaches the same code through asyncio's inherited
+``_sendfile_native``, which waits for the transport's write buffer to drain
+and blocks ``write()`` meanwhile.  As asyncio does, the file position ends
+just past the last byte sent.
+
+The pipe belongs to one call.  If the call is cancelled while a splice is
+in the kernel, the pipe is closed only after that splice completes, so the
+kernel never resolves a pipe fd number that has been reused.
+"""
+import errno
+import fcntl
+import io
+import os
+import stat
+
+from asyncio import exceptions
+
+from ._sockops import _os_error
+
+_PIPE_SIZE = 1 << 20
+# Errors that mean "splice cannot do this pair of fds", not "the peer failed".
+_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF})
+
+
+class _SplicePipe:
+    def __init__(self):
+        self.read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        except OSError:
+            pass  # capped by /proc/sys/fs/pipe-max-size: the default will do
+        self.capacity = fcntl.fcntl(self.write_end, fcntl.F_GETPIPE_SZ)
+        self.ops_in_flight = 0
+        self.released = False
+
+    def release(self):
+        self.released = True
+        self._close_if_idle()
+
+    def op_done(self):
+        self.ops_in_flight -= 1
+        self._close_if_idle()
+
+    def _close_if_idle(self):
+        if self.released and self.ops_in_flight == 0 and self.read_end >= 0:
+            os.close(self.read_end)
+            os.close(self.write_end)
+            self.read_end = self.write_end = -1
+
+
+class RingSendfileMixin:
+    """Needs ``self._ring``; overrides asyncio's native sendfile hook."""
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        try:
+            fileno = file.fileno()
+            mode = os.fstat(fileno).st_mode
+        except (AttributeError, io.UnsupportedOperation, OSError):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        if not stat.S_ISREG(mode):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        self._check_closed()
+        pipe = _SplicePipe()
+        total = 0   # bytes that reached the socket: what the position reflects
+        try:
+            while not count or total < count:
+                want = pipe.capacity if not count else min(pipe.capacity, count - total)
+                pending = await self._splice(pipe, fileno, offset + total, pipe.write_end, want)
+                if pending == 0:
+                    break  # end of file
+                while pending:
+                    sent = await self._splice(pipe, pipe.read_end, -1, sock.fileno(), pending)
+                    if sent == 0:
+                        raise ConnectionError("socket is not connected", errno.ENOTCONN)
+                    pending -= sent
+                    total += sent
+        except OSError as exc:
+            if total == 0 and exc.errno in _UNSUPPORTED:
+                raise exceptions.SendfileNotAvailableError("splice() failed") from exc
+            if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
+                raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
+            raise
+        finally:
+            pipe.release()
+            if total > 0:
+                os.lseek(fileno, offset + total, os.SEEK_SET)
+        return total
+
+    async def _splice(self, pipe, fd_in, off_in, fd_out, nbytes):
+        fut = self.create_future()
+
+        def on_splice(res, flags):
+            pipe.op_done()
+            if fut.done():
+                return
+            if res < 0:
+                fut.set_exception(_os_error(res))
+            else:
+                fut.set_result(res)
+
+        user_data = self._ring.submit_splice(fd_in, off_in, fd_out, -1, nbytes, on_splice)
+        pipe.ops_in_flight += 1
+        try:
+            return await fut
+        except BaseException:
+            if fut.cancelled():
+                self._ring.cancel(user_data)
+            raise
