@@ -120,6 +120,12 @@ static struct io_uring_sqe *next_sqe(struct ul_ring *r, int *error)
     return sqe;
 }
 
+/* The same SQE source for the operations defined in other files (files.c). */
+struct io_uring_sqe *ul_ring_sqe(struct ul_ring *r, int *error)
+{
+    return next_sqe(r, error);
+}
+
 #define GET_SQE(r, sqe)                         \
     int error_ = 0;                             \
     struct io_uring_sqe *sqe = next_sqe((r), &error_); \

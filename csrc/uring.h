@@ -67,3 +67,43 @@ int ul_ring_submit(struct ul_ring *ring);
  * (timeout_ns < 0: no timeout; 0: do not wait), copy up to `max`
  * completions into `out`.  Returns the number copied or a negative errno. */
 int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completion *out, unsigned max);
+
+/* ---- file operations (csrc/files.c; used by uringloop/_files_ops.py) ----
+ * Offsets of -1 mean "the fd's own position" (streams, O_APPEND).  Paths,
+ * buffers, iovec arrays and statx buffers stay alive until the completion,
+ * like every other pointer handed to ul_prep_*.  ftruncate is absent: no
+ * opcode for it in liburing 2.3 (the Python side uses the executor). */
+
+/* Room for the kernel's struct statx (checked in files.c); opaque here. */
+struct ul_statx_buf { uint64_t words[32]; };
+
+/* What os.stat_result needs, decoded from a completed ul_statx_buf. */
+struct ul_stat {
+    uint32_t mode, nlink, uid, gid, blksize;
+    uint64_t ino, size, blocks, dev, rdev;
+    int64_t atime_sec, mtime_sec, ctime_sec;
+    uint32_t atime_nsec, mtime_nsec, ctime_nsec;
+};
+
+int ul_prep_openat(struct ul_ring *ring, int dfd, const char *path, int flags, unsigned mode,
+                   uint64_t user_data);
+int ul_prep_read(struct ul_ring *ring, int fd, void *buf, unsigned nbytes, int64_t offset,
+                 uint64_t user_data);
+int ul_prep_write(struct ul_ring *ring, int fd, const void *buf, unsigned nbytes, int64_t offset,
+                  uint64_t user_data);
+void ul_iovec_set(struct iovec *iov, unsigned index, void *base, size_t len);
+int ul_prep_readv(struct ul_ring *ring, int fd, const struct iovec *iov, unsigned count,
+                  int64_t offset, uint64_t user_data);
+int ul_prep_writev(struct ul_ring *ring, int fd, const struct iovec *iov, unsigned count,
+                   int64_t offset, uint64_t user_data);
+int ul_prep_fsync(struct ul_ring *ring, int fd, int datasync, uint64_t user_data);
+int ul_prep_fallocate(struct ul_ring *ring, int fd, int mode, int64_t offset, int64_t len,
+                      uint64_t user_data);
+int ul_prep_statx(struct ul_ring *ring, int dfd, const char *path, int flags,
+                  struct ul_statx_buf *buf, uint64_t user_data);
+void ul_statx_decode(const struct ul_statx_buf *buf, struct ul_stat *out);
+int ul_prep_close(struct ul_ring *ring, int fd, uint64_t user_data);
+int ul_prep_unlinkat(struct ul_ring *ring, int dfd, const char *path, int flags, uint64_t user_data);
+int ul_prep_renameat(struct ul_ring *ring, int olddfd, const char *oldpath, int newdfd,
+                     const char *newpath, unsigned flags, uint64_t user_data);
+int ul_prep_mkdirat(struct ul_ring *ring, int dfd, const char *path, unsigned mode, uint64_t user_data);

@@ -160,6 +160,13 @@ class Ring:
         ud = self._new_user_data()
         return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, None)
 
+    def submit(self, prep, args, callback, keepalive):
+        """Queue any operation ``prep(ring, *args, user_data)`` (a
+        ``lib.ul_prep_*`` function); ``keepalive`` stays in the ops table
+        until its completion.  Used by the file operations (_files_ops)."""
+        ud = self._new_user_data()
+        return self._start(prep(self._ptr, *args, ud), ud, callback, keepalive)
+
     def submit_now(self):
         """Hand queued operations to the kernel before the next turn, for
         operations whose effect a peer may be waiting on synchronously
