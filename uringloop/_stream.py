@@ -26,20 +26,16 @@ loop's select step, wrapped so that their errors take asyncio's paths.
 """
 import collections
 import socket
-import sys
-import warnings
 
-from asyncio import constants, protocols, transports, trsock
+from asyncio import constants, protocols, transports
 from asyncio.log import logger
 
 from ._sockops import _os_error
+from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi
 
 _RECV_BUFFER_SIZE = 256 * 1024
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-
-# Python 3.13 made Server track its transports (for close_clients()).
-_SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 
 
 def _set_nodelay(sock):
@@ -50,108 +46,29 @@ def _set_nodelay(sock):
             pass
 
 
-class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
+class RingStreamTransport(RingTransport, transports.Transport):
     """A stream socket transport driven by ring completions."""
 
     _start_tls_compatible = True
     # loop.sendfile splices file -> pipe -> socket (see _sendfile.py).
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
-    _sock = None  # read by __del__ even if __init__ failed early
-
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        self._sock = sock
-        self._sock_fd = sock.fileno()
-        self._ring = loop._ring
-        self._server = server
-        self._closing = False        # close() or abort() called
-        self._conn_lost = False      # connection_lost scheduled
-        self._paused = False         # pause_reading() in effect
         self._eof = False            # write_eof() called
-        self._recv_op = None         # user_data of the receive in flight
-        self._send_op = None         # user_data of the send in flight
-        self._held_result = None     # a receive that completed while paused
-        self._recv_buffer = None
+        self._recv_buffer = None     # reused by every receive for a Protocol
         self._write_queue = collections.deque()
-        self._write_size = 0         # bytes written but not yet confirmed
         self._empty_waiter = None    # set while loop.sendfile owns the socket
-        self._protocol = None
-        self._protocol_connected = False
-        self.set_protocol(protocol)
-
-        if server is not None:
-            server._attach(self) if _SERVER_TRACKS_TRANSPORTS else server._attach()
-        loop._transports[self._sock_fd] = self
+        super().__init__(loop, sock, protocol, extra, server)
         _set_nodelay(sock)
-
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
         loop.call_soon(self._start_reading)
         if waiter is not None:
-            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+            loop.call_soon(set_result_unless_cancelled, waiter, None)
 
-    def __repr__(self):
-        info = [type(self).__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        info.append(f"read={'busy' if self._recv_op else 'idle'}")
-        info.append(f"write=<{'busy' if self._send_op else 'idle'}, "
-                    f"bufsize={self._write_size}>")
-        return f"<{' '.join(info)}>"
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None and self._recv_op is None and self._send_op is None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-
-    # -- protocol ------------------------------------------------------
     def set_protocol(self, protocol):
         self._buffered = isinstance(protocol, protocols.BufferedProtocol)
-        self._protocol = protocol
-        self._protocol_connected = True
-
-    def get_protocol(self):
-        return self._protocol
-
-    def is_closing(self):
-        return self._closing
-
-    # -- reading -------------------------------------------------------
-    def is_reading(self):
-        return not self._closing and not self._paused
-
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        if self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        if self._held_result is not None:
-            held, self._held_result = self._held_result, None
-            self._loop.call_soon(self._deliver, *held)
-        else:
-            self._start_reading()
-        if self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
+        super().set_protocol(protocol)
 
     def _start_reading(self):
         if self._recv_op is not None or not self.is_reading():
@@ -180,17 +97,6 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._recv_target = (target, owner)
-
-    def _on_recv(self, res, flags):
-        self._recv_op = None
-        target, self._recv_target = self._recv_target, None
-        if self._conn_lost:
-            self._close_socket_if_idle()
-            return
-        if self._paused:
-            self._held_result = (res, target)
-            return
-        self._deliver(res, target)
 
     def _deliver(self, res, target):
         if self._conn_lost:
@@ -243,7 +149,7 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
         if not data:
             return
         if self._conn_lost:
-            self._warn_write_after_close()
+            self._count_write_after_close()
             return
         # The caller may reuse a mutable buffer as soon as write() returns.
         chunk = data if type(data) is bytes else bytes(data)
@@ -260,13 +166,6 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
     def writelines(self, list_of_data):
         # One coalesced send instead of one per element.
         self.write(b"".join(list_of_data))
-
-    def _warn_write_after_close(self):
-        if self._conn_lost_warnings >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-            logger.warning("socket.send() raised exception.")
-        self._conn_lost_warnings += 1
-
-    _conn_lost_warnings = 0
 
     def _send(self, chunk):
         try:
@@ -313,9 +212,6 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
         except OSError as exc:
             self._fatal_error(exc, "Fatal error on socket shutdown")
 
-    def get_write_buffer_size(self):
-        return self._write_size
-
     def _make_empty_waiter(self):
         # asyncio's native sendfile waits on this before using the socket.
         if self._empty_waiter is not None:
@@ -338,75 +234,13 @@ class RingStreamTransport(transports._FlowControlMixin, transports.Transport):
         if self._send_op is None:
             self._shutdown_write()
 
-    # -- closing -------------------------------------------------------
-    def close(self):
-        if self._closing:
-            return
-        self._closing = True
-        self._cancel_recv()
-        if self._send_op is None:
-            self._schedule_connection_lost(None)
-
-    def abort(self):
-        self._force_close(None)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
-        self._force_close(exc)
-
     def _force_close(self, exc):
         if self._empty_waiter is not None and not self._empty_waiter.done():
             if exc is None:
                 self._empty_waiter.set_result(None)
             else:
                 self._empty_waiter.set_exception(exc)
-        if self._conn_lost:
-            return
-        self._closing = True
-        self._write_queue.clear()
-        self._write_size = 0
-        self._cancel_recv()
-        if self._send_op is not None:
-            self._ring.cancel(self._send_op)
-        self._schedule_connection_lost(exc)
-
-    def _cancel_recv(self):
-        self._held_result = None
-        if self._recv_op is not None:
-            self._ring.cancel(self._recv_op)
-
-    def _schedule_connection_lost(self, exc):
-        if self._conn_lost:
-            return
-        self._conn_lost = True
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc):
-        try:
-            if self._protocol_connected:
-                self._protocol.connection_lost(exc)
-        finally:
-            self._protocol = None
-            server, self._server = self._server, None
-            if server is not None:
-                server._detach(self) if _SERVER_TRACKS_TRANSPORTS else server._detach()
-            self._close_socket_if_idle()
-
-    def _close_socket_if_idle(self):
-        # Rule: the fd is closed only once the kernel holds nothing of ours.
-        if self._recv_op is None and self._send_op is None and self._sock is not None:
-            self._sock.close()
-            self._sock = None
-            self._recv_buffer = None
+        super()._force_close(exc)
 
 
 def _feed_buffered(protocol, data):
@@ -420,7 +254,3 @@ def _feed_buffered(protocol, data):
         protocol.buffer_updated(count)
         view = view[count:]
 
-
-def _set_result_unless_cancelled(fut, result):
-    if not fut.cancelled():
-        fut.set_result(result)

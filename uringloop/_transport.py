@@ -1,0 +1,199 @@
+"""What every ring socket transport shares: extra info, protocol plumbing,
+read pausing, and the closing rules.
+
+A subclass keeps at most one receive (``_recv_op``) and one send
+(``_send_op``) in the kernel and supplies ``_start_reading`` (submit the
+next receive), ``_deliver(res, target)`` (hand a completed receive to the
+protocol) and its write path.  This base owns the invariants around them:
+
+* a receive that completes while reading is paused is held and delivered
+  by ``resume_reading()``, so pausing never loses data;
+* ``close()`` stops reading and lets the send in flight (and everything
+  queued behind it) finish before ``connection_lost(None)``; ``abort()``
+  and fatal errors drop the queue and cancel both operations;
+* the socket is closed only after ``connection_lost`` has run *and* no
+  operation of this transport is left in the kernel, so a reused fd
+  number never meets an old completion.
+"""
+import sys
+import warnings
+
+from asyncio import transports, trsock
+from asyncio.log import logger
+
+# Python 3.13 made Server track its transports (for close_clients()).
+_SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
+
+
+def set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+class RingTransport(transports._FlowControlMixin):
+    _sock = None  # read by __del__ even if __init__ failed early
+
+    def __init__(self, loop, sock, protocol, extra=None, server=None):
+        super().__init__(extra, loop)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._ring = loop._ring
+        self._server = server
+        self._closing = False        # close() or abort() called
+        self._conn_lost = False      # connection_lost scheduled
+        self._paused = False         # pause_reading() in effect
+        self._recv_op = None         # user_data of the receive in flight
+        self._send_op = None         # user_data of the send in flight
+        self._held_result = None     # a receive that completed while paused
+        self._write_size = 0         # bytes written but not yet confirmed
+        self._conn_lost_writes = 0   # writes attempted after connection_lost
+        self._protocol = None
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+        if server is not None:
+            server._attach(self) if _SERVER_TRACKS_TRANSPORTS else server._attach()
+        loop._transports[self._sock_fd] = self
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        info.append(f"read={'busy' if self._recv_op else 'idle'}")
+        info.append(f"write=<{'busy' if self._send_op else 'idle'}, "
+                    f"bufsize={self._write_size}>")
+        return f"<{' '.join(info)}>"
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None and self._recv_op is None and self._send_op is None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    # -- protocol ------------------------------------------------------
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+
+    def get_protocol(self):
+        return self._protocol
+
+    def is_closing(self):
+        return self._closing
+
+    def get_write_buffer_size(self):
+        return self._write_size
+
+    # -- reading -------------------------------------------------------
+    def is_reading(self):
+        return not self._closing and not self._paused
+
+    def pause_reading(self):
+        if not self.is_reading():
+            return
+        self._paused = True
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._held_result is not None:
+            held, self._held_result = self._held_result, None
+            self._loop.call_soon(self._deliver, *held)
+        else:
+            self._start_reading()
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def _on_recv(self, res, flags):
+        self._recv_op = None
+        target, self._recv_target = self._recv_target, None
+        if self._conn_lost:
+            self._close_socket_if_idle()
+            return
+        if self._paused:
+            self._held_result = (res, target)
+            return
+        self._deliver(res, target)
+
+    def _count_write_after_close(self):
+        # asyncio drops such writes silently, warning once it gets silly.
+        if self._conn_lost_writes >= 5:  # asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
+            logger.warning("socket.send() raised exception.")
+        self._conn_lost_writes += 1
+
+    # -- closing -------------------------------------------------------
+    def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        self._cancel_recv()
+        if self._send_op is None:
+            self._schedule_connection_lost(None)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        self._closing = True
+        self._write_queue.clear()
+        self._write_size = 0
+        self._cancel_recv()
+        if self._send_op is not None:
+            self._ring.cancel(self._send_op)
+        self._schedule_connection_lost(exc)
+
+    def _cancel_recv(self):
+        self._held_result = None
+        if self._recv_op is not None:
+            self._ring.cancel(self._recv_op)
+
+    def _schedule_connection_lost(self, exc):
+        if self._conn_lost:
+            return
+        self._conn_lost = True
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._protocol = None
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach(self) if _SERVER_TRACKS_TRANSPORTS else server._detach()
+            self._close_socket_if_idle()
+
+    def _close_socket_if_idle(self):
+        if self._recv_op is None and self._send_op is None and self._sock is not None:
+            self._sock.close()
+            self._sock = None
