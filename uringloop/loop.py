@@ -16,6 +16,7 @@ have completed.
 """
 import asyncio
 
+from ._datagram import RingDatagramTransport
 from ._readiness import RingSelector
 from ._ring import Ring
 from ._sendfile import RingSendfileMixin
@@ -45,6 +46,10 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, asyncio.SelectorEventLoop):
                                extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return RingStreamTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None,
+                                 waiter=None, extra=None):
+        return RingDatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def close(self):
         if self.is_running():
