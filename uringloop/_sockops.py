@@ -7,7 +7,10 @@ the kernel will use (a fresh buffer, or the caller's buffer via
 ``ffi.from_buffer``), submits the operation with a completion callback and
 awaits a future.  The ring's ops table keeps the pinned memory until the
 completion arrives, so cancelling the future (which submits
-``ASYNC_CANCEL``) never frees memory the kernel may still write.
+``ASYNC_CANCEL``) never frees memory the kernel may still write.  A
+caller's buffer is unpinned (``ffi.release``) by that same completion, not
+left to the garbage collector: a memoryview still exporting to a cdata
+crashes CPython if the cycle collector clears the memoryview first.
 """
 import errno
 import os
@@ -24,6 +27,15 @@ _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 def _os_error(res):
     return OSError(-res, os.strerror(-res))
+
+
+def _pin(data, writable=False):
+    try:
+        return ffi.from_buffer(data, require_writable=writable)
+    except BufferError:
+        # What socket.recv_into raises for a read-only buffer.
+        raise TypeError(f"a read-write bytes-like object is required, "
+                        f"not {type(data).__name__!r}") from None
 
 
 class RingSocketOpsMixin:
@@ -69,9 +81,10 @@ class RingSocketOpsMixin:
     async def sock_recv_into(self, sock, buf):
         self._check_sock(sock)
         fut, fd = self._ring_future(sock)
-        target = ffi.from_buffer(buf, require_writable=True)
+        target = _pin(buf, writable=True)
 
         def on_recv(res, flags):
+            ffi.release(target)
             if fut.done():
                 return
             if res < 0:
@@ -83,11 +96,13 @@ class RingSocketOpsMixin:
         self._cancel_with_future(fut, ud)
         return await fut
 
-    async def _recvmsg(self, sock, target, nbytes):
+    async def _recvmsg(self, sock, target, nbytes, pinned=False):
         fut, fd = self._ring_future(sock)
         msg = ffi.new("struct ul_msg *")
 
         def on_recvmsg(res, flags):
+            if pinned:
+                ffi.release(target)
             if fut.done():
                 return
             if res < 0:
@@ -109,17 +124,18 @@ class RingSocketOpsMixin:
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         self._check_sock(sock)
-        target = ffi.from_buffer(buf, require_writable=True)
+        target = _pin(buf, writable=True)
         if not nbytes:
             nbytes = len(target)
         elif nbytes > len(target):
+            ffi.release(target)
             raise ValueError("nbytes is greater than the length of the buffer")
-        return await self._recvmsg(sock, target, nbytes)
+        return await self._recvmsg(sock, target, nbytes, pinned=True)
 
     async def sock_sendall(self, sock, data):
         self._check_sock(sock)
         fut, fd = self._ring_future(sock)
-        source = ffi.from_buffer(data)
+        source = _pin(data)
         total = len(source)
         sent = 0
         ring = self._ring
@@ -127,20 +143,26 @@ class RingSocketOpsMixin:
         def on_send(res, flags):
             nonlocal sent, current
             if fut.done():
-                return
-            if res < 0:
+                pass
+            elif res < 0:
                 fut.set_exception(_os_error(res))
-                return
-            sent += res
-            if sent >= total:
+            elif sent + res < total:
+                sent += res
+                try:
+                    current = ring.submit_send(fd, source + sent, total - sent,
+                                               on_send, source)
+                    return
+                except OSError as exc:
+                    fut.set_exception(exc)
+            else:
                 fut.set_result(None)
-                return
-            try:
-                current = ring.submit_send(fd, source + sent, total - sent, on_send, source)
-            except OSError as exc:
-                fut.set_exception(exc)
+            ffi.release(source)
 
-        current = ring.submit_send(fd, source, total, on_send, source)
+        try:
+            current = ring.submit_send(fd, source, total, on_send, source)
+        except BaseException:
+            ffi.release(source)   # on_send refers to itself: a cycle holds it
+            raise
         ring.submit_now()
         # Cancel whichever send is in flight when the future is cancelled.
         fut.add_done_callback(lambda f: f.cancelled() and ring.cancel(current))
@@ -152,10 +174,11 @@ class RingSocketOpsMixin:
             address = await self._resolve_for(sock, address)
         sockaddr = _sockaddr.pack(sock.family, address)
         fut, fd = self._ring_future(sock)
-        source = ffi.from_buffer(data)
+        source = _pin(data)
         msg = ffi.new("struct ul_msg *")
 
         def on_sendmsg(res, flags):
+            ffi.release(source)
             if fut.done():
                 return
             if res < 0:
