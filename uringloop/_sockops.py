@@ -200,7 +200,8 @@ class RingSocketOpsMixin:
         fut, fd = self._ring_future(sock)
 
         def on_connect(res, flags):
-            if fut.done():
+            # None: sock_connect already returned (cancelled) and cleared it.
+            if fut is None or fut.done():
                 return
             if res < 0:
                 fut.set_exception(OSError(-res, f"Connect call failed {address}"))
