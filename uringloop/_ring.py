@@ -15,6 +15,7 @@ their callbacks.  Callbacks must only schedule work (resolve futures, call
 """
 import errno
 import os
+import struct
 import weakref
 
 from ._uring import ffi, lib
@@ -22,6 +23,11 @@ from ._uring import ffi, lib
 # A batch is copied out per C call; a full batch means more are waiting.
 _BATCH = 256
 _CQE_F_MORE = 1 << 1
+# struct ul_completion, read a whole batch at a time (cheaper than cdata fields).
+_COMPLETION = struct.Struct("=QiI")
+assert _COMPLETION.size == ffi.sizeof("struct ul_completion")
+_prep_recv = lib.ul_prep_recv
+_prep_send = lib.ul_prep_send
 
 # IORING_SETUP_* flags the loop asks for; all optional (the C layer drops
 # them one by one on kernels that refuse them).
@@ -66,6 +72,8 @@ class Ring:
         self._ops = {}
         self._next_user_data = 1
         self._completions = ffi.new("struct ul_completion[]", _BATCH)
+        self._completions_bytes = ffi.buffer(self._completions)
+        self._deferred = []
         self._forked = False
         self.on_callback_error = None
         _live_rings.add(self)
@@ -121,15 +129,29 @@ class Ring:
         ud = self._new_user_data()
         return self._start(lib.ul_prep_nop(self._ptr, ud), ud, callback, None)
 
+    # recv and send are the per-message hot path: written out in full
+    # rather than through _new_user_data/_start.
     def submit_recv(self, fd, buf, nbytes, callback):
-        ud = self._new_user_data()
-        return self._start(lib.ul_prep_recv(self._ptr, fd, buf, nbytes, 0, ud),
-                           ud, callback, buf)
+        if self._forked or self._ptr is None:
+            self._check_usable()
+        ud = self._next_user_data
+        self._next_user_data = ud + 1
+        rc = _prep_recv(self._ptr, fd, buf, nbytes, 0, ud)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        self._ops[ud] = (callback, buf)
+        return ud
 
     def submit_send(self, fd, buf, nbytes, callback, keepalive):
-        ud = self._new_user_data()
-        return self._start(lib.ul_prep_send(self._ptr, fd, buf, nbytes, 0, ud),
-                           ud, callback, keepalive)
+        if self._forked or self._ptr is None:
+            self._check_usable()
+        ud = self._next_user_data
+        self._next_user_data = ud + 1
+        rc = _prep_send(self._ptr, fd, buf, nbytes, 0, ud)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        self._ops[ud] = (callback, keepalive)
+        return ud
 
     def submit_recvmsg(self, fd, msg, buf, nbytes, callback):
         ud = self._new_user_data()
@@ -189,32 +211,45 @@ class Ring:
         """Submit queued operations, wait up to ``timeout`` seconds (None:
         until something completes) and run the callbacks of what completed."""
         self._check_usable()
+        if self._deferred:
+            # Completions left over when a callback raised KeyboardInterrupt
+            # or SystemExit last turn: run them before waiting again.
+            deferred, self._deferred = self._deferred, []
+            self._dispatch(deferred)
+            timeout = 0
         timeout_ns = -1 if timeout is None else max(0, int(timeout * 1e9))
-        ops = self._ops
         out = self._completions
+        out_bytes = self._completions_bytes
         while True:
             count = lib.ul_ring_turn(self._ptr, timeout_ns, out, _BATCH)
             if count < 0:
                 raise OSError(-count, os.strerror(-count))
-            for i in range(count):
-                cqe = out[i]
-                user_data = cqe.user_data
-                flags = cqe.flags
-                if flags & _CQE_F_MORE:
-                    entry = ops.get(user_data)
-                else:
-                    entry = ops.pop(user_data, None)
-                if entry is None:
-                    continue
-                try:
-                    entry[0](cqe.res, flags)
-                except BaseException as exc:  # reported, never lost
-                    if self.on_callback_error is None:
-                        raise
-                    self.on_callback_error(exc)
+            if count:
+                self._dispatch(list(_COMPLETION.iter_unpack(out_bytes[:count * 16])))
             if count < _BATCH:
                 return
             timeout_ns = 0
+
+    def _dispatch(self, completions):
+        ops = self._ops
+        for index, (user_data, res, flags) in enumerate(completions):
+            if flags & _CQE_F_MORE:
+                entry = ops.get(user_data)
+            else:
+                entry = ops.pop(user_data, None)
+            if entry is None:
+                continue
+            try:
+                entry[0](res, flags)
+            except BaseException as exc:  # reported, never lost
+                if self.on_callback_error is None:
+                    self._deferred = completions[index + 1:]
+                    raise
+                try:
+                    self.on_callback_error(exc)
+                except BaseException:
+                    self._deferred = completions[index + 1:]
+                    raise
 
     def close(self, drain_timeout=5.0):
         """Cancel everything in flight, wait for the kernel to give every

@@ -186,16 +186,18 @@ class RingStreamTransport(RingTransport, transports.Transport):
             self._fatal_error(_os_error(res), "Fatal write error on socket transport")
             return
         self._write_size -= res
+        queue = self._write_queue
         if res < len(chunk):
-            self._write_queue.appendleft(bytes(memoryview(chunk)[res:]))
+            queue.appendleft(bytes(memoryview(chunk)[res:]))
             self._maybe_pause_protocol()
-        if self._write_queue:
-            queue = self._write_queue
+        if queue:
             chunk = queue.popleft() if len(queue) == 1 else b"".join(queue)
             queue.clear()
             self._send(chunk)
-        self._maybe_resume_protocol()
-        if self._send_op is None:
+        if self._protocol_paused:
+            self._maybe_resume_protocol()
+        if self._send_op is None and (self._closing or self._eof
+                                      or self._empty_waiter is not None):
             self._on_write_drained()
 
     def _on_write_drained(self):
