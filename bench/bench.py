@@ -1,7 +1,7 @@
 """The echo benchmark: the same echo server on asyncio's default loop, uvloop,
 uringloop and a plain C io_uring server, driven by one C load client.
 
-    python bench/bench.py            # short matrix (about 2.5 minutes)
+    python bench/bench.py            # short matrix (about 2 minutes)
     python bench/bench.py --full     # 1/10/100 KiB x 1/10/100 connections x TCP/Unix x 3 styles
     python bench/bench.py --publish  # also copy the chart to bench/echo.png and the table into README.md
 
@@ -251,9 +251,10 @@ def run_one(server, case, warmup, seconds, traced):
         result["server_exit"] = status
         if status != 0 and "error" not in result:
             result["error"] = f"server did not shut down cleanly (status {status})"
-        if "error" in result:
-            server_log.seek(0)
-            result["server_stderr"] = server_log.read()[-2000:]
+        server_log.seek(0)
+        stderr = server_log.read().strip()
+        if stderr:   # a warning (say, a loop falling back) is worth keeping too
+            result["server_stderr"] = stderr[-2000:]
         server_log.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return result
@@ -296,12 +297,13 @@ def progress(result):
     extra = (f"{result['syscalls_per_req']:.2f} syscalls/req" if result["kind"] == "strace"
              else f"p50 {result['p50_us']:.0f}us p99 {result['p99_us']:.0f}us "
                   f"cpu {result['cpu_us_per_req']:.1f}us/req")
-    return f"{label} {result['rps']:>9,.0f} req/s  {extra}  [{result['backend']}]"
+    noted = "  (server wrote to stderr, see the JSON)" if "server_stderr" in result else ""
+    return f"{label} {result['rps']:>9,.0f} req/s  {extra}  [{result['backend']}]{noted}"
 
 
 def main(argv):
     parser = argparse.ArgumentParser(description="Side-by-side echo benchmark")
-    parser.add_argument("--full", action="store_true", help="the full matrix (about 25 minutes)")
+    parser.add_argument("--full", action="store_true", help="the full matrix (about 20 minutes)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured warm-up per run")
     parser.add_argument("--strace-seconds", type=float, default=2.0,

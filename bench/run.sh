@@ -2,8 +2,8 @@
 # The main job of the README: from a fresh clone, set everything up and run
 # the side-by-side echo benchmark (asyncio, uvloop, uringloop, C io_uring).
 #
-#   bash bench/run.sh            short matrix, about 3 minutes
-#   bash bench/run.sh --full     full matrix, about 25 minutes
+#   bash bench/run.sh            short matrix, about 2 minutes
+#   bash bench/run.sh --full     full matrix, about 20 minutes
 #   bash bench/run.sh --publish  also refresh bench/echo.png and README.md's table
 #
 # tests/bootstrap.sh installs liburing-dev, creates .venv and builds
