@@ -11,11 +11,20 @@ completion arrives, so cancelling the future (which submits
 caller's buffer is unpinned (``ffi.release``) by that same completion, not
 left to the garbage collector: a memoryview still exporting to a cdata
 crashes CPython if the cycle collector clears the memoryview first.
+
+A receive or accept cancelled too late completes with what it took off
+the socket (data, an empty datagram or EOF, a connection); the kernel
+cannot take that back, while asyncio would have left it for the next
+caller.  So it is kept per socket ("unclaimed") and handed to the next
+receive/accept on that socket, oldest first: a live completion that finds
+older unclaimed data delivers that and queues its own behind.
 """
+import collections
 import errno
 import os
 import socket
 import ssl
+import weakref
 
 from . import _sockaddr
 from ._uring import ffi
@@ -41,6 +50,49 @@ def _pin(data, writable=False):
 class RingSocketOpsMixin:
     """Needs ``self._ring`` and asyncio's selector-loop helpers."""
 
+    _unclaimed = None   # socket -> deque of (data or conn, address)
+
+    def _keep_unclaimed(self, sock, item, oldest=False):
+        if self._unclaimed is None:
+            self._unclaimed = weakref.WeakKeyDictionary()
+        queue = self._unclaimed.setdefault(sock, collections.deque())
+        if oldest:
+            queue.appendleft(item)
+        else:
+            queue.append(item)
+
+    def _claim(self, sock, item=None):
+        """The oldest unclaimed item of ``sock``, ``item`` queued behind it;
+        ``item`` itself (possibly None) when nothing is waiting."""
+        queue = self._unclaimed.get(sock) if self._unclaimed else None
+        if not queue:
+            return item
+        if item is not None:
+            queue.append(item)
+        first = queue.popleft()
+        if not queue:
+            del self._unclaimed[sock]
+        return first
+
+    def _fit(self, sock, item, n):
+        # A stream keeps what does not fit; a datagram is truncated.
+        data, addr = item
+        if len(data) > n and sock.type == socket.SOCK_STREAM:
+            self._keep_unclaimed(sock, (data[n:], addr), oldest=True)
+        return data[:n], addr
+
+    def _claim_into(self, sock, target, nbytes, item=None):
+        """Copy the oldest unclaimed data of ``sock`` into ``target``; a live
+        completion passes what it just wrote there as ``item``."""
+        claimed = self._claim(sock, item)
+        if claimed is None:
+            return None
+        if claimed is item and len(item[0]) <= nbytes:
+            return len(item[0]), item[1]      # already in place
+        data, addr = self._fit(sock, claimed, nbytes)
+        ffi.memmove(target, data, len(data))
+        return len(data), addr
+
     def _check_sock(self, sock):
         if isinstance(sock, ssl.SSLSocket):
             raise TypeError("Socket cannot be of type SSLSocket")
@@ -65,13 +117,20 @@ class RingSocketOpsMixin:
     async def sock_recv(self, sock, n):
         self._check_sock(sock)
         fut, fd = self._ring_future(sock)
+        claimed = self._claim(sock)
+        if claimed is not None:
+            return self._fit(sock, claimed, n)[0]
         buf = _new_uncleared("char[]", max(n, 1))
 
         def on_recv(res, flags):
             if fut.done():
-                return
-            if res < 0:
+                if fut.cancelled() and res >= 0:
+                    self._keep_unclaimed(sock, (ffi.unpack(buf, res), None))
+            elif res < 0:
                 fut.set_exception(_os_error(res))
+            elif self._unclaimed:
+                item = self._claim(sock, (ffi.unpack(buf, res), None))
+                fut.set_result(self._fit(sock, item, n)[0])
             else:
                 fut.set_result(ffi.unpack(buf, res))
 
@@ -82,15 +141,23 @@ class RingSocketOpsMixin:
         self._check_sock(sock)
         fut, fd = self._ring_future(sock)
         target = _pin(buf, writable=True)
+        claimed = self._claim_into(sock, target, len(target))
+        if claimed is not None:
+            ffi.release(target)
+            return claimed[0]
 
         def on_recv(res, flags):
-            ffi.release(target)
             if fut.done():
-                return
-            if res < 0:
+                if fut.cancelled() and res >= 0:
+                    self._keep_unclaimed(sock, (ffi.unpack(target, res), None))
+            elif res < 0:
                 fut.set_exception(_os_error(res))
+            elif self._unclaimed:
+                item = (ffi.unpack(target, res), None)
+                fut.set_result(self._claim_into(sock, target, len(target), item)[0])
             else:
                 fut.set_result(res)
+            ffi.release(target)
 
         ud = self._ring.submit_recv(fd, target, len(target), on_recv)
         self._cancel_with_future(fut, ud)
@@ -100,17 +167,28 @@ class RingSocketOpsMixin:
         fut, fd = self._ring_future(sock)
         msg = ffi.new("struct ul_msg *")
 
-        def on_recvmsg(res, flags):
+        claimed = self._claim_into(sock, target, nbytes)
+        if claimed is not None:
             if pinned:
                 ffi.release(target)
-            if fut.done():
-                return
-            if res < 0:
-                fut.set_exception(_os_error(res))
-            else:
+            return claimed
+
+        def on_recvmsg(res, flags):
+            if res >= 0:
                 addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)),
                                         msg.hdr.msg_namelen)
+            if fut.done():
+                if fut.cancelled() and res >= 0:
+                    self._keep_unclaimed(sock, (ffi.unpack(target, res), addr))
+            elif res < 0:
+                fut.set_exception(_os_error(res))
+            elif self._unclaimed:
+                item = (ffi.unpack(target, res), addr)
+                fut.set_result(self._claim_into(sock, target, nbytes, item))
+            else:
                 fut.set_result((res, addr))
+            if pinned:
+                ffi.release(target)
 
         ud = self._ring.submit_recvmsg(fd, msg, target, nbytes, on_recvmsg)
         self._cancel_with_future(fut, ud)
@@ -219,6 +297,9 @@ class RingSocketOpsMixin:
     async def sock_accept(self, sock):
         self._check_sock(sock)
         fut, fd = self._ring_future(sock)
+        claimed = self._claim(sock)
+        if claimed is not None:
+            return claimed
 
         def on_accept(res, flags):
             if res < 0:
@@ -226,17 +307,18 @@ class RingSocketOpsMixin:
                     fut.set_exception(_os_error(res))
                 return
             conn = socket.socket(fileno=res)
-            if fut.done():
-                conn.close()  # accepted after cancellation: nobody wants it
-                return
             conn.setblocking(False)
             try:
                 address = conn.getpeername()
             except OSError as exc:
                 conn.close()
-                fut.set_exception(exc)
+                if not fut.done():
+                    fut.set_exception(exc)
                 return
-            fut.set_result((conn, address))
+            if fut.cancelled():
+                self._keep_unclaimed(sock, (conn, address))
+            elif not fut.done():
+                fut.set_result(self._claim(sock, (conn, address)))
 
         self._cancel_with_future(fut, self._ring.submit_accept(fd, _ACCEPT_FLAGS, on_accept))
         return await fut
