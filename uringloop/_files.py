@@ -1,0 +1,829 @@
+"""Async binary files: ``uringloop.open(path, "rb")`` and friends.
+
+What this module owns: :func:`open` (argument checks in ``_files_mode``,
+then ``openat`` + ``statx`` through ``_files_ops``), and :class:`AsyncFile`,
+the binary file with its read-ahead and write buffers.  Text mode is a
+layer on top (``_files_text``); paths without an open file (stat, rename,
+...) live in ``_files_paths``.
+
+Data flow: every byte moves through one kernel operation on the loop's
+engine -- a ring request on a ``uringloop.Loop``, an executor thread
+elsewhere.  The file keeps its own position (``_pos``: where the next
+kernel read or write goes) and passes explicit offsets, so reads and writes
+of different files, and ``pread``/``pwrite`` of the same file, are all in
+the kernel at once; only the operations that use the position (``read``,
+``readline``, ``write``, ``flush``, ``seek``, ``tell``, ``truncate``) take
+turns, through ``_lock``.  Streams (pipes, FIFOs) and ``O_APPEND`` writes
+use the kernel's own position (offset -1) instead.
+
+Cancellation rule: the file position moves only by the bytes the kernel
+reports as transferred, whenever that report arrives.  Cancelling
+``read()`` cancels the request; bytes that arrive anyway are kept in the
+read-ahead buffer, so the next read returns them and ``tell()`` is as if
+the cancelled read never happened.  Cancelling a ``write()`` cancels the
+request and drops the part of *its* data not yet written; bytes the kernel
+did write stay written and move the position.  Data accepted earlier into
+the write buffer is never dropped: a cancelled ``flush()`` keeps the
+unwritten rest buffered.  The next position-dependent operation waits for
+the cancelled request's completion before it starts.  ``close()`` cancels
+reads still in flight, lets writes finish, flushes, and closes the fd only
+after the kernel has completed every request on it.
+"""
+import asyncio
+import errno
+import io
+import operator
+import os
+import stat as stat_module
+import warnings
+from collections import deque
+
+from . import _files_mode
+from ._files_ops import (MAX_RW, CallGroup, engine_for, fspath_bytes, new_uncleared,
+                         os_error, perform)
+from ._uring import ffi
+
+_CLOSED = "I/O operation on closed file."
+
+
+def _size_arg(n):
+    """``read(n)``'s argument: an int, or None for "everything"."""
+    if n is None:
+        return -1
+    try:
+        return operator.index(n)
+    except TypeError:
+        raise TypeError(f"argument should be integer or None, not '{type(n).__name__}'") from None
+
+
+def _bytes_view(data):
+    if isinstance(data, str):
+        raise TypeError("a bytes-like object is required, not 'str'")
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _offset_arg(offset):
+    offset = operator.index(offset)
+    if offset < 0:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return offset
+
+
+class _ReadAhead:
+    """Bytes the kernel has delivered that no caller has taken yet, as a
+    queue of the ``bytes`` objects the reads produced (taking a whole chunk
+    hands out that object without copying)."""
+
+    __slots__ = ("chunks", "head", "size")
+
+    def __init__(self):
+        self.chunks = deque()
+        self.head = 0       # bytes of chunks[0] already taken
+        self.size = 0
+
+    def push(self, data):
+        self.chunks.append(data)
+        self.size += len(data)
+
+    def clear(self):
+        self.chunks.clear()
+        self.head = 0
+        self.size = 0
+
+    def find(self, needle, start):
+        """Index (counted from the first untaken byte) just past the first
+        ``needle`` byte at or after ``start``, or -1."""
+        base = -self.head   # where the current chunk starts, in that count
+        for chunk in self.chunks:
+            end = base + len(chunk)
+            if end > start:
+                at = chunk.find(needle, max(start - base, 0))
+                if at >= 0:
+                    return base + at + 1
+            base = end
+        return -1
+
+    def take(self, n):
+        n = min(n, self.size)
+        if n == 0:
+            return b""
+        chunks = self.chunks
+        first = chunks[0]
+        if self.head == 0 and len(first) == n:
+            chunks.popleft()
+            self.size -= n
+            return first
+        parts = []
+        left = n
+        while left:
+            first = chunks[0]
+            avail = len(first) - self.head
+            if avail > left:
+                parts.append(first[self.head:self.head + left])
+                self.head += left
+                break
+            parts.append(first[self.head:] if self.head else first)
+            chunks.popleft()
+            self.head = 0
+            left -= avail
+        self.size -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _Outgoing:
+    """Bytes on their way to the kernel: the file's buffered writes (which
+    must never be lost) followed by a caller's data (dropped if the caller
+    is cancelled).  Each part is ``[pinned pointer, start, end]``."""
+
+    __slots__ = ("parts", "buffered", "keep")
+
+    def __init__(self, buffered, data):
+        self.parts = []
+        self.buffered = buffered
+        keep = []
+        for part in (buffered, data):
+            if part is not None and len(part):
+                pinned = ffi.from_buffer(part)
+                keep.append(pinned)
+                self.parts.append([pinned, 0, len(pinned)])
+        self.keep = keep
+
+    def vecs(self):
+        return [(ptr + start, end - start) for ptr, start, end in self.parts]
+
+    def advance(self, nbytes):
+        parts = self.parts
+        while nbytes and parts:
+            part = parts[0]
+            step = min(nbytes, part[2] - part[1])
+            part[1] += step
+            nbytes -= step
+            if part[1] == part[2]:
+                parts.pop(0)
+                if self.buffered is not None:
+                    self.buffered = None   # the buffered part was the first
+
+    def unwritten_buffered(self):
+        """What is left of the buffered part, and forget it (called once)."""
+        if self.buffered is None or not self.parts:
+            return b""
+        start = self.parts[0][1]
+        rest, self.buffered = memoryview(self.buffered)[start:], None
+        return rest
+
+
+class AsyncFile:
+    """A binary file opened by :func:`uringloop.open`.  Methods that touch
+    the file are coroutines; ``fileno``/``readable``/``writable``/
+    ``seekable`` and the attributes are not."""
+
+    def __init__(self, engine, fd, name, spec, st):
+        self._engine = engine
+        self._loop = engine.loop
+        self._fd = fd
+        self.name = name
+        self.mode = spec.binary_mode
+        self._readable = spec.readable
+        self._writable = spec.writable
+        self._appending = spec.appending
+        self._regular = stat_module.S_ISREG(st.st_mode)
+        self._seekable = self._regular or stat_module.S_ISBLK(st.st_mode) or _lseek_works(fd)
+        # Only a hint: the end-of-file test trusts it only together with a
+        # short read (see _at_eof).
+        self._size_hint = st.st_size if self._regular else 0
+        self._chunk = spec.buffer_size
+        self._pos = st.st_size if spec.appending and self._regular else 0
+        self._ahead = _ReadAhead()
+        self._pending = bytearray()   # buffered writes, due at _pos
+        self._lock = asyncio.Lock()
+        self._calls = CallGroup()
+        self._closing = False
+        self._closer = None
+
+    def __repr__(self):
+        return (f"<uringloop.AsyncFile name={self.name!r} mode={self.mode!r} "
+                f"engine={self._engine.name}{' closed' if self._closing else ''}>")
+
+    # -- plain attributes ----------------------------------------------
+    @property
+    def closed(self):
+        return self._closing
+
+    @property
+    def engine(self):
+        """``"io_uring"`` or ``"executor"``: where this file's I/O runs."""
+        return self._engine.name
+
+    def fileno(self):
+        if self._closing:
+            raise ValueError(_CLOSED)
+        return self._fd
+
+    def readable(self):
+        if self._closing:
+            raise ValueError(_CLOSED)
+        return self._readable
+
+    def writable(self):
+        if self._closing:
+            raise ValueError(_CLOSED)
+        return self._writable
+
+    def seekable(self):
+        if self._closing:
+            raise ValueError(_CLOSED)
+        return self._seekable
+
+    # -- taking turns ----------------------------------------------------
+    def _check(self, closed_message, need, unsupported=None):
+        if self._closing:
+            raise ValueError(closed_message)
+        if need == "read" and not self._readable:
+            raise io.UnsupportedOperation(unsupported or need)
+        if need in ("write", "truncate") and not self._writable:
+            raise io.UnsupportedOperation(unsupported or need)
+
+    async def _begin(self, need=None, closed_message=_CLOSED, unsupported=None):
+        """Wait for this file's turn at its position; pair with _end().
+        ``need`` is "read", "write" or "truncate" when the file must allow
+        it (``unsupported``: the message otherwise)."""
+        self._check(closed_message, need, unsupported)
+        await self._lock.acquire()
+        try:
+            if self._calls.stragglers:
+                await self._calls.settle()
+            self._check(closed_message, need, unsupported)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _end(self):
+        self._lock.release()
+
+    def _perform(self, method, args, *, reading=False, positioned=False,
+                 on_cqe=None, on_abandon=None):
+        return perform(self._engine, method, args, self._calls, reading=reading,
+                       positioned=positioned, on_cqe=on_cqe, on_abandon=on_abandon)
+
+    def _error(self, res):
+        if self._closing and res == -errno.ECANCELED:
+            return ValueError(_CLOSED)
+        return os_error(res)
+
+    def _logical_pos(self):
+        return self._pos - self._ahead.size + len(self._pending)
+
+    # -- reading ----------------------------------------------------------
+    async def _fill(self, request):
+        """One read of up to ``request`` bytes at the position, into the
+        read-ahead; returns the count (0 at end of file)."""
+        request = min(request, MAX_RW)
+        buf = new_uncleared("char[]", request)
+        offset = self._pos if self._seekable else -1
+
+        def on_cqe(res):
+            # Runs even if the reader was cancelled: no byte is lost.
+            if res > 0:
+                self._pos += res
+                self._ahead.push(ffi.unpack(buf, res))
+
+        res = await self._perform(self._engine.read, (self._fd, buf, request, offset, buf),
+                                  reading=True, positioned=True, on_cqe=on_cqe)
+        if res < 0:
+            raise self._error(res)
+        return res
+
+    def _at_eof(self, request, res):
+        # A short read of a regular file means end of file when the size
+        # seen at open agrees; anything else is confirmed by a read of 0
+        # (files in /proc report size 0 and return short reads).
+        return res == 0 or (res < request and self._regular and
+                            0 < self._size_hint <= self._pos)
+
+    async def _before_read(self):
+        if self._pending:
+            await self._write_out()
+
+    async def _read_locked(self, n):
+        await self._before_read()
+        ahead = self._ahead
+        if n < 0:
+            while True:
+                remaining = self._size_hint - self._pos
+                request = remaining + 1 if self._regular and remaining > 0 else max(
+                    self._chunk or _files_mode.DEFAULT_BUFFER_SIZE, ahead.size)
+                if self._at_eof(request, await self._fill(request)):
+                    return ahead.take(ahead.size)
+        if ahead.size >= n or (not self._chunk and ahead.size):
+            return ahead.take(n)
+        while ahead.size < n:
+            missing = n - ahead.size
+            request = missing if missing >= self._chunk else self._chunk
+            if self._at_eof(request, await self._fill(request)) or not self._chunk:
+                break
+        return ahead.take(n)
+
+    async def read(self, n=-1):
+        """Up to ``n`` bytes (all that is left if ``n`` < 0 or None); fewer
+        only at end of file (or, unbuffered, after one read)."""
+        n = _size_arg(n)
+        await self._begin("read")
+        try:
+            return await self._read_locked(n)
+        finally:
+            self._end()
+
+    async def _read1_locked(self, n):
+        if n == 0:
+            return b""
+        await self._before_read()
+        if not self._ahead.size:
+            await self._fill(max(n, self._chunk) if n >= 0 else
+                             self._chunk or _files_mode.DEFAULT_BUFFER_SIZE)
+        return self._ahead.take(n if n >= 0 else self._ahead.size)
+
+    async def read1(self, n=-1):
+        """At most one kernel read: what is buffered, else one refill."""
+        n = _size_arg(n)
+        await self._begin("read")
+        try:
+            return await self._read1_locked(n)
+        finally:
+            self._end()
+
+    async def _readline_locked(self, limit):
+        await self._before_read()
+        ahead = self._ahead
+        scanned = 0
+        eof = False
+        while True:
+            end = ahead.find(b"\n", scanned)
+            if end >= 0:
+                break
+            if 0 <= limit <= ahead.size or eof:
+                end = ahead.size
+                break
+            scanned = ahead.size
+            request = self._chunk or _files_mode.DEFAULT_BUFFER_SIZE
+            eof = self._at_eof(request, await self._fill(request))
+        return ahead.take(end if limit < 0 else min(end, limit))
+
+    async def readline(self, size=-1):
+        """One line including its ``b"\\n"`` (or up to ``size`` bytes)."""
+        size = _size_arg(size)
+        await self._begin("read")
+        try:
+            return await self._readline_locked(size)
+        finally:
+            self._end()
+
+    async def readlines(self, hint=-1):
+        hint = _size_arg(hint)
+        lines, total = [], 0
+        while True:
+            line = await self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    # -- writing ----------------------------------------------------------
+    def _before_write(self):
+        # Writing starts at the logical position: forget bytes read ahead.
+        if self._ahead.size and self._seekable:
+            self._pos -= self._ahead.size
+            self._ahead.clear()
+
+    def _after_write(self, nbytes):
+        if self._appending and self._seekable:
+            # O_APPEND put the bytes at the end and left the kernel's own
+            # position there; that is where the file now is.
+            self._pos = os.lseek(self._fd, 0, os.SEEK_CUR)
+        else:
+            self._pos += nbytes
+
+    def _requeue(self, out):
+        rest = out.unwritten_buffered()
+        if len(rest):
+            self._pending[:0] = rest
+
+    async def _write_out(self, data=None):
+        """Write the buffered bytes, then ``data``, at the position,
+        resubmitting the rest after short writes."""
+        buffered = self._pending
+        if buffered:
+            self._pending = bytearray()
+        out = _Outgoing(buffered or None, data)
+
+        def on_cqe(res):
+            if res > 0:
+                self._after_write(res)
+                out.advance(res)
+
+        def on_abandon(res):
+            self._requeue(out)
+
+        while out.parts:
+            offset = -1 if self._appending or not self._seekable else self._pos
+            vecs = out.vecs()
+            if len(vecs) == 1:
+                method, args = self._engine.write, (self._fd, vecs[0][0], vecs[0][1], offset, out.keep)
+            else:
+                method, args = self._engine.writev, (self._fd, vecs, offset, out.keep)
+            res = await self._perform(method, args, positioned=True,
+                                      on_cqe=on_cqe, on_abandon=on_abandon)
+            if res <= 0:
+                self._requeue(out)
+                raise self._error(res) if res < 0 else OSError(errno.EIO, "write made no progress")
+
+    async def _write_locked(self, view):
+        self._before_write()
+        if self._chunk and len(self._pending) + len(view) <= self._chunk:
+            self._pending += view
+        else:
+            await self._write_out(view)
+        return len(view)
+
+    async def write(self, data):
+        """Write all of ``data`` (buffered up to the buffer size); returns
+        its length."""
+        view = _bytes_view(data)
+        await self._begin("write", "write to closed file")
+        try:
+            return await self._write_locked(view)
+        finally:
+            self._end()
+
+    async def writelines(self, lines):
+        for line in lines:
+            await self.write(line)
+
+    async def flush(self):
+        await self._begin(None, "flush of closed file")
+        try:
+            if self._pending:
+                await self._write_out()
+        finally:
+            self._end()
+
+    # -- position ---------------------------------------------------------
+    async def _file_size(self):
+        st = await self._perform(self._engine.statx, (None, self._fd, True))
+        if isinstance(st, int):
+            raise os_error(st)
+        if self._regular:
+            self._size_hint = st.st_size
+        return st.st_size
+
+    async def _seek_locked(self, offset, whence):
+        if not self._seekable:
+            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+        if self._pending:
+            await self._write_out()
+        if whence == os.SEEK_SET:
+            target = offset
+        elif whence == os.SEEK_CUR:
+            target = self._logical_pos() + offset
+        else:
+            target = await self._file_size() + offset
+        if target < 0:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self._ahead.clear()
+        self._pos = target
+        return target
+
+    async def seek(self, offset, whence=os.SEEK_SET):
+        """Move the position; returns it.  Whence 0, 1 or 2 as in io."""
+        offset = operator.index(offset)
+        if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
+            raise ValueError(f"whence value {whence} unsupported")
+        await self._begin(None, "seek of closed file")
+        try:
+            return await self._seek_locked(offset, whence)
+        finally:
+            self._end()
+
+    async def tell(self):
+        """The position, once the operations before this call are done."""
+        await self._begin()
+        try:
+            if not self._seekable:
+                raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+            return self._logical_pos()
+        finally:
+            self._end()
+
+    async def _truncate_locked(self, size):
+        if self._pending:
+            await self._write_out()
+        if size is None:
+            size = self._logical_pos()
+        # Read-ahead past the new end would be stale; the position stays.
+        self._pos = self._logical_pos()
+        self._ahead.clear()
+        res = await self._perform(self._engine.ftruncate, (self._fd, size))
+        if res < 0:
+            raise self._error(res)
+        if self._regular:
+            self._size_hint = size
+        return size
+
+    async def truncate(self, size=None):
+        """Resize the file to ``size`` (default: the position); the
+        position does not move.  Runs ftruncate in the executor: liburing
+        2.3 has no io_uring opcode for it."""
+        if size is not None:
+            size = operator.index(size)
+        await self._begin("truncate")
+        try:
+            return await self._truncate_locked(size)
+        finally:
+            self._end()
+
+    # -- explicit offsets: no position, no turn-taking ---------------------
+    def _check_explicit(self, need):
+        self._check(_CLOSED, need)
+        if not self._seekable:
+            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+
+    async def pread(self, n, offset):
+        """Up to ``n`` bytes at ``offset`` with one read (fewer only at end
+        of file), like ``os.pread``; the position does not move.  Many
+        preads of one file run in the kernel at once."""
+        n = operator.index(n)
+        offset = _offset_arg(offset)
+        self._check_explicit("read")
+        if n < 0:
+            raise ValueError("negative buffersize in pread")
+        if self._pending:
+            await self.flush()
+        if n == 0:
+            return b""
+        n = min(n, MAX_RW)
+        buf = new_uncleared("char[]", n)
+        res = await self._perform(self._engine.read, (self._fd, buf, n, offset, buf), reading=True)
+        if res < 0:
+            raise self._error(res)
+        return ffi.unpack(buf, res)
+
+    async def preadv(self, buffers, offset):
+        """Read into writable ``buffers`` at ``offset`` with one readv;
+        returns the byte count, like ``os.preadv``."""
+        offset = _offset_arg(offset)
+        self._check_explicit("read")
+        pinned = [ffi.from_buffer(b, require_writable=True) for b in buffers]
+        if self._pending:
+            await self.flush()
+        if not pinned:
+            return 0
+        vecs = [(p, len(p)) for p in pinned]
+        res = await self._perform(self._engine.readv, (self._fd, vecs, offset, pinned), reading=True)
+        if res < 0:
+            raise self._error(res)
+        return res
+
+    async def _pwrite_all(self, parts, offset):
+        pinned = [ffi.from_buffer(p) for p in parts if len(memoryview(p))]
+        out = [[p, 0, len(p)] for p in pinned]
+        total = sum(len(p) for p in pinned)
+        while out:
+            vecs = [(p + start, end - start) for p, start, end in out]
+            if len(vecs) == 1:
+                method, args = self._engine.write, (self._fd, vecs[0][0], vecs[0][1], offset, pinned)
+            else:
+                method, args = self._engine.writev, (self._fd, vecs, offset, pinned)
+            res = await self._perform(method, args)
+            if res <= 0:
+                raise self._error(res) if res < 0 else OSError(errno.EIO, "write made no progress")
+            offset += res
+            while res:
+                step = min(res, out[0][2] - out[0][1])
+                out[0][1] += step
+                res -= step
+                if out[0][1] == out[0][2]:
+                    out.pop(0)
+        return total
+
+    async def pwrite(self, data, offset):
+        """Write all of ``data`` at ``offset`` (short writes resubmit the
+        rest); the position does not move.  With O_APPEND ("a" modes)
+        Linux appends instead, as os.pwrite does."""
+        view = _bytes_view(data)
+        offset = _offset_arg(offset)
+        self._check_explicit("write")
+        if self._pending:
+            await self.flush()
+        return await self._pwrite_all([view], offset)
+
+    async def pwritev(self, buffers, offset):
+        """Write every buffer of ``buffers`` at ``offset`` and on; returns
+        the total."""
+        views = [_bytes_view(b) for b in buffers]
+        offset = _offset_arg(offset)
+        self._check_explicit("write")
+        if self._pending:
+            await self.flush()
+        return await self._pwrite_all(views, offset)
+
+    # -- whole-file operations ---------------------------------------------
+    async def _sync(self, datasync):
+        await self._begin()
+        try:
+            if self._pending:
+                await self._write_out()
+            res = await self._perform(self._engine.fsync, (self._fd, datasync))
+            if res < 0:
+                raise self._error(res)
+        finally:
+            self._end()
+
+    async def fsync(self):
+        """Flush, then fsync(2) the file."""
+        await self._sync(False)
+
+    async def fdatasync(self):
+        """Flush, then fdatasync(2) the file."""
+        await self._sync(True)
+
+    async def fallocate(self, offset, length):
+        """Allocate disk space for ``[offset, offset + length)``, growing
+        the file if needed (fallocate(2) mode 0, like os.posix_fallocate)."""
+        offset, length = _offset_arg(offset), operator.index(length)
+        self._check(_CLOSED, "write")
+        if length <= 0:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        res = await self._perform(self._engine.fallocate, (self._fd, offset, length))
+        if res < 0:
+            raise self._error(res)
+        if self._regular:
+            self._size_hint = max(self._size_hint, offset + length)
+
+    async def stat(self):
+        """``os.stat_result`` of the open file (statx on the ring)."""
+        self._check(_CLOSED, None)
+        st = await self._perform(self._engine.statx, (None, self._fd, True))
+        if isinstance(st, int):
+            raise self._error(st)
+        return st
+
+    # -- closing ------------------------------------------------------------
+    async def close(self):
+        """Flush and close.  Reads in flight are cancelled, writes finish,
+        and the fd is closed once the kernel has completed everything on
+        it -- also when the caller is cancelled meanwhile.  Raises the
+        flush error, if any, after closing."""
+        if self._closer is None:
+            self._closing = True
+            self._calls.cancel_reads()
+            self._closer = self._loop.create_task(self._close_now())
+        await asyncio.shield(self._closer)
+
+    async def _close_now(self):
+        error = None
+        async with self._lock:
+            await self._calls.settle()
+            if self._pending:
+                try:
+                    await self._write_out()
+                except Exception as exc:
+                    error = exc
+                    self._pending = bytearray()
+            await self._calls.drain()
+            fd, self._fd = self._fd, -1
+            res = await perform(self._engine, self._engine.close, (fd,))
+        if res < 0 and error is None:
+            error = os_error(res)
+        if error is not None:
+            raise error
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    def __del__(self):
+        # Only a file nobody closed gets here (operations in flight hold a
+        # reference).  Mirror the built-in: warn, write what is buffered,
+        # close the fd -- synchronously, as there is no loop turn left.
+        if getattr(self, "_fd", -1) < 0 or self._closer is not None:
+            return
+        warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+        fd, self._fd = self._fd, -1
+        try:
+            data = memoryview(self._pending)
+            while data:
+                if self._appending or not self._seekable:
+                    written = os.write(fd, data)
+                else:
+                    written = os.pwrite(fd, data, self._pos)
+                    self._pos += written
+                data = data[written:]
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _lseek_works(fd):
+    try:
+        os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return False
+    return True
+
+
+def _close_later(engine, fd):
+    """Close an fd nobody will use (a cancelled or failed open), without
+    waiting for the result."""
+    engine.close(fd, lambda res, flags: None)
+
+
+class _Opening:
+    """What :func:`open` returns: await it for the file, or use it as an
+    async context manager that closes the file on exit."""
+
+    __slots__ = ("_coro", "_file")
+
+    def __init__(self, coro):
+        self._coro = coro
+        self._file = None
+
+    def __await__(self):
+        return self._coro.__await__()
+
+    async def __aenter__(self):
+        self._file = await self._coro
+        return self._file
+
+    async def __aexit__(self, *exc_info):
+        await self._file.close()
+
+
+async def _open_fd(path, spec):
+    loop = asyncio.get_running_loop()
+    engine = engine_for(loop)
+    encoded = fspath_bytes(path)
+    name = os.fspath(path)
+
+    def close_if_opened(res):
+        if res >= 0:
+            _close_later(engine, res)
+
+    res = await perform(engine, engine.openat, (encoded, spec.flags, 0o666),
+                        on_abandon=close_if_opened)
+    if res < 0:
+        raise os_error(res, name)
+    fd = res
+    try:
+        # A cancelled statx still names fd: close it only after the
+        # kernel is done with it.
+        st = await perform(engine, engine.statx, (None, fd, True),
+                           on_abandon=lambda res: _close_later(engine, fd))
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        _close_later(engine, fd)
+        raise
+    if isinstance(st, int) or stat_module.S_ISDIR(st.st_mode):
+        _close_later(engine, fd)
+        raise os_error(st if isinstance(st, int) else -errno.EISDIR, name)
+    return engine, fd, name, st
+
+
+async def _open(path, spec):
+    engine, fd, name, st = await _open_fd(path, spec)
+    binary = AsyncFile(engine, fd, name, spec, st)
+    if not spec.text:
+        return binary
+    from ._files_text import AsyncTextFile
+    return AsyncTextFile(binary, spec)
+
+
+def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None):
+    """Open ``file`` for async I/O, with the arguments and errors of the
+    built-in ``open()`` (a path only: no fd, opener or closefd).
+
+        async with uringloop.open(path, "rb") as f:
+            data = await f.read()
+
+    On a ``uringloop.Loop`` every operation is an io_uring request; on any
+    other loop the same API runs ``os`` calls in the default executor.
+    The default buffer size is 64 KiB."""
+    spec = _files_mode.parse(mode, buffering, encoding, errors, newline)
+    return _Opening(_open(file, spec))

@@ -1,0 +1,401 @@
+"""One file-system operation at a time, on whichever engine the running loop
+offers: the io_uring ring of a ``uringloop.Loop``, or the default executor
+of any other loop (plain ``os.*`` calls in threads).
+
+What this module owns: the two engines, the :class:`Call` that lets one
+coroutine await one operation and survive being cancelled, and the small
+helpers every file API needs (path encoding, OSError construction, the
+``os.stat_result`` built from a ``statx``).
+
+Data flow: a caller hands an engine method its arguments, including the
+memory the kernel will read or write, and a completion callback
+``cb(res, flags)``; ``res`` is the result (a count, an fd, an
+``os.stat_result``) or a negative errno.  The ring engine queues an SQE and
+keeps that memory in the ring's ops table until the CQE; the thread engine
+runs the matching ``os`` call in the executor and delivers its outcome on
+the loop thread.  :func:`perform` wraps this in a future: cancelling the
+awaiting task asks the engine to cancel the operation, and the operation's
+own hooks (``on_cqe``, ``on_abandon``) still run when the result arrives,
+so bookkeeping such as the file position never depends on whether anyone
+is still waiting.
+"""
+import asyncio
+import errno
+import os
+
+from ._uring import ffi, lib
+
+AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_REMOVEDIR = 0x200
+_AT_EMPTY_PATH = 0x1000
+# The kernel moves at most this much per read/write call (MAX_RW_COUNT).
+MAX_RW = 0x7FFFF000
+
+new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def fspath_bytes(path):
+    """The bytes the kernel needs for ``path`` (str, bytes or PathLike),
+    with the errors ``os.open`` gives for bad paths."""
+    encoded = os.fsencode(path)
+    if b"\0" in encoded:
+        raise ValueError("embedded null byte")
+    return encoded
+
+
+def os_error(res, filename=None, filename2=None):
+    """The OSError (subclass chosen by errno) for a negative result."""
+    code = -res
+    if filename2 is not None:
+        return OSError(code, os.strerror(code), filename, None, filename2)
+    if filename is not None:
+        return OSError(code, os.strerror(code), filename)
+    return OSError(code, os.strerror(code))
+
+
+def _stat_from_statx(buf):
+    out = ffi.new("struct ul_stat *")
+    lib.ul_statx_decode(buf, out)
+    # Field order of os.stat_result on Linux: the ten tuple fields (with
+    # integer times), then float times, nanosecond times, blksize,
+    # blocks, rdev.
+    return os.stat_result((
+        out.mode, out.ino, out.dev, out.nlink, out.uid, out.gid, out.size,
+        out.atime_sec, out.mtime_sec, out.ctime_sec,
+        out.atime_sec + out.atime_nsec * 1e-9,
+        out.mtime_sec + out.mtime_nsec * 1e-9,
+        out.ctime_sec + out.ctime_nsec * 1e-9,
+        out.atime_sec * 1_000_000_000 + out.atime_nsec,
+        out.mtime_sec * 1_000_000_000 + out.mtime_nsec,
+        out.ctime_sec * 1_000_000_000 + out.ctime_nsec,
+        out.blksize, out.blocks, out.rdev,
+    ))
+
+
+class RingEngine:
+    """Operations as io_uring requests on the loop's ring."""
+
+    name = "io_uring"
+
+    def __init__(self, loop):
+        self.loop = loop
+        self._ring = loop._ring
+        # ftruncate has no opcode in liburing 2.3: it goes to the executor.
+        self._threads = ThreadEngine(loop)
+
+    def cancel(self, handle):
+        self._ring.cancel(handle)
+
+    def openat(self, path, flags, mode, cb):
+        cpath = ffi.new("char[]", path)
+        return self._ring.submit(lib.ul_prep_openat, (AT_FDCWD, cpath, flags, mode), cb, cpath)
+
+    def read(self, fd, ptr, nbytes, offset, keep, cb):
+        return self._ring.submit(lib.ul_prep_read, (fd, ptr, nbytes, offset), cb, keep)
+
+    def write(self, fd, ptr, nbytes, offset, keep, cb):
+        return self._ring.submit(lib.ul_prep_write, (fd, ptr, nbytes, offset), cb, keep)
+
+    @staticmethod
+    def _iovecs(vecs):
+        iov = ffi.new("struct iovec[]", len(vecs))
+        for i, (ptr, nbytes) in enumerate(vecs):
+            lib.ul_iovec_set(iov, i, ptr, nbytes)
+        return iov
+
+    def readv(self, fd, vecs, offset, keep, cb):
+        iov = self._iovecs(vecs)
+        return self._ring.submit(lib.ul_prep_readv, (fd, iov, len(vecs), offset), cb, (iov, keep))
+
+    def writev(self, fd, vecs, offset, keep, cb):
+        iov = self._iovecs(vecs)
+        return self._ring.submit(lib.ul_prep_writev, (fd, iov, len(vecs), offset), cb, (iov, keep))
+
+    def fsync(self, fd, datasync, cb):
+        return self._ring.submit(lib.ul_prep_fsync, (fd, int(datasync)), cb, None)
+
+    def fallocate(self, fd, offset, length, cb):
+        return self._ring.submit(lib.ul_prep_fallocate, (fd, 0, offset, length), cb, None)
+
+    def ftruncate(self, fd, length, cb):
+        return self._threads.ftruncate(fd, length, cb)
+
+    def statx(self, path, fd, follow_symlinks, cb):
+        """Stat ``path`` or, when it is None, the open file ``fd``."""
+        buf = ffi.new("struct ul_statx_buf *")
+        if path is None:
+            cpath, dfd, flags = ffi.new("char[]", b""), fd, _AT_EMPTY_PATH
+        else:
+            cpath, dfd, flags = ffi.new("char[]", path), AT_FDCWD, 0
+        if not follow_symlinks:
+            flags |= _AT_SYMLINK_NOFOLLOW
+
+        def on_statx(res, cqe_flags):
+            cb(res if res < 0 else _stat_from_statx(buf), cqe_flags)
+
+        return self._ring.submit(lib.ul_prep_statx, (dfd, cpath, flags, buf), on_statx, (cpath, buf))
+
+    def close(self, fd, cb):
+        return self._ring.submit(lib.ul_prep_close, (fd,), cb, None)
+
+    def unlinkat(self, path, rmdir, cb):
+        cpath = ffi.new("char[]", path)
+        flags = _AT_REMOVEDIR if rmdir else 0
+        return self._ring.submit(lib.ul_prep_unlinkat, (AT_FDCWD, cpath, flags), cb, cpath)
+
+    def renameat(self, src, dst, cb):
+        csrc, cdst = ffi.new("char[]", src), ffi.new("char[]", dst)
+        return self._ring.submit(lib.ul_prep_renameat, (AT_FDCWD, csrc, AT_FDCWD, cdst, 0), cb,
+                                 (csrc, cdst))
+
+    def mkdirat(self, path, mode, cb):
+        cpath = ffi.new("char[]", path)
+        return self._ring.submit(lib.ul_prep_mkdirat, (AT_FDCWD, cpath, mode), cb, cpath)
+
+
+def _negative_errno(func, *args):
+    # Runs in a worker thread: turn the expected failure into the ring's
+    # convention so that both engines deliver the same shape of result.
+    try:
+        return func(*args)
+    except OSError as exc:
+        return -(exc.errno or errno.EIO)
+
+
+class ThreadEngine:
+    """The same operations as blocking ``os`` calls in the loop's default
+    executor, for loops without a ring.  A call that started cannot be
+    stopped: ``cancel`` leaves it to finish, and its result still reaches
+    the caller's hooks."""
+
+    name = "executor"
+
+    def __init__(self, loop):
+        self.loop = loop
+
+    def cancel(self, handle):
+        pass
+
+    def _run(self, cb, func, *args):
+        fut = self.loop.run_in_executor(None, _negative_errno, func, *args)
+
+        def deliver(fut):
+            try:
+                res = fut.result()
+            except BaseException as exc:  # not an OSError: report it, fail the call
+                self.loop.call_exception_handler({
+                    "message": f"uringloop file operation {func.__name__} failed in the executor",
+                    "exception": exc,
+                })
+                res = -errno.EIO
+            cb(res, 0)
+
+        fut.add_done_callback(deliver)
+        return fut
+
+    def openat(self, path, flags, mode, cb):
+        return self._run(cb, os.open, path, flags, mode)
+
+    @staticmethod
+    def _buffers(vecs):
+        return [ffi.buffer(ptr, nbytes) for ptr, nbytes in vecs]
+
+    def read(self, fd, ptr, nbytes, offset, keep, cb):
+        return self.readv(fd, ((ptr, nbytes),), offset, keep, cb)
+
+    def write(self, fd, ptr, nbytes, offset, keep, cb):
+        return self.writev(fd, ((ptr, nbytes),), offset, keep, cb)
+
+    def readv(self, fd, vecs, offset, keep, cb):
+        buffers = self._buffers(vecs)
+        if offset < 0:
+            return self._run(cb, os.readv, fd, buffers)
+        return self._run(cb, os.preadv, fd, buffers, offset)
+
+    def writev(self, fd, vecs, offset, keep, cb):
+        buffers = self._buffers(vecs)
+        if offset < 0:
+            return self._run(cb, os.writev, fd, buffers)
+        return self._run(cb, os.pwritev, fd, buffers, offset)
+
+    def fsync(self, fd, datasync, cb):
+        return self._run(cb, os.fdatasync if datasync else os.fsync, fd)
+
+    def fallocate(self, fd, offset, length, cb):
+        return self._run(cb, _posix_fallocate, fd, offset, length)
+
+    def ftruncate(self, fd, length, cb):
+        return self._run(cb, _ftruncate, fd, length)
+
+    def statx(self, path, fd, follow_symlinks, cb):
+        if path is None:
+            return self._run(cb, os.fstat, fd)
+        return self._run(cb, _stat, path, follow_symlinks)
+
+    def close(self, fd, cb):
+        return self._run(cb, _close, fd)
+
+    def unlinkat(self, path, rmdir, cb):
+        return self._run(cb, _rmdir if rmdir else _unlink, path)
+
+    def renameat(self, src, dst, cb):
+        return self._run(cb, _rename, src, dst)
+
+    def mkdirat(self, path, mode, cb):
+        return self._run(cb, _mkdir, path, mode)
+
+
+# The os functions that return None, made to return 0 like the ring does.
+def _posix_fallocate(fd, offset, length):
+    os.posix_fallocate(fd, offset, length)
+    return 0
+
+
+def _ftruncate(fd, length):
+    os.ftruncate(fd, length)
+    return 0
+
+
+def _stat(path, follow_symlinks):
+    return os.stat(path, follow_symlinks=follow_symlinks)
+
+
+def _close(fd):
+    os.close(fd)
+    return 0
+
+
+def _unlink(path):
+    os.unlink(path)
+    return 0
+
+
+def _rmdir(path):
+    os.rmdir(path)
+    return 0
+
+
+def _rename(src, dst):
+    os.rename(src, dst)
+    return 0
+
+
+def _mkdir(path, mode):
+    os.mkdir(path, mode)
+    return 0
+
+
+def engine_for(loop):
+    """The ring of a running ``uringloop.Loop``, else the executor."""
+    ring = getattr(loop, "_ring", None)
+    if ring is not None and getattr(loop, "backend", None) == "io_uring" and not ring.closed:
+        return RingEngine(loop)
+    return ThreadEngine(loop)
+
+
+class Call:
+    """One operation in flight and what must happen when it completes.
+
+    ``on_cqe(res)`` runs at completion whatever became of the waiter;
+    ``on_abandon(res)`` runs once the operation has completed *and* its
+    waiter was cancelled (in whichever order those two happened)."""
+
+    __slots__ = ("engine", "fut", "handle", "res", "abandoned", "reading",
+                 "group", "on_cqe", "on_abandon", "_waiters")
+
+    def __init__(self, engine, group, reading, on_cqe, on_abandon):
+        self.engine = engine
+        self.fut = engine.loop.create_future()
+        self.handle = None
+        self.res = None
+        self.abandoned = False
+        self.reading = reading
+        self.group = group
+        self.on_cqe = on_cqe
+        self.on_abandon = on_abandon
+        self._waiters = None
+
+    def complete(self, res, flags):
+        self.res = res
+        if self.on_cqe is not None:
+            self.on_cqe(res)
+        if self.abandoned:
+            if self.on_abandon is not None:
+                self.on_abandon(res)
+        elif not self.fut.done():
+            self.fut.set_result(res)
+        if self.group is not None:
+            self.group.finished(self)
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def abandon(self):
+        self.abandoned = True
+        if self.res is None:
+            self.engine.cancel(self.handle)
+        elif self.on_abandon is not None:
+            self.on_abandon(self.res)
+
+    def wait(self):
+        """A future resolved when the operation has completed (each caller
+        gets its own, so cancelling one waiter disturbs no other)."""
+        waiter = self.engine.loop.create_future()
+        if self.res is not None:
+            waiter.set_result(None)
+        else:
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+        return waiter
+
+
+class CallGroup:
+    """The operations one file still expects completions for.
+
+    ``stragglers`` are the position-dependent ones whose waiter was
+    cancelled before the completion: the next position-dependent operation
+    waits for them, because their result moves the file position."""
+
+    __slots__ = ("calls", "stragglers")
+
+    def __init__(self):
+        self.calls = set()
+        self.stragglers = set()
+
+    def finished(self, call):
+        self.calls.discard(call)
+        self.stragglers.discard(call)
+
+    def cancel_reads(self):
+        for call in list(self.calls):
+            if call.reading and call.res is None:
+                call.engine.cancel(call.handle)
+
+    async def settle(self):
+        while self.stragglers:
+            await next(iter(self.stragglers)).wait()
+
+    async def drain(self):
+        while self.calls:
+            await next(iter(self.calls)).wait()
+
+
+async def perform(engine, method, args, group=None, *, reading=False, positioned=False,
+                  on_cqe=None, on_abandon=None):
+    """Start ``method(*args, cb)`` on ``engine`` and return its result (a
+    negative errno is returned, not raised).  Cancelling the caller asks the
+    engine to cancel the operation; the hooks still run at completion."""
+    call = Call(engine, group, reading, on_cqe, on_abandon)
+    call.handle = method(*args, call.complete)
+    if group is not None:
+        group.calls.add(call)
+    try:
+        return await call.fut
+    except asyncio.CancelledError:
+        if positioned and call.res is None:
+            group.stragglers.add(call)
+        call.abandon()
+        raise
