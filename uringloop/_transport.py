@@ -124,6 +124,10 @@ class RingTransport(transports._FlowControlMixin):
         if self._conn_lost:
             self._close_socket_if_idle()
             return
+        if self._closing:
+            # close() cancelled this receive (-ECANCELED) while a send
+            # drains: not a read error, and no data after close().
+            return
         if self._paused:
             self._held_result = (res, target)
             return
