@@ -134,8 +134,9 @@ class RingTransport(transports._FlowControlMixin):
         self._deliver(res, target)
 
     def _count_write_after_close(self):
-        # asyncio drops such writes silently, warning once it gets silly.
-        if self._conn_lost_writes >= 5:  # asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
+        # asyncio drops such writes silently, warning once it gets silly;
+        # its count starts at 1 (the loss itself), so the 5th write warns.
+        if self._conn_lost_writes >= 4:  # asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES - 1
             logger.warning("socket.send() raised exception.")
         self._conn_lost_writes += 1
 
