@@ -24,11 +24,23 @@
 #define UL_LIBURING_VERSION "unknown"
 #endif
 
+/* The group id of the one provided-buffer ring the loop registers. */
+#define UL_BUFFER_GROUP 0
+
+struct ul_bufring {
+    struct io_uring_buf_ring *ring;   /* shared with the kernel */
+    unsigned char *memory;            /* count * size bytes of buffers */
+    unsigned count, size, mask;
+    unsigned short *handed_out;       /* ids reaped last turn, to recycle */
+    unsigned handed_out_count;
+};
+
 struct ul_ring {
     struct io_uring ring;
     unsigned features;
     unsigned setup_flags;
     int registered_fd;
+    struct ul_bufring buffers;
 };
 
 /* Flags that only change how completions are delivered, not what the loop
@@ -78,8 +90,72 @@ struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *erro
 
 void ul_ring_destroy(struct ul_ring *r)
 {
+    /* Exiting the ring drops the kernel's references to the buffer ring,
+     * so the memory is freed after, never before. */
     io_uring_queue_exit(&r->ring);
+    free(r->buffers.ring);
+    free(r->buffers.memory);
+    free(r->buffers.handed_out);
     free(r);
+}
+
+int ul_bufring_setup(struct ul_ring *r, unsigned count, unsigned size)
+{
+    struct ul_bufring *b = &r->buffers;
+    if (b->ring != NULL)
+        return -EEXIST;
+    if (count == 0 || count > 32768 || (count & (count - 1)) != 0 || size == 0)
+        return -EINVAL;
+    void *ring_memory = NULL;
+    if (posix_memalign(&ring_memory, 4096, count * sizeof(struct io_uring_buf)) != 0)
+        return -ENOMEM;
+    memset(ring_memory, 0, count * sizeof(struct io_uring_buf));
+    unsigned char *memory = malloc((size_t)count * size);
+    unsigned short *handed_out = calloc(count, sizeof(*handed_out));
+    if (memory == NULL || handed_out == NULL) {
+        free(ring_memory);
+        free(memory);
+        free(handed_out);
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)ring_memory;
+    reg.ring_entries = count;
+    reg.bgid = UL_BUFFER_GROUP;
+    int ret = io_uring_register_buf_ring(&r->ring, &reg, 0);
+    if (ret < 0) {
+        free(ring_memory);
+        free(memory);
+        free(handed_out);
+        return ret;
+    }
+    b->ring = ring_memory;
+    b->memory = memory;
+    b->count = count;
+    b->size = size;
+    b->mask = io_uring_buf_ring_mask(count);
+    b->handed_out = handed_out;
+    b->handed_out_count = 0;
+    io_uring_buf_ring_init(b->ring);
+    for (unsigned id = 0; id < count; id++)
+        io_uring_buf_ring_add(b->ring, memory + (size_t)id * size, size, (unsigned short)id, b->mask, (int)id);
+    io_uring_buf_ring_advance(b->ring, (int)count);
+    return 0;
+}
+
+void *ul_bufring_base(struct ul_ring *r) { return r->buffers.memory; }
+
+/* Give back the buffers whose contents the caller has consumed. */
+static void recycle_buffers(struct ul_bufring *b)
+{
+    for (unsigned i = 0; i < b->handed_out_count; i++) {
+        unsigned id = b->handed_out[i];
+        io_uring_buf_ring_add(b->ring, b->memory + (size_t)id * b->size, b->size,
+                              (unsigned short)id, b->mask, (int)i);
+    }
+    io_uring_buf_ring_advance(b->ring, (int)b->handed_out_count);
+    b->handed_out_count = 0;
 }
 
 int ul_ring_fd(struct ul_ring *r) { return r->ring.ring_fd; }
@@ -144,6 +220,18 @@ int ul_prep_recv(struct ul_ring *r, int fd, void *buf, size_t len, int flags, ui
 {
     GET_SQE(r, sqe);
     io_uring_prep_recv(sqe, fd, buf, len, flags);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_recv_multishot(struct ul_ring *r, int fd, uint64_t user_data)
+{
+    if (r->buffers.ring == NULL)
+        return -ENOBUFS;
+    GET_SQE(r, sqe);
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = UL_BUFFER_GROUP;
     io_uring_sqe_set_data64(sqe, user_data);
     return 0;
 }
@@ -264,6 +352,9 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
     struct io_uring *ring = &r->ring;
     int ret = 0;
 
+    if (r->buffers.handed_out_count > 0)
+        recycle_buffers(&r->buffers);
+
     if (io_uring_cq_ready(ring) > 0 || timeout_ns == 0) {
         /* Completions are already waiting (or the caller must not block):
          * only enter the kernel if it holds work we have not seen. */
@@ -293,6 +384,9 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
         seen++;
         if (cqe->user_data == 0)
             continue;
+        if (cqe->flags & IORING_CQE_F_BUFFER)
+            r->buffers.handed_out[r->buffers.handed_out_count++] =
+                (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         out[copied].user_data = cqe->user_data;
         out[copied].res = cqe->res;
         out[copied].flags = cqe->flags;

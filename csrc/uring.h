@@ -60,6 +60,16 @@ int ul_prep_splice(struct ul_ring *ring, int fd_in, int64_t off_in, int fd_out, 
 int ul_prep_cancel(struct ul_ring *ring, uint64_t target);
 int ul_prep_cancel_all(struct ul_ring *ring);
 
+/* Provided receive buffers (kernel 5.19+): one group of `count` buffers
+ * of `size` bytes each, shared by every multishot receive of the ring.
+ * A completion with IORING_CQE_F_BUFFER names buffer (flags >> 16) at
+ * ul_bufring_base() + id * size; the caller must copy what it needs
+ * before the next ul_ring_turn, which gives those buffers back to the
+ * kernel (that recycling never crosses into Python). */
+int ul_bufring_setup(struct ul_ring *ring, unsigned count, unsigned size);
+void *ul_bufring_base(struct ul_ring *ring);
+int ul_prep_recv_multishot(struct ul_ring *ring, int fd, uint64_t user_data);
+
 /* Submit queued SQEs now, without waiting or reaping. */
 int ul_ring_submit(struct ul_ring *ring);
 

@@ -25,6 +25,7 @@ Protocol callbacks run from the completion callbacks, i.e. inside the
 loop's select step, wrapped so that their errors take asyncio's paths.
 """
 import collections
+import errno
 import socket
 
 from asyncio import constants, protocols, transports
@@ -36,6 +37,9 @@ from ._uring import ffi
 
 _RECV_BUFFER_SIZE = 256 * 1024
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+_CQE_F_MORE = 1 << 1
+# Marks a received chunk already copied out of a provided buffer.
+_COPIED = object()
 
 
 def _set_nodelay(sock):
@@ -73,6 +77,13 @@ class RingStreamTransport(RingTransport, transports.Transport):
     def _start_reading(self):
         if self._recv_op is not None or not self.is_reading():
             return
+        if not self._buffered and self._loop._recv_multishot:
+            try:
+                self._recv_op = self._ring.submit_recv_multishot(
+                    self._sock_fd, self._on_recv_multishot)
+            except OSError as exc:
+                self._fatal_error(exc, "Fatal read error on socket transport")
+            return
         if self._buffered:
             try:
                 target = self._protocol.get_buffer(-1)
@@ -98,6 +109,35 @@ class RingStreamTransport(RingTransport, transports.Transport):
             return
         self._recv_target = (target, owner)
 
+    def _on_recv_multishot(self, res, flags):
+        # The data must be copied now: its provided buffer returns to the
+        # kernel at the next turn.
+        if not flags & _CQE_F_MORE:
+            self._recv_op = None
+        if res > 0:
+            result = (res, (self._ring.receive_buffer(flags, res), _COPIED))
+        elif res == -errno.ENOBUFS or res == -errno.ECANCELED:
+            result = None  # buffers ran dry, or we cancelled: nothing to deliver
+        else:
+            result = (res, None)  # end of stream or an error
+        if self._conn_lost:
+            self._close_socket_if_idle()
+            return
+        if result is None:
+            self._start_reading()
+        elif self._paused:
+            self._held_results.append(result)
+        else:
+            self._deliver(*result)
+
+    def pause_reading(self):
+        super().pause_reading()
+        # A multishot receive would keep filling buffers: stop it; whatever
+        # it delivers before the cancellation lands is held.
+        if self._paused and self._recv_op is not None and not self._buffered \
+                and self._loop._recv_multishot:
+            self._ring.cancel(self._recv_op)
+
     def _deliver(self, res, target):
         if self._conn_lost:
             return
@@ -106,13 +146,13 @@ class RingStreamTransport(RingTransport, transports.Transport):
             protocol = self._protocol
             try:
                 if not self._buffered:
-                    protocol.data_received(ffi.unpack(buf, res))
+                    protocol.data_received(buf if owner is _COPIED else ffi.unpack(buf, res))
                 elif owner is protocol:
                     protocol.buffer_updated(res)
                 else:
                     # The protocol changed while the kernel filled a buffer
                     # that is not this protocol's (start_tls does that).
-                    _feed_buffered(protocol, ffi.buffer(buf, res))
+                    _feed_buffered(protocol, buf if owner is _COPIED else ffi.buffer(buf, res))
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

@@ -54,7 +54,7 @@ class RingTransport(transports._FlowControlMixin):
         self._paused = False         # pause_reading() in effect
         self._recv_op = None         # user_data of the receive in flight
         self._send_op = None         # user_data of the send in flight
-        self._held_result = None     # a receive that completed while paused
+        self._held_results = []      # receives that completed while paused
         self._write_size = 0         # bytes written but not yet confirmed
         self._conn_lost_writes = 0   # writes attempted after connection_lost
         self._protocol = None
@@ -110,9 +110,9 @@ class RingTransport(transports._FlowControlMixin):
         if self._closing or not self._paused:
             return
         self._paused = False
-        if self._held_result is not None:
-            held, self._held_result = self._held_result, None
-            self._loop.call_soon(self._deliver, *held)
+        if self._held_results:
+            held, self._held_results = self._held_results, []
+            self._loop.call_soon(self._deliver_held, held)
         else:
             self._start_reading()
         if self._loop.get_debug():
@@ -129,9 +129,17 @@ class RingTransport(transports._FlowControlMixin):
             # drains: not a read error, and no data after close().
             return
         if self._paused:
-            self._held_result = (res, target)
+            self._held_results.append((res, target))
             return
         self._deliver(res, target)
+
+    def _deliver_held(self, held):
+        for index, result in enumerate(held):
+            if self._paused or self._conn_lost:
+                # Paused again by the protocol: keep the rest, in order.
+                self._held_results[:0] = held[index:]
+                return
+            self._deliver(*result)
 
     def _count_write_after_close(self):
         # asyncio drops such writes silently, warning once it gets silly;
@@ -177,7 +185,7 @@ class RingTransport(transports._FlowControlMixin):
         self._schedule_connection_lost(exc)
 
     def _cancel_recv(self):
-        self._held_result = None
+        self._held_results = []
         if self._recv_op is not None:
             self._ring.cancel(self._recv_op)
 

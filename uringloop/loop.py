@@ -15,6 +15,7 @@ operation still in the kernel and frees the ring only once all of them
 have completed.
 """
 import asyncio
+import platform
 
 from ._datagram import RingDatagramTransport
 from ._readiness import RingSelector
@@ -22,6 +23,14 @@ from ._ring import Ring
 from ._sendfile import RingSendfileMixin
 from ._sockops import RingSocketOpsMixin
 from ._stream import RingStreamTransport
+
+
+def _kernel_at_least(major, minor):
+    try:
+        found = tuple(int(part) for part in platform.release().split("-")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return found >= (major, minor)
 
 
 class Loop(RingSocketOpsMixin, RingSendfileMixin, asyncio.SelectorEventLoop):
@@ -32,6 +41,9 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, asyncio.SelectorEventLoop):
     def __init__(self, ring=None):
         self._ring = Ring() if ring is None else ring
         self._ring.on_callback_error = self._report_ring_callback_error
+        # Multishot receives (kernel 6.0) draw from provided buffers (5.19).
+        self._recv_multishot = (_kernel_at_least(6, 0)
+                                and self._ring.enable_receive_buffers())
         super().__init__(selector=RingSelector(self._ring))
 
     def _report_ring_callback_error(self, exc):
