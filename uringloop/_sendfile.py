@@ -19,6 +19,7 @@ import errno
 import fcntl
 import io
 import os
+import select
 import stat
 
 from asyncio import exceptions
@@ -77,7 +78,13 @@ class RingSendfileMixin:
                 if pending == 0:
                     break  # end of file
                 while pending:
-                    sent = await self._splice(pipe, pipe.read_end, -1, sock.fileno(), pending)
+                    try:
+                        sent = await self._splice(pipe, pipe.read_end, -1, sock.fileno(), pending)
+                    except BlockingIOError:
+                        # The socket is non-blocking and full: wait until it
+                        # takes more, as asyncio's os.sendfile path does.
+                        await self._wait_writable(sock.fileno())
+                        continue
                     if sent == 0:
                         raise ConnectionError("socket is not connected", errno.ENOTCONN)
                     pending -= sent
@@ -93,6 +100,22 @@ class RingSendfileMixin:
             if total > 0:
                 os.lseek(fileno, offset + total, os.SEEK_SET)
         return total
+
+    async def _wait_writable(self, fd):
+        fut = self.create_future()
+
+        def on_poll(res, flags):
+            # An error shows up again in the splice that follows.
+            if not fut.done():
+                fut.set_result(None)
+
+        user_data = self._ring.submit_poll(fd, select.POLLOUT, on_poll)
+        try:
+            await fut
+        except BaseException:
+            if fut.cancelled():
+                self._ring.cancel(user_data)
+            raise
 
     async def _splice(self, pipe, fd_in, off_in, fd_out, nbytes):
         fut = self.create_future()
