@@ -57,8 +57,34 @@ class _SplicePipe:
             self.read_end = self.write_end = -1
 
 
+class _ReadOnly:
+    """An unseekable file (a pipe) as asyncio's fallback reads it: no
+    ``seek``, so the fallback does not restore a position it cannot have
+    (it would raise after every byte was sent)."""
+
+    def __init__(self, file):
+        self.readinto = file.readinto
+
+
+def _unseekable(file, offset):
+    try:
+        return not offset and not file.seekable()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class RingSendfileMixin:
     """Needs ``self._ring``; overrides asyncio's native sendfile hook."""
+
+    async def _sendfile_fallback(self, transp, file, offset, count):
+        if _unseekable(file, offset):
+            file = _ReadOnly(file)
+        return await super()._sendfile_fallback(transp, file, offset, count)
+
+    async def _sock_sendfile_fallback(self, sock, file, offset, count):
+        if _unseekable(file, offset):
+            file = _ReadOnly(file)
+        return await super()._sock_sendfile_fallback(sock, file, offset, count)
 
     async def _sock_sendfile_native(self, sock, file, offset, count):
         try:
