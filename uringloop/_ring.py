@@ -42,10 +42,13 @@ _SETUP_COOP_TASKRUN = 1 << 8
 _SETUP_TASKRUN_FLAG = 1 << 9
 DEFAULT_SETUP_FLAGS = _SETUP_SUBMIT_ALL | _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG
 
-# Kernel names (IORING_OP_<name>) of every operation the loop submits, for
-# ``python -m uringloop info``; a new ``submit_*`` adds its name here.
+# Kernel names (IORING_OP_<name>) of every operation uringloop submits, for
+# ``python -m uringloop info``; a new io_uring_prep_* in csrc adds its name
+# here (tests/test_info.py checks the two agree).
 OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
-                "RECVMSG", "SENDMSG", "CONNECT", "ACCEPT")
+                "RECVMSG", "SENDMSG", "CONNECT", "ACCEPT", "SPLICE",
+                "OPENAT", "CLOSE", "READ", "WRITE", "READV", "WRITEV", "FSYNC",
+                "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT")
 
 _live_rings = weakref.WeakSet()
 # Rings whose kernel side never gave back every buffer at close: kept (with
