@@ -230,6 +230,9 @@ def run_one(server, case, warmup, seconds, traced):
                                f"{client.stderr.read().decode().strip()}")
         requests = numbers["requests"]
         result.update(numbers)
+        if numbers["undrained"]:
+            raise RuntimeError(f"{numbers['undrained']} requests still unanswered "
+                               "5 s after the window closed")
         if traced:
             calls = parse_strace(strace_out)
             result["syscalls"] = calls
@@ -337,6 +340,7 @@ def main(argv):
     env["matrix"] = "full" if args.full else "short"
     env["window_seconds"] = args.seconds
     env["repeat"] = args.repeat
+    env["arguments"] = " ".join(argv)
 
     os.makedirs(RESULTS, exist_ok=True)
     stamp = env["date"].replace(":", "").replace("-", "").replace("+0000", "Z")

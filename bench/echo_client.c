@@ -15,8 +15,12 @@
  *   attaches strace) exactly between START and STOP, so the server's work
  *   and the counted requests cover the same window.
  *
+ * Every echoed byte is compared with what was sent; each message carries its
+ * connection's index and its sequence number, so bytes of another connection
+ * or of an earlier request are caught too.
+ *
  * Exit status: 0 on success, 1 on a usage or connection error (message on
- * stderr), 2 if the server closed a connection or echoed too much.
+ * stderr), 2 if the server closed a connection or echoed wrong bytes.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -39,6 +43,8 @@ enum phase { WARMUP, MEASURE, DRAIN };
 
 struct conn {
     int fd;
+    char *msg;          /* this connection's message: sequence number, index, pattern */
+    uint64_t seq;       /* number of the current request on this connection */
     size_t sent;        /* bytes of the current message written so far */
     size_t received;    /* bytes of the current echo read so far */
     int in_flight;      /* a request is outstanding */
@@ -158,10 +164,10 @@ static void set_events(int ep, struct conn *c, int want_out)
 
 /* Write what the socket takes of the current message; wait for EPOLLOUT
  * only while part of it is left (large messages). */
-static void pump_write(int ep, struct conn *c, const char *msg, size_t size)
+static void pump_write(int ep, struct conn *c, size_t size)
 {
     while (c->sent < size) {
-        ssize_t n = write(c->fd, msg + c->sent, size - c->sent);
+        ssize_t n = write(c->fd, c->msg + c->sent, size - c->sent);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -174,12 +180,16 @@ static void pump_write(int ep, struct conn *c, const char *msg, size_t size)
     set_events(ep, c, c->sent < size);
 }
 
-static void start_request(int ep, struct conn *c, const char *msg, size_t size)
+/* Each request's bytes are unique to its connection and sequence number,
+ * so an echo of another connection's or an older request's bytes is caught. */
+static void start_request(int ep, struct conn *c, size_t size)
 {
+    c->seq++;
+    memcpy(c->msg, &c->seq, size < sizeof c->seq ? size : sizeof c->seq);
     c->sent = c->received = 0;
     c->in_flight = 1;
     c->started = now_ns();
-    pump_write(ep, c, msg, size);
+    pump_write(ep, c, size);
 }
 
 int main(int argc, char **argv)
@@ -210,22 +220,28 @@ int main(int argc, char **argv)
     if (!tcp == !unix_path || nconns < 1 || size < 1 || seconds <= 0 || warmup < 0)
         usage();
 
-    char *msg = malloc(size);
     size_t scratch_len = 256 * 1024;
     char *scratch = malloc(scratch_len);
     struct conn *conns = calloc((size_t)nconns, sizeof *conns);
     struct epoll_event *events = calloc((size_t)nconns, sizeof *events);
     struct samples samples = {0};
-    if (!msg || !scratch || !conns || !events)
+    if (!scratch || !conns || !events)
         die("malloc");
-    for (size_t i = 0; i < size; i++)
-        msg[i] = (char)('a' + i % 26);
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         die("epoll_create1");
     for (long i = 0; i < nconns; i++) {
         conns[i].fd = connect_one(tcp, unix_path);
+        conns[i].msg = malloc(size);
+        if (!conns[i].msg)
+            die("malloc");
+        for (size_t b = 0; b < size; b++)
+            conns[i].msg[b] = (char)('a' + (b + (size_t)i) % 26);
+        if (size >= 12) {   /* bytes 0-7 get the sequence number per request */
+            uint32_t index = (uint32_t)i;
+            memcpy(conns[i].msg + 8, &index, sizeof index);
+        }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[i]};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev) < 0)
             die("epoll_ctl");
@@ -241,7 +257,7 @@ int main(int argc, char **argv)
     uint64_t requests = 0;
 
     for (long i = 0; i < nconns; i++)
-        start_request(ep, &conns[i], msg, size);
+        start_request(ep, &conns[i], size);
 
     while (in_flight > 0) {
         uint64_t now = now_ns();
@@ -275,7 +291,7 @@ int main(int argc, char **argv)
         for (int e = 0; e < n; e++) {
             struct conn *c = events[e].data.ptr;
             if (events[e].events & EPOLLOUT)
-                pump_write(ep, c, msg, size);
+                pump_write(ep, c, size);
             if (!(events[e].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
                 continue;
             ssize_t got = read(c->fd, scratch, scratch_len);
@@ -286,11 +302,14 @@ int main(int argc, char **argv)
                         got < 0 ? strerror(errno) : "EOF");
                 return 2;
             }
-            c->received += (size_t)got;
-            if (c->received > c->sent) {
-                fprintf(stderr, "echo_client: server sent more than it was sent\n");
+            if (c->received + (size_t)got > c->sent
+                || memcmp(scratch, c->msg + c->received, (size_t)got) != 0) {
+                fprintf(stderr, "echo_client: connection %ld, request %llu: the echo "
+                        "differs from what was sent\n", (long)(c - conns),
+                        (unsigned long long)c->seq);
                 return 2;
             }
+            c->received += (size_t)got;
             if (c->received < size)
                 continue;
             uint64_t done = now_ns();
@@ -301,7 +320,7 @@ int main(int argc, char **argv)
                 sample_add(&samples, done - c->started);
             }
             if (phase != DRAIN) {
-                start_request(ep, c, msg, size);
+                start_request(ep, c, size);
                 in_flight++;
             }
         }
