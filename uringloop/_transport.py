@@ -77,9 +77,12 @@ class RingTransport(transports._FlowControlMixin):
         return f"<{' '.join(info)}>"
 
     def __del__(self, _warn=warnings.warn):
-        if self._sock is not None and self._recv_op is None and self._send_op is None:
+        if self._sock is not None:
+            # Collected with an op recorded in flight means its loop closed
+            # first (the ops table holds our callbacks until completion).
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
+            if (self._recv_op is None and self._send_op is None) or self._ring.closed:
+                self._sock.close()
 
     # -- protocol ------------------------------------------------------
     def set_protocol(self, protocol):
