@@ -165,13 +165,12 @@ class RingSocketOpsMixin:
 
     async def _recvmsg(self, sock, target, nbytes, pinned=False):
         fut, fd = self._ring_future(sock)
-        msg = ffi.new("struct ul_msg *")
-
         claimed = self._claim_into(sock, target, nbytes)
         if claimed is not None:
             if pinned:
                 ffi.release(target)
             return claimed
+        msg = ffi.new("struct ul_msg *")
 
         def on_recvmsg(res, flags):
             if res >= 0:
