@@ -246,11 +246,18 @@ def run_one(server, case, warmup, seconds, traced):
     except (OSError, ValueError, KeyError, RuntimeError, TimeoutError, EOFError,
             subprocess.TimeoutExpired) as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, EOFError) and client is not None:   # the client gave up: why
+            stop_process(client, signal.SIGKILL, 10)
+            result["error"] += f"; client: {client.stderr.read().decode().strip()}"
     finally:
         for child in (strace, client):
             if child is not None:
                 stop_process(child, signal.SIGKILL, 10)
+        if client is not None:
+            client.stdout.close()
+            client.stderr.close()
         status = stop_process(proc, signal.SIGTERM, 15)
+        proc.stdout.close()
         result["server_exit"] = status
         if status != 0 and "error" not in result:
             result["error"] = f"server did not shut down cleanly (status {status})"
