@@ -125,7 +125,7 @@ def detail_table(table):
                 f"| {run['p50_us']:.0f} | {run['p99_us']:.0f} | {fmt(run['cpu_us_per_req'], '.1f')} "
                 f"| {percent(run['server_cpu'], run.get('server_core_busy'))} | {client} "
                 f"| {fmt(table.value('strace', server, case, 'syscalls_per_req'), '.2f')} "
-                f"| {run['backend']} |")
+                f"| {run['backend'].replace('|', '/')} |")
     return "\n".join(lines)
 
 

@@ -132,7 +132,7 @@ static int listen_on(const char *unix_path, char *address, size_t address_len)
 static const char *setup_ring(struct io_uring *ring)
 {
     static const struct { unsigned flags; const char *name; } tries[] = {
-        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, "SINGLE_ISSUER|DEFER_TASKRUN"},
+        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, "SINGLE_ISSUER+DEFER_TASKRUN"},
         {IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"},
         {0, "no setup flags"},
     };
