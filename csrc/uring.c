@@ -297,6 +297,14 @@ int ul_prep_accept(struct ul_ring *r, int fd, int flags, uint64_t user_data)
     return 0;
 }
 
+int ul_prep_accept_multishot(struct ul_ring *r, int fd, int flags, uint64_t user_data)
+{
+    GET_SQE(r, sqe);
+    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, flags);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
 int ul_prep_poll(struct ul_ring *r, int fd, unsigned mask, uint64_t user_data)
 {
     GET_SQE(r, sqe);

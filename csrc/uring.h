@@ -52,6 +52,9 @@ int ul_prep_sendmsg(struct ul_ring *ring, int fd, struct ul_msg *msg, const void
                     const void *addr, unsigned addrlen, int flags, uint64_t user_data);
 int ul_prep_connect(struct ul_ring *ring, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
 int ul_prep_accept(struct ul_ring *ring, int fd, int flags, uint64_t user_data);
+/* One completion per accepted connection until IORING_CQE_F_MORE clears
+ * (kernel 5.19). */
+int ul_prep_accept_multishot(struct ul_ring *ring, int fd, int flags, uint64_t user_data);
 int ul_prep_poll(struct ul_ring *ring, int fd, unsigned mask, uint64_t user_data);
 /* Move bytes between fds through the kernel (file -> pipe -> socket for
  * sendfile); an offset of -1 means "the fd's own position / none". */

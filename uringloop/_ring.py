@@ -213,6 +213,11 @@ class Ring:
         ud = self._new_user_data()
         return self._start(lib.ul_prep_accept(self._ptr, fd, flags, ud), ud, callback, None)
 
+    def submit_accept_multishot(self, fd, flags, callback):
+        ud = self._new_user_data()
+        rc = lib.ul_prep_accept_multishot(self._ptr, fd, flags, ud)
+        return self._start(rc, ud, callback, None)
+
     def submit_splice(self, fd_in, off_in, fd_out, off_out, nbytes, callback):
         ud = self._new_user_data()
         rc = lib.ul_prep_splice(self._ptr, fd_in, off_in, fd_out, off_out, nbytes, ud)

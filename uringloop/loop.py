@@ -21,6 +21,7 @@ from ._datagram import RingDatagramTransport
 from ._readiness import RingSelector
 from ._ring import Ring
 from ._sendfile import RingSendfileMixin
+from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
 from ._stream import RingStreamTransport
 
@@ -33,7 +34,8 @@ def _kernel_at_least(major, minor):
     return found >= (major, minor)
 
 
-class Loop(RingSocketOpsMixin, RingSendfileMixin, asyncio.SelectorEventLoop):
+class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
+           asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
     backend = "io_uring"
@@ -41,6 +43,7 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, asyncio.SelectorEventLoop):
     def __init__(self, ring=None):
         self._ring = Ring() if ring is None else ring
         self._ring.on_callback_error = self._report_ring_callback_error
+        self._accepting = {}  # listening fd -> its multishot accept
         # Multishot receives (kernel 6.0) draw from provided buffers (5.19).
         self._recv_multishot = (_kernel_at_least(6, 0)
                                 and self._ring.enable_receive_buffers())

@@ -1,0 +1,92 @@
+"""Accepting connections for ``create_server``/``create_unix_server`` with
+one multishot ``IORING_OP_ACCEPT`` per listening socket.
+
+Data flow: ``_start_serving`` (asyncio's hook, same signature on 3.11 to
+3.13) arms the accept; every completion is a new connected fd, wrapped in
+a socket of the listener's family and handed to asyncio's own
+``_accept_connection2``, which makes the protocol and the transport (and
+the TLS layer).  When the kernel ends the multishot (an error, or no
+``IORING_CQE_F_MORE``) it is re-armed; running out of fds (EMFILE and
+friends) is reported once and retried after asyncio's ACCEPT_RETRY_DELAY
+instead of spinning, exactly as asyncio's selector loop does.
+
+``_stop_serving`` cancels the accept and pushes the cancellation to the
+kernel before closing the listener, so the kernel has resolved (or
+dropped) the listener's fd before its number can be reused; connections
+that complete after the stop are closed on arrival.
+"""
+import errno
+import socket
+
+from asyncio import constants, trsock
+from asyncio.log import logger
+
+_ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_CQE_F_MORE = 1 << 1
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class RingServerMixin:
+    """Needs ``self._ring`` and ``self._accepting`` (fd -> user_data)."""
+
+    def _start_serving(self, protocol_factory, sock,
+                       sslcontext=None, server=None, backlog=100,
+                       ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        serving = (protocol_factory, sock, sslcontext, server, backlog,
+                   ssl_handshake_timeout, ssl_shutdown_timeout)
+        fd = sock.fileno()
+
+        def on_accept(res, flags):
+            if self._accepting.get(fd) != user_data:
+                if res >= 0:
+                    socket.socket(fileno=res).close()  # arrived after stop
+                return
+            if not flags & _CQE_F_MORE:
+                del self._accepting[fd]
+            if res >= 0:
+                self._hand_over(res, serving)
+            elif -res in _OUT_OF_RESOURCES:
+                exc = OSError(-res, "accept failed")
+                self.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                })
+                if fd not in self._accepting:
+                    self._accepting[fd] = None  # a retry is scheduled
+                    self.call_later(constants.ACCEPT_RETRY_DELAY,
+                                    self._retry_serving, fd, serving)
+                return
+            if fd not in self._accepting:
+                self._start_serving(*serving)
+
+        user_data = self._ring.submit_accept_multishot(fd, _ACCEPT_FLAGS, on_accept)
+        self._accepting[fd] = user_data
+
+    def _retry_serving(self, fd, serving):
+        if fd in self._accepting and self._accepting[fd] is None:
+            del self._accepting[fd]
+            self._start_serving(*serving)
+
+    def _hand_over(self, conn_fd, serving):
+        protocol_factory, sock, sslcontext, server, _, hs_timeout, sd_timeout = serving
+        conn = socket.socket(sock.family, sock.type, sock.proto, fileno=conn_fd)
+        conn.setblocking(False)
+        try:
+            peername = conn.getpeername()
+        except OSError:
+            conn.close()  # reset before we saw it: nothing to serve
+            return
+        if self._debug:
+            logger.debug("%r got a new connection from %r: %r", server, peername, conn)
+        self.create_task(self._accept_connection2(
+            protocol_factory, conn, {"peername": peername}, sslcontext, server,
+            hs_timeout, sd_timeout))
+
+    def _stop_serving(self, sock):
+        user_data = self._accepting.pop(sock.fileno(), None)
+        if user_data is not None:
+            self._ring.cancel(user_data)
+            self._ring.submit_now()
+        sock.close()
