@@ -22,7 +22,7 @@ import os
 import select
 import stat
 
-from asyncio import exceptions
+from asyncio import exceptions, tasks
 
 from ._sockops import _os_error
 
@@ -111,6 +111,9 @@ class RingSendfileMixin:
                         # takes more, as asyncio's os.sendfile path does.
                         await self._wait_writable(sock.fileno())
                         continue
+                    except exceptions.CancelledError as exc:
+                        total += getattr(exc, "moved", 0)  # sent despite the cancel
+                        raise
                     if sent == 0:
                         raise ConnectionError("socket is not connected", errno.ENOTCONN)
                     pending -= sent
@@ -158,8 +161,14 @@ class RingSendfileMixin:
         user_data = self._ring.submit_splice(fd_in, off_in, fd_out, -1, nbytes, on_splice)
         pipe.ops_in_flight += 1
         try:
-            return await fut
-        except BaseException:
-            if fut.cancelled():
-                self._ring.cancel(user_data)
+            return await tasks.shield(fut)
+        except exceptions.CancelledError as exc:
+            # The kernel may move bytes before the cancellation lands: wait
+            # for its answer, so the caller can count what reached the
+            # socket (the file position must say exactly that).
+            self._ring.cancel(user_data)
+            try:
+                exc.moved = await fut
+            except (OSError, exceptions.CancelledError):
+                exc.moved = 0
             raise
