@@ -14,9 +14,18 @@ import asyncio
 
 from ._backend import BackendUnavailableError
 from .loop import Loop, SelectorLoop
+# Async file I/O (on the ring under a Loop, in the executor elsewhere).
+# ``open`` is left out of __all__ so that a star import cannot shadow the
+# built-in.
+from ._files import AsyncFile, open
+from ._files_paths import (makedirs, mkdir, read_bytes, read_text, remove, rename, rmdir,
+                           stat, write_bytes, write_text)
+from ._files_text import AsyncTextFile
 
 __all__ = ["Loop", "SelectorLoop", "new_event_loop", "run", "install",
-           "EventLoopPolicy", "BackendUnavailableError"]
+           "EventLoopPolicy", "BackendUnavailableError",
+           "AsyncFile", "AsyncTextFile", "stat", "remove", "rmdir", "rename", "mkdir",
+           "makedirs", "read_bytes", "write_bytes", "read_text", "write_text"]
 __version__ = "0.1.0"
 
 

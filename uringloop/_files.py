@@ -39,21 +39,10 @@ import warnings
 from collections import deque
 
 from . import _files_mode
-from ._files_ops import (MAX_RW, CallGroup, engine_for, fspath_bytes, new_uncleared,
-                         os_error, perform)
+from ._files_ops import (CLOSED, MAX_RW, CallGroup, engine_for, fspath_bytes, new_uncleared,
+                         os_error, perform, size_arg)
+from ._files_text import AsyncTextFile
 from ._uring import ffi
-
-_CLOSED = "I/O operation on closed file."
-
-
-def _size_arg(n):
-    """``read(n)``'s argument: an int, or None for "everything"."""
-    if n is None:
-        return -1
-    try:
-        return operator.index(n)
-    except TypeError:
-        raise TypeError(f"argument should be integer or None, not '{type(n).__name__}'") from None
 
 
 def _bytes_view(data):
@@ -198,6 +187,9 @@ class AsyncFile:
         self._chunk = spec.buffer_size
         self._pos = st.st_size if spec.appending and self._regular else 0
         self._ahead = _ReadAhead()
+        # Set when a pwrite may have changed bytes held in the read-ahead;
+        # the next turn at the position drops them.
+        self._ahead_stale = False
         self._pending = bytearray()   # buffered writes, due at _pos
         self._lock = asyncio.Lock()
         self._calls = CallGroup()
@@ -220,22 +212,22 @@ class AsyncFile:
 
     def fileno(self):
         if self._closing:
-            raise ValueError(_CLOSED)
+            raise ValueError(CLOSED)
         return self._fd
 
     def readable(self):
         if self._closing:
-            raise ValueError(_CLOSED)
+            raise ValueError(CLOSED)
         return self._readable
 
     def writable(self):
         if self._closing:
-            raise ValueError(_CLOSED)
+            raise ValueError(CLOSED)
         return self._writable
 
     def seekable(self):
         if self._closing:
-            raise ValueError(_CLOSED)
+            raise ValueError(CLOSED)
         return self._seekable
 
     # -- taking turns ----------------------------------------------------
@@ -247,7 +239,7 @@ class AsyncFile:
         if need in ("write", "truncate") and not self._writable:
             raise io.UnsupportedOperation(unsupported or need)
 
-    async def _begin(self, need=None, closed_message=_CLOSED, unsupported=None):
+    async def _begin(self, need=None, closed_message=CLOSED, unsupported=None):
         """Wait for this file's turn at its position; pair with _end().
         ``need`` is "read", "write" or "truncate" when the file must allow
         it (``unsupported``: the message otherwise)."""
@@ -257,6 +249,9 @@ class AsyncFile:
             if self._calls.stragglers:
                 await self._calls.settle()
             self._check(closed_message, need, unsupported)
+            if self._ahead_stale:
+                self._ahead_stale = False
+                self._drop_ahead()
         except BaseException:
             self._lock.release()
             raise
@@ -271,7 +266,7 @@ class AsyncFile:
 
     def _error(self, res):
         if self._closing and res == -errno.ECANCELED:
-            return ValueError(_CLOSED)
+            return ValueError(CLOSED)
         return os_error(res)
 
     def _logical_pos(self):
@@ -330,7 +325,7 @@ class AsyncFile:
     async def read(self, n=-1):
         """Up to ``n`` bytes (all that is left if ``n`` < 0 or None); fewer
         only at end of file (or, unbuffered, after one read)."""
-        n = _size_arg(n)
+        n = size_arg(n)
         await self._begin("read")
         try:
             return await self._read_locked(n)
@@ -348,7 +343,7 @@ class AsyncFile:
 
     async def read1(self, n=-1):
         """At most one kernel read: what is buffered, else one refill."""
-        n = _size_arg(n)
+        n = size_arg(n)
         await self._begin("read")
         try:
             return await self._read1_locked(n)
@@ -374,7 +369,7 @@ class AsyncFile:
 
     async def readline(self, size=-1):
         """One line including its ``b"\\n"`` (or up to ``size`` bytes)."""
-        size = _size_arg(size)
+        size = size_arg(size)
         await self._begin("read")
         try:
             return await self._readline_locked(size)
@@ -382,7 +377,7 @@ class AsyncFile:
             self._end()
 
     async def readlines(self, hint=-1):
-        hint = _size_arg(hint)
+        hint = size_arg(hint)
         lines, total = [], 0
         while True:
             line = await self.readline()
@@ -403,11 +398,14 @@ class AsyncFile:
         return line
 
     # -- writing ----------------------------------------------------------
-    def _before_write(self):
-        # Writing starts at the logical position: forget bytes read ahead.
+    def _drop_ahead(self):
         if self._ahead.size and self._seekable:
             self._pos -= self._ahead.size
             self._ahead.clear()
+
+    def _before_write(self):
+        # Writing starts at the logical position: forget bytes read ahead.
+        self._drop_ahead()
 
     def _after_write(self, nbytes):
         if self._appending and self._seekable:
@@ -557,7 +555,7 @@ class AsyncFile:
 
     # -- explicit offsets: no position, no turn-taking ---------------------
     def _check_explicit(self, need):
-        self._check(_CLOSED, need)
+        self._check(CLOSED, need)
         if not self._seekable:
             raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
 
@@ -601,6 +599,8 @@ class AsyncFile:
         pinned = [ffi.from_buffer(p) for p in parts if len(memoryview(p))]
         out = [[p, 0, len(p)] for p in pinned]
         total = sum(len(p) for p in pinned)
+        if self._ahead.size and offset < self._pos and offset + total > self._pos - self._ahead.size:
+            self._ahead_stale = True
         while out:
             vecs = [(p + start, end - start) for p, start, end in out]
             if len(vecs) == 1:
@@ -664,7 +664,7 @@ class AsyncFile:
         """Allocate disk space for ``[offset, offset + length)``, growing
         the file if needed (fallocate(2) mode 0, like os.posix_fallocate)."""
         offset, length = _offset_arg(offset), operator.index(length)
-        self._check(_CLOSED, "write")
+        self._check(CLOSED, "write")
         if length <= 0:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         res = await self._perform(self._engine.fallocate, (self._fd, offset, length))
@@ -675,7 +675,7 @@ class AsyncFile:
 
     async def stat(self):
         """``os.stat_result`` of the open file (statx on the ring)."""
-        self._check(_CLOSED, None)
+        self._check(CLOSED, None)
         st = await self._perform(self._engine.statx, (None, self._fd, True))
         if isinstance(st, int):
             raise self._error(st)
@@ -756,19 +756,22 @@ def _close_later(engine, fd):
 
 class _Opening:
     """What :func:`open` returns: await it for the file, or use it as an
-    async context manager that closes the file on exit."""
+    async context manager that closes the file on exit.  The opening
+    coroutine is created only when awaited, so an ``_Opening`` dropped
+    unawaited (a task cancelled before it ran) leaves no warning behind."""
 
-    __slots__ = ("_coro", "_file")
+    __slots__ = ("_path", "_spec", "_file")
 
-    def __init__(self, coro):
-        self._coro = coro
+    def __init__(self, path, spec):
+        self._path = path
+        self._spec = spec
         self._file = None
 
     def __await__(self):
-        return self._coro.__await__()
+        return _open(self._path, self._spec).__await__()
 
     async def __aenter__(self):
-        self._file = await self._coro
+        self._file = await _open(self._path, self._spec)
         return self._file
 
     async def __aexit__(self, *exc_info):
@@ -809,10 +812,7 @@ async def _open_fd(path, spec):
 async def _open(path, spec):
     engine, fd, name, st = await _open_fd(path, spec)
     binary = AsyncFile(engine, fd, name, spec, st)
-    if not spec.text:
-        return binary
-    from ._files_text import AsyncTextFile
-    return AsyncTextFile(binary, spec)
+    return AsyncTextFile(binary, spec) if spec.text else binary
 
 
 def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None):
@@ -826,4 +826,4 @@ def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None)
     other loop the same API runs ``os`` calls in the default executor.
     The default buffer size is 64 KiB."""
     spec = _files_mode.parse(mode, buffering, encoding, errors, newline)
-    return _Opening(_open(file, spec))
+    return _Opening(file, spec)

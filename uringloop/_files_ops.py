@@ -21,6 +21,7 @@ is still waiting.
 """
 import asyncio
 import errno
+import operator
 import os
 
 from ._uring import ffi, lib
@@ -32,7 +33,19 @@ _AT_EMPTY_PATH = 0x1000
 # The kernel moves at most this much per read/write call (MAX_RW_COUNT).
 MAX_RW = 0x7FFFF000
 
+CLOSED = "I/O operation on closed file."
+
 new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def size_arg(n):
+    """A ``read(n)``-style argument: an int, or None for "everything"."""
+    if n is None:
+        return -1
+    try:
+        return operator.index(n)
+    except TypeError:
+        raise TypeError(f"argument should be integer or None, not '{type(n).__name__}'") from None
 
 
 def fspath_bytes(path):
@@ -155,12 +168,13 @@ class RingEngine:
 
 
 def _negative_errno(func, *args):
-    # Runs in a worker thread: turn the expected failure into the ring's
-    # convention so that both engines deliver the same shape of result.
+    # Runs in a worker thread: give the ring's shape of result -- 0 for
+    # the os functions that return None, a negative errno for a failure.
     try:
-        return func(*args)
+        result = func(*args)
     except OSError as exc:
         return -(exc.errno or errno.EIO)
+    return 0 if result is None else result
 
 
 class ThreadEngine:
@@ -223,10 +237,10 @@ class ThreadEngine:
         return self._run(cb, os.fdatasync if datasync else os.fsync, fd)
 
     def fallocate(self, fd, offset, length, cb):
-        return self._run(cb, _posix_fallocate, fd, offset, length)
+        return self._run(cb, os.posix_fallocate, fd, offset, length)
 
     def ftruncate(self, fd, length, cb):
-        return self._run(cb, _ftruncate, fd, length)
+        return self._run(cb, os.ftruncate, fd, length)
 
     def statx(self, path, fd, follow_symlinks, cb):
         if path is None:
@@ -234,56 +248,20 @@ class ThreadEngine:
         return self._run(cb, _stat, path, follow_symlinks)
 
     def close(self, fd, cb):
-        return self._run(cb, _close, fd)
+        return self._run(cb, os.close, fd)
 
     def unlinkat(self, path, rmdir, cb):
-        return self._run(cb, _rmdir if rmdir else _unlink, path)
+        return self._run(cb, os.rmdir if rmdir else os.unlink, path)
 
     def renameat(self, src, dst, cb):
-        return self._run(cb, _rename, src, dst)
+        return self._run(cb, os.rename, src, dst)
 
     def mkdirat(self, path, mode, cb):
-        return self._run(cb, _mkdir, path, mode)
-
-
-# The os functions that return None, made to return 0 like the ring does.
-def _posix_fallocate(fd, offset, length):
-    os.posix_fallocate(fd, offset, length)
-    return 0
-
-
-def _ftruncate(fd, length):
-    os.ftruncate(fd, length)
-    return 0
+        return self._run(cb, os.mkdir, path, mode)
 
 
 def _stat(path, follow_symlinks):
     return os.stat(path, follow_symlinks=follow_symlinks)
-
-
-def _close(fd):
-    os.close(fd)
-    return 0
-
-
-def _unlink(path):
-    os.unlink(path)
-    return 0
-
-
-def _rmdir(path):
-    os.rmdir(path)
-    return 0
-
-
-def _rename(src, dst):
-    os.rename(src, dst)
-    return 0
-
-
-def _mkdir(path, mode):
-    os.mkdir(path, mode)
-    return 0
 
 
 def engine_for(loop):

@@ -1,0 +1,959 @@
+"""Async file I/O (``uringloop.open`` and the path functions).
+
+Every behaviour test runs on both loops (the ``loop`` fixture): on
+uringloop every operation is an io_uring request, on asyncio's own loop
+the same API runs ``os`` calls in the executor; both must behave like the
+built-in ``open()``, and many tests compare against it directly.  The
+fixture fails a test if anything reached the loop's exception handler.
+Tests on the ``uloop`` fixture only need a request that stays in the kernel
+(a FIFO with no data) to observe cancellation of the SQE itself.  The last
+test proves with strace that concurrent preads run in the kernel through
+the ring: no pread64 syscall, no thread.
+"""
+import asyncio
+import errno
+import gc
+import io
+import os
+import random
+import shutil
+import stat as stat_module
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+
+import uringloop
+from uringloop import _files_ops
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOOPS = {"uringloop": uringloop.Loop, "asyncio": asyncio.SelectorEventLoop}
+
+
+@pytest.fixture(params=list(LOOPS))
+def loop(request):
+    loop = LOOPS[request.param]()
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+    loop.is_uring = request.param == "uringloop"
+    yield loop
+    if not loop.is_closed():
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    assert reports == [], reports
+
+
+@pytest.fixture
+def uloop():
+    loop = uringloop.Loop()
+    yield loop
+    loop.close()
+
+
+def run(loop, coro, timeout=20):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def drain_fifo(path):
+    """Everything currently in the FIFO, read without blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+# -- the engine ------------------------------------------------------------
+
+def test_engine_follows_the_loop(loop, tmp_path):
+    async def main():
+        async with uringloop.open(tmp_path / "f", "wb") as f:
+            return f.engine
+    assert run(loop, main()) == ("io_uring" if loop.is_uring else "executor")
+
+
+def test_open_is_awaitable_and_a_context_manager(loop, tmp_path):
+    path = tmp_path / "f"
+
+    async def main():
+        f = await uringloop.open(path, "wb")
+        assert isinstance(f, uringloop.AsyncFile) and not f.closed
+        await f.write(b"abc")
+        await f.close()
+        assert f.closed
+        async with uringloop.open(path, "rb") as g:
+            assert await g.read() == b"abc"
+        assert g.closed
+        return repr(g)
+    assert "closed" in run(loop, main())
+
+
+# -- reading and writing bytes -----------------------------------------------
+
+def test_read_sizes_and_eof(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+
+    async def main():
+        async with uringloop.open(path, "rb") as f:
+            assert await f.read(0) == b""
+            assert await f.read(3) == b"012"
+            assert await f.read(100) == b"3456789"   # short read at EOF
+            assert await f.read(5) == b""
+            assert await f.read() == b""
+            await f.seek(0)
+            assert await f.read(None) == b"0123456789"
+            await f.seek(2)
+            assert await f.read(-1) == b"23456789"
+            with pytest.raises(TypeError, match="integer or None"):
+                await f.read("3")
+    run(loop, main())
+
+
+@pytest.mark.parametrize("buffering", [-1, 0, 7, 4096])
+def test_large_round_trip(loop, tmp_path, buffering):
+    path = tmp_path / "f"
+    data = random.Random(5).randbytes(3 * 1024 * 1024 + 17)
+
+    async def main():
+        async with uringloop.open(path, "wb", buffering=buffering) as f:
+            assert await f.write(data[:10]) == 10
+            assert await f.write(memoryview(data)[10:200_000]) == 199_990
+            assert await f.write(bytearray(data[200_000:])) == len(data) - 200_000
+        assert path.read_bytes() == data
+        async with uringloop.open(path, "rb", buffering=buffering) as f:
+            got = [await f.read(1000), await f.read(500_000)]
+            while chunk := await f.read(300_000):
+                got.append(chunk)
+        assert b"".join(got) == data
+        assert await uringloop.read_bytes(path) == data
+    run(loop, main())
+
+
+def test_read1_and_unbuffered_reads(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+
+    async def main():
+        async with uringloop.open(path, "rb", buffering=0) as f:
+            assert await f.read1(0) == b""
+            assert await f.read1(10) == b"x" * 10
+            assert await f.read(1000) == b"x" * 90   # unbuffered: one read
+        async with uringloop.open(path, "rb") as f:
+            assert await f.read1() == b"x" * 100
+    run(loop, main())
+
+
+def test_readline_readlines_and_iteration(loop, tmp_path):
+    path = tmp_path / "f"
+    lines = [b"first\n", b"\n", b"x" * 200_000 + b"\n", b"last without newline"]
+    path.write_bytes(b"".join(lines))
+
+    async def main():
+        async with uringloop.open(path, "rb", buffering=4096) as f:
+            assert [line async for line in f] == lines
+        async with uringloop.open(path, "rb") as f:
+            assert await f.readline(3) == b"fir"
+            assert await f.readline() == b"st\n"
+            assert await f.readlines() == lines[1:]
+            assert await f.readline() == b""
+        async with uringloop.open(path, "rb") as f:
+            assert await f.readlines(3) == lines[:1]
+    run(loop, main())
+
+
+def test_seek_and_tell(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+
+    async def main():
+        async with uringloop.open(path, "rb+") as f:
+            assert await f.tell() == 0
+            assert await f.read(4) == b"0123"
+            assert await f.tell() == 4
+            assert await f.seek(2, os.SEEK_CUR) == 6
+            assert await f.read(1) == b"6"
+            assert await f.seek(-3, os.SEEK_END) == 7
+            assert await f.read() == b"789"
+            await f.write(b"AB")                     # extends the file
+            assert await f.tell() == 12
+            assert await f.seek(0, os.SEEK_END) == 12
+            assert await f.seek(20) == 20            # past the end is allowed
+            assert await f.read() == b""
+            with pytest.raises(OSError) as info:
+                await f.seek(-1)
+            assert info.value.errno == errno.EINVAL
+            with pytest.raises(ValueError, match="whence value 5 unsupported"):
+                await f.seek(0, 5)
+        assert path.read_bytes() == b"0123456789AB"
+    run(loop, main())
+
+
+def test_write_after_read_goes_to_the_read_position(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"line1\nline2\nline3\n")
+
+    async def main():
+        async with uringloop.open(path, "rb+") as f:
+            assert await f.readline() == b"line1\n"   # reads ahead 64 KiB
+            await f.write(b"LINE2")
+            assert await f.tell() == 11
+            assert await f.read() == b"\nline3\n"
+    run(loop, main())
+    assert path.read_bytes() == b"line1\nLINE2\nline3\n"
+
+
+def test_append_modes(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"start")
+
+    async def main():
+        async with uringloop.open(path, "ab") as f:
+            assert await f.tell() == 5
+            await f.write(b"+one")
+            await f.flush()
+            assert await f.tell() == 9
+        async with uringloop.open(path, "ab+") as f:
+            await f.seek(0)
+            assert await f.read(5) == b"start"
+            await f.write(b"+two")                   # O_APPEND: at the end
+            await f.flush()
+            assert await f.tell() == 13
+            await f.seek(0)
+            assert await f.read() == b"start+one+two"
+            await f.pwrite(b"!", 0)                  # Linux appends, as os.pwrite does
+    run(loop, main())
+    assert path.read_bytes() == b"start+one+two!"
+
+
+def test_write_buffering_and_flush(loop, tmp_path):
+    path = tmp_path / "f"
+
+    async def main():
+        async with uringloop.open(path, "wb") as f:
+            await f.write(b"buffered")
+            assert path.read_bytes() == b""
+            await f.flush()
+            assert path.read_bytes() == b"buffered"
+        async with uringloop.open(path, "wb", buffering=0) as f:
+            await f.write(b"direct")
+            assert path.read_bytes() == b"direct"
+            await f.writelines([b"-a", bytearray(b"-b")])
+            assert path.read_bytes() == b"direct-a-b"
+        async with uringloop.open(path, "ab") as f:
+            await f.write(b"-closed")
+        assert path.read_bytes() == b"direct-a-b-closed"   # close flushes
+        with pytest.warns(RuntimeWarning, match="line buffering"):
+            await (await uringloop.open(path, "rb", buffering=1)).close()
+    run(loop, main())
+
+
+def test_write_type_errors(loop, tmp_path):
+    async def main():
+        async with uringloop.open(tmp_path / "f", "wb") as f:
+            with pytest.raises(TypeError, match="a bytes-like object is required, not 'str'"):
+                await f.write("text")
+            with pytest.raises(TypeError, match="not 'int'"):
+                await f.write(3)
+        async with uringloop.open(tmp_path / "f", "w") as f:
+            with pytest.raises(TypeError, match="write\\(\\) argument must be str, not bytes"):
+                await f.write(b"bytes")
+    run(loop, main())
+
+
+# -- explicit offsets ----------------------------------------------------------
+
+def test_pread_pwrite_preadv_pwritev(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+
+    async def main():
+        async with uringloop.open(path, "rb+") as f:
+            assert await f.read(2) == b"01"
+            assert await f.pread(3, 5) == b"567"
+            assert await f.pread(100, 8) == b"89"     # short at EOF, like os.pread
+            assert await f.pread(5, 50) == b""
+            assert await f.pread(0, 0) == b""
+            assert await f.tell() == 2                # no position change
+            assert await f.pwrite(b"AB", 3) == 2
+            assert await f.pwritev([b"x", memoryview(b"yz")], 12) == 3
+            a, b = bytearray(2), bytearray(3)
+            assert await f.preadv([a, b], 2) == 5
+            assert (a, b) == (bytearray(b"2A"), bytearray(b"B56"))
+            assert await f.read(3) == b"2AB"
+            with pytest.raises(OSError) as info:
+                await f.pread(1, -1)
+            assert info.value.errno == errno.EINVAL
+            with pytest.raises(ValueError):
+                await f.pread(-1, 0)
+    run(loop, main())
+    assert path.read_bytes() == b"012AB56789\0\0xyz"
+
+
+def test_many_concurrent_preads(loop, tmp_path):
+    path = tmp_path / "f"
+    data = random.Random(1).randbytes(1 << 20)
+    path.write_bytes(data)
+    offsets = [random.Random(2).randrange(0, len(data) - 4096) for _ in range(256)]
+
+    async def main():
+        async with uringloop.open(path, "rb") as f:
+            return await asyncio.gather(*(f.pread(4096, off) for off in offsets))
+    for off, got in zip(offsets, run(loop, main())):
+        assert got == data[off:off + 4096]
+
+
+# -- whole-file operations -------------------------------------------------------
+
+def test_truncate(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+
+    async def main():
+        async with uringloop.open(path, "rb+") as f:
+            assert await f.read(4) == b"0123"
+            assert await f.truncate() == 4            # at the position
+            assert await f.tell() == 4
+            assert await f.read() == b""
+            assert await f.truncate(8) == 8           # grows with zeros
+            assert await f.read() == b"\0" * 4
+        async with uringloop.open(path, "rb") as f:
+            with pytest.raises(io.UnsupportedOperation):
+                await f.truncate(0)
+    run(loop, main())
+    assert path.read_bytes() == b"0123" + b"\0" * 4
+
+
+def test_fsync_fdatasync_fallocate_stat(loop, tmp_path):
+    path = tmp_path / "f"
+
+    async def main():
+        async with uringloop.open(path, "wb") as f:
+            await f.write(b"abc")
+            await f.fsync()
+            assert path.read_bytes() == b"abc"
+            await f.fdatasync()
+            await f.fallocate(0, 8192)
+            st = await f.stat()
+            assert st.st_size == 8192 and st.st_blocks >= 16
+            with pytest.raises(OSError) as info:
+                await f.fallocate(0, 0)
+            assert info.value.errno == errno.EINVAL
+    run(loop, main())
+
+
+def test_closed_file(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+
+    async def main():
+        f = await uringloop.open(path, "rb+")
+        await f.close()
+        await f.close()                               # idempotent
+        for op in (f.read(), f.readline(), f.pread(1, 0), f.tell(), f.flush(),
+                   f.write(b"x"), f.seek(0), f.truncate(), f.fsync(), f.stat()):
+            with pytest.raises(ValueError, match="closed file"):
+                await op
+        for op in (f.fileno, f.readable, f.writable, f.seekable):
+            with pytest.raises(ValueError):
+                op()
+    run(loop, main())
+
+
+def test_unsupported_operations(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+
+    async def main():
+        async with uringloop.open(path, "ab") as f:
+            assert (f.readable(), f.writable(), f.seekable()) == (False, True, True)
+            for op in (f.read(), f.readline(), f.read1(), f.pread(1, 0)):
+                with pytest.raises(io.UnsupportedOperation, match="read"):
+                    await op
+        async with uringloop.open(path, "rb") as f:
+            for op in (f.write(b"x"), f.pwrite(b"x", 0)):
+                with pytest.raises(io.UnsupportedOperation, match="write"):
+                    await op
+        async with uringloop.open(path, "w") as f:
+            with pytest.raises(io.UnsupportedOperation, match="not readable"):
+                await f.read()
+        async with uringloop.open(path, "r") as f:
+            with pytest.raises(io.UnsupportedOperation, match="not writable"):
+                await f.write("x")
+    run(loop, main())
+
+
+# -- errors exactly as open() ------------------------------------------------------
+
+def _builtin_error(path, mode, **kwargs):
+    try:
+        open(path, mode, **kwargs).close()
+    except Exception as exc:  # noqa: BLE001 - any exception is the expectation
+        return exc
+    raise AssertionError(f"open({path!r}, {mode!r}) did not fail")
+
+
+def _error_cases(tmp_path):
+    (tmp_path / "exists").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    cases = [(tmp_path / "missing", "rb"), (tmp_path / "missing" / "x", "w"),
+             (tmp_path / "dir", "rb"), (tmp_path / "dir", "r"), (tmp_path / "dir", "wb"),
+             (tmp_path / "dir", "a"), (tmp_path / "exists", "x"),
+             (tmp_path / "exists" / "sub", "rb"), (str(tmp_path / "missing"), "rb"),
+             (os.fsencode(tmp_path / "missing"), "rb")]
+    if os.path.exists("/proc/sys/kernel/ostype"):   # read-only even for root
+        cases.append(("/proc/sys/kernel/ostype", "w"))
+    return cases
+
+
+def test_open_errors_match_builtin(loop, tmp_path):
+    for path, mode in _error_cases(tmp_path):
+        expected = _builtin_error(path, mode)
+        with pytest.raises(type(expected)) as info:
+            run(loop, uringloop.open(path, mode))
+        assert (info.value.errno, info.value.filename) == (expected.errno, expected.filename), \
+            (path, mode)
+        assert str(info.value) == str(expected)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(mode="z"), dict(mode="rw"), dict(mode="rr"), dict(mode="tb"), dict(mode="b"),
+    dict(mode="+"), dict(mode="r+b+"), dict(mode="rU"), dict(mode=""), dict(mode="wx"),
+    dict(mode="rb", encoding="utf8"), dict(mode="rb", errors="strict"),
+    dict(mode="rb", newline=""), dict(mode="r", newline="x"), dict(mode="r", buffering=0),
+    dict(mode="r", encoding="no-such-codec"), dict(mode="r", encoding="hex"),
+    dict(mode=3), dict(mode="r", newline=3), dict(mode="r", encoding=3),
+    dict(mode="rb", buffering="x"), dict(mode="rb", buffering=1.5),
+])
+def test_bad_arguments_match_builtin(tmp_path, kwargs):
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    expected = _builtin_error(path, **kwargs)
+    with pytest.raises(type(expected)) as info:
+        uringloop.open(path, **kwargs)    # checked before any I/O, like open()
+    assert str(info.value) == str(expected)
+
+
+def test_bad_paths(loop, tmp_path):
+    async def main():
+        with pytest.raises(ValueError, match="embedded null byte"):
+            await uringloop.open(str(tmp_path) + "/a\0b", "rb")
+        with pytest.raises(TypeError, match="expected str, bytes or os.PathLike"):
+            await uringloop.open(3.5, "rb")
+        with pytest.raises(ValueError, match="embedded null byte"):
+            await uringloop.stat("a\0b")
+    run(loop, main())
+
+
+def test_modes_and_names_match_builtin(loop, tmp_path):
+    path = tmp_path / "f"
+    for mode in ("rb", "r+b", "w+b", "wb", "ab", "a+b", "r", "w+", "a+t"):
+        path.write_bytes(b"")
+        with open(path, mode) as builtin:
+            expected = (builtin.mode, builtin.name)
+
+        async def main():
+            async with uringloop.open(path, mode) as f:
+                return f.mode, f.name
+        assert run(loop, main()) == (expected[0], os.fspath(path))
+
+
+# -- text mode ---------------------------------------------------------------------
+
+TEXTS = ["plain ascii\nsecond line\n", "caf\u00e9 \u20ac \U0001f600\nna\u00efve\n",
+         "dos\r\nlines\r\nmixed\rold mac\rand\nunix", "no newline at all", "",
+         "\r\n\r\n\r\r\n\n", "x" * 70_000 + "\r\n" + "y" * 10]
+
+
+@pytest.mark.parametrize("newline", [None, "", "\n", "\r", "\r\n"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])
+def test_text_reading_matches_builtin(loop, tmp_path, newline, encoding):
+    path = tmp_path / "f"
+
+    async def main(text):
+        async with uringloop.open(path, "r", encoding=encoding, errors="replace",
+                                  newline=newline, buffering=4096) as f:
+            lines = [line async for line in f]
+        async with uringloop.open(path, encoding=encoding, errors="replace",
+                                  newline=newline) as f:
+            first, rest = await f.read(7), await f.read()
+        return lines, first + rest
+
+    for text in TEXTS:
+        path.write_bytes(text.encode(encoding, "replace"))
+        with open(path, encoding=encoding, errors="replace", newline=newline) as f:
+            expected_lines = f.readlines()
+        with open(path, encoding=encoding, errors="replace", newline=newline) as f:
+            expected_all = f.read()
+        lines, everything = run(loop, main(text))
+        assert lines == expected_lines
+        assert everything == expected_all
+
+
+@pytest.mark.parametrize("newline", [None, "", "\n", "\r", "\r\n"])
+def test_text_writing_matches_builtin(loop, tmp_path, newline):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    parts = ["caf\u00e9\n", "two\r\nthree", "\n", "end"]
+    with open(theirs, "w", encoding="utf-16", newline=newline) as f:
+        f.writelines(parts)
+
+    async def main():
+        async with uringloop.open(ours, "w", encoding="utf-16", newline=newline) as f:
+            await f.writelines(parts)
+        async with uringloop.open(ours, "a", encoding="utf-16", newline=newline) as f:
+            assert await f.write("+") == 1            # no second BOM
+    run(loop, main())
+    with open(theirs, "a", encoding="utf-16", newline=newline) as f:
+        f.write("+")
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])
+def test_text_tell_seek_round_trip(loop, tmp_path, encoding):
+    path = tmp_path / "f"
+    text = "".join(f"line {i} \u00e9\u00e8 {'z' * (i % 50)}\r\n" for i in range(3000))
+    path.write_bytes(text.encode(encoding))
+
+    async def main():
+        async with uringloop.open(path, encoding=encoding, buffering=1000) as f:
+            marks = []
+            while True:
+                marks.append(await f.tell())
+                if not await f.readline():
+                    break
+            picked = random.Random(3).sample(range(len(marks)), 40)
+            for i in picked:
+                assert await f.seek(marks[i]) == marks[i]
+                assert await f.tell() == marks[i]
+                assert await f.read(30) == expected[i][:30]
+            await f.seek(0)
+            assert await f.read(5) == "line "
+            assert await f.seek(0, os.SEEK_CUR) == await f.tell()
+            end = await f.seek(0, os.SEEK_END)
+            assert end == path.stat().st_size and await f.read() == ""
+            with pytest.raises(io.UnsupportedOperation, match="nonzero cur-relative"):
+                await f.seek(1, os.SEEK_CUR)
+            with pytest.raises(io.UnsupportedOperation, match="nonzero end-relative"):
+                await f.seek(1, os.SEEK_END)
+            with pytest.raises(ValueError, match="negative seek position"):
+                await f.seek(-1)
+            with pytest.raises(ValueError, match="invalid whence"):
+                await f.seek(0, 7)
+            return marks
+
+    with open(path, encoding=encoding) as f:
+        lines = f.readlines()
+    expected = ["".join(lines[i:])[:30] for i in range(len(lines) + 1)]
+    marks = run(loop, main())
+    if encoding != "utf-16":
+        # Stateless encodings: tell() is the plain byte offset, as built-in.
+        with open(path, encoding=encoding) as f:
+            builtin_marks = []
+            while True:
+                builtin_marks.append(f.tell())
+                if not f.readline():
+                    break
+        assert marks == builtin_marks
+
+
+def test_text_update_mode_writes_where_reading_stopped(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_text("caf\u00e9\nline2\nline3\n", encoding="utf-8")
+
+    async def main():
+        async with uringloop.open(path, "r+", encoding="utf-8") as f:
+            assert await f.readline() == "caf\u00e9\n"
+            await f.write("LINE2")
+            assert await f.readline() == "\n"
+            assert await f.tell() == 12
+            await f.truncate()
+    run(loop, main())
+    assert path.read_text(encoding="utf-8") == "caf\u00e9\nLINE2\n"
+
+
+def test_text_line_buffering_and_errors(loop, tmp_path):
+    path = tmp_path / "f"
+
+    async def main():
+        async with uringloop.open(path, "w", buffering=1, encoding="ascii") as f:
+            await f.write("no newline")
+            assert path.read_bytes() == b""
+            await f.write(" now\n")
+            assert path.read_bytes() == b"no newline now\n"
+            with pytest.raises(UnicodeEncodeError):
+                await f.write("\u00e9")
+        path.write_bytes(b"ok \xff bad")
+        async with uringloop.open(path, encoding="utf-8") as f:
+            with pytest.raises(UnicodeDecodeError):
+                await f.read()
+        async with uringloop.open(path, encoding="utf-8", errors="replace") as f:
+            assert await f.read() == "ok \ufffd bad"
+            assert f.encoding == "utf-8" and f.errors == "replace"
+        async with uringloop.open(path, "r", newline="") as f:
+            assert f.newlines is None
+    run(loop, main())
+
+
+# -- path functions --------------------------------------------------------------
+
+def _same_stat(ours, theirs):
+    fields = [n for n in dir(theirs) if n.startswith("st_") and "atime" not in n]
+    return {n: getattr(ours, n) for n in fields} == {n: getattr(theirs, n) for n in fields}
+
+
+def test_stat_matches_os_stat(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 12345)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+
+    async def main():
+        st = await uringloop.stat(path)
+        lst = await uringloop.stat(link, follow_symlinks=False)
+        with open(path, "rb") as f:
+            fst = await uringloop.stat(f.fileno())
+        with pytest.raises(FileNotFoundError) as info:
+            await uringloop.stat(tmp_path / "missing")
+        assert info.value.filename == str(tmp_path / "missing")
+        return st, lst, fst, await uringloop.stat(link), await uringloop.stat("/dev/null")
+    st, lst, fst, via_link, dev = run(loop, main())
+    assert _same_stat(st, os.stat(path)) and _same_stat(via_link, os.stat(path))
+    assert _same_stat(lst, os.lstat(link)) and stat_module.S_ISLNK(lst.st_mode)
+    assert _same_stat(fst, os.stat(path))
+    assert _same_stat(dev, os.stat("/dev/null")) and dev.st_rdev == os.stat("/dev/null").st_rdev
+    assert st.st_mtime_ns == os.stat(path).st_mtime_ns
+    assert abs(st.st_mtime - os.stat(path).st_mtime) < 1e-6
+
+
+def test_remove_rename_mkdir_makedirs(loop, tmp_path):
+    async def main():
+        await uringloop.write_bytes(tmp_path / "a", b"A")
+        await uringloop.rename(tmp_path / "a", tmp_path / "b")
+        assert not (tmp_path / "a").exists() and (tmp_path / "b").read_bytes() == b"A"
+        with pytest.raises(FileNotFoundError) as info:
+            await uringloop.rename(tmp_path / "a", tmp_path / "c")
+        assert (info.value.filename, info.value.filename2) == (str(tmp_path / "a"),
+                                                               str(tmp_path / "c"))
+        assert str(tmp_path / "a") in str(info.value) and " -> " in str(info.value)
+        await uringloop.remove(tmp_path / "b")
+        with pytest.raises(FileNotFoundError):
+            await uringloop.remove(tmp_path / "b")
+        await uringloop.mkdir(tmp_path / "d", 0o700)
+        assert stat_module.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o700 & ~_umask()
+        with pytest.raises(IsADirectoryError):
+            await uringloop.remove(tmp_path / "d")
+        with pytest.raises(FileExistsError):
+            await uringloop.mkdir(tmp_path / "d")
+        await uringloop.rmdir(tmp_path / "d")
+        deep = tmp_path / "x" / "y" / "z"
+        await uringloop.makedirs(deep)
+        assert deep.is_dir()
+        with pytest.raises(FileExistsError):
+            await uringloop.makedirs(deep)
+        await uringloop.makedirs(deep, exist_ok=True)
+        await uringloop.makedirs(str(tmp_path / "p" / "q") + "/", exist_ok=True)
+        assert (tmp_path / "p" / "q").is_dir()
+        (tmp_path / "file").write_bytes(b"")
+        with pytest.raises(FileExistsError):
+            await uringloop.makedirs(tmp_path / "file", exist_ok=True)
+        with pytest.raises(NotADirectoryError):
+            await uringloop.makedirs(tmp_path / "file" / "sub")
+    run(loop, main())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_whole_file_helpers(loop, tmp_path):
+    async def main():
+        path = tmp_path / "t"
+        assert await uringloop.write_text(path, "caf\u00e9\n", encoding="latin-1") == 5
+        assert path.read_bytes() == b"caf\xe9\n"
+        assert await uringloop.read_text(path, encoding="latin-1") == "caf\u00e9\n"
+        await uringloop.write_text(path, "a\nb", newline="\r\n")
+        assert await uringloop.read_bytes(path) == b"a\r\nb"
+        assert await uringloop.read_text(path) == "a\nb"
+        assert await uringloop.write_bytes(path, bytearray(b"raw")) == 3
+        assert path.read_bytes() == b"raw"
+        with pytest.raises(TypeError):
+            await uringloop.write_text(path, b"bytes")
+        with pytest.raises(FileNotFoundError):
+            await uringloop.read_bytes(tmp_path / "missing")
+        assert await uringloop.read_bytes("/proc/self/status") != b""   # size 0, short reads
+    run(loop, main())
+
+
+# -- cancellation and closing ------------------------------------------------------
+
+def test_cancelled_read_loses_nothing(loop, tmp_path):
+    path = tmp_path / "f"
+    data = bytes(range(256)) * 64
+    path.write_bytes(data)
+
+    async def main():
+        async with uringloop.open(path, "rb", buffering=0) as f:
+            assert await f.read(10) == data[:10]
+            position, cancelled = 10, 0
+            for _ in range(20):
+                task = asyncio.ensure_future(f.read(100))
+                await asyncio.sleep(0)            # started: the request is out
+                task.cancel()
+                try:
+                    got = await task
+                except asyncio.CancelledError:
+                    cancelled += 1                # as if the read never happened
+                else:
+                    # Finished before the cancel (the bytes a cancelled read
+                    # got were waiting in the read-ahead): in order.
+                    assert got == data[position:position + 100]
+                    position += 100
+                assert await f.tell() == position
+            assert cancelled >= 10
+            assert await f.read(100) == data[position:position + 100]
+            assert await f.read() == data[position + 100:]
+    run(loop, main())
+
+
+def test_cancelled_write_moves_position_by_what_was_written(loop, tmp_path):
+    path = tmp_path / "f"
+    data = b"w" * 300_000
+
+    async def main():
+        async with uringloop.open(path, "wb") as f:
+            await f.write(b"head")                  # buffered, must survive
+            task = asyncio.ensure_future(f.write(data))
+            await asyncio.sleep(0)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await f.write(b"tail")
+            position = await f.tell()
+        return position
+    position = run(loop, main())
+    content = path.read_bytes()
+    # Whatever part of `data` the kernel took is there, the buffered head
+    # is never lost, and the tail lands exactly at the reported position.
+    assert content.startswith(b"head") and content.endswith(b"tail")
+    assert len(content) == position and content[4:-4] == data[:len(content) - 8]
+
+
+def test_cancelling_a_pending_read_cancels_the_sqe(uloop, fifo):
+    async def main():
+        ring = uloop._ring
+        async with uringloop.open(fifo, "rb+", buffering=0) as f:
+            await asyncio.sleep(0)
+            baseline = ring.pending()
+            task = asyncio.ensure_future(f.read(5))
+            await asyncio.sleep(0.05)
+            assert ring.pending() == baseline + 1     # the read sits in the kernel
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(100):
+                if ring.pending() == baseline:
+                    break
+                await asyncio.sleep(0.001)
+            assert ring.pending() == baseline         # its CQE came back (cancelled)
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(writer, b"hello")
+            os.close(writer)
+            assert await f.read(5) == b"hello"        # nothing was consumed
+    run(uloop, main())
+
+
+def test_cancelled_pipe_write_keeps_its_buffer_until_the_cqe(uloop, fifo):
+    data = bytes(range(256)) * 1024                   # more than the pipe holds
+
+    async def main():
+        ring = uloop._ring
+        async with uringloop.open(fifo, "rb+", buffering=0) as f:
+            task = asyncio.ensure_future(f.write(data))
+            await asyncio.sleep(0.05)
+            held = [keep for _, keep in ring._ops.values() if keep]
+            assert held, "the write's buffer must be in the ops table"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            got = drain_fifo(fifo)
+            assert got == data[:len(got)] and len(got) < len(data)
+    run(uloop, main())
+
+
+def test_close_cancels_reads_in_flight_and_closes_the_fd(uloop, fifo):
+    async def main():
+        f = await uringloop.open(fifo, "rb+")
+        fd = f.fileno()
+        readers = [asyncio.ensure_future(f.read(5)) for _ in range(3)]
+        readers.append(asyncio.ensure_future(f.read1(5)))
+        await asyncio.sleep(0.05)
+        await f.close()
+        for reader in readers:
+            with pytest.raises(ValueError, match="closed file"):
+                await reader
+        with pytest.raises(OSError) as info:
+            os.fstat(fd)
+        assert info.value.errno == errno.EBADF
+    run(uloop, main())
+
+
+def test_close_waits_for_writes_and_survives_cancellation(loop, tmp_path):
+    path = tmp_path / "f"
+    before = open_fds()
+
+    async def main():
+        f = await uringloop.open(path, "wb")
+        writes = [asyncio.ensure_future(f.pwrite(b"%d" % i, i)) for i in range(10)]
+        await f.write(b"0")
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(f.close())
+        await asyncio.sleep(0)
+        closing.cancel()                         # the close still completes
+        await asyncio.gather(*writes)
+        await asyncio.sleep(0.1)
+        await f.close()
+    run(loop, main())
+    assert path.read_bytes() == b"0123456789"
+    assert open_fds() == before
+
+
+def test_cancelled_opens_leak_no_fd(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    before = open_fds()
+
+    async def main():
+        for delay_turns in range(4):
+            tasks = [asyncio.ensure_future(uringloop.open(path, "rb")) for _ in range(50)]
+            for _ in range(delay_turns):
+                await asyncio.sleep(0)
+            for task in tasks:
+                task.cancel()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, uringloop.AsyncFile):
+                    await result.close()
+        for _ in range(500):             # the closes of late opens are async
+            if open_fds() == before:
+                break
+            await asyncio.sleep(0.01)
+    run(loop, main())
+    assert open_fds() == before
+
+
+def test_unclosed_file_warns_and_closes_its_fd(loop, tmp_path):
+    path = tmp_path / "f"
+    before = open_fds()
+
+    async def main():
+        f = await uringloop.open(path, "wb")
+        await f.write(b"kept")
+        return f.fileno()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(loop, main())
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+    assert open_fds() == before
+    assert path.read_bytes() == b"kept"
+
+
+def test_executor_fallback_on_a_closed_ring_is_not_used(tmp_path):
+    """engine_for only picks the ring of a live uringloop.Loop."""
+    loop = uringloop.Loop()
+    assert _files_ops.engine_for(loop).name == "io_uring"
+    loop.close()
+    assert _files_ops.engine_for(loop).name == "executor"
+    other = asyncio.SelectorEventLoop()
+    assert _files_ops.engine_for(other).name == "executor"
+    other.close()
+
+
+# -- proof that preads run through the ring ----------------------------------------
+
+_STRACE_SCRIPT = textwrap.dedent("""
+    import asyncio, os, random, sys
+    sys.path.insert(0, {repo!r})
+    import uringloop
+
+    async def main():
+        async with uringloop.open({path!r}, "rb") as f:
+            offsets = [random.randrange(0, (1 << 22) - 4096) for _ in range(64)]
+            os.getppid()    # a marker syscall in the trace
+            chunks = await asyncio.gather(*(f.pread(4096, off) for off in offsets))
+            os.getppid()
+        assert all(len(c) == 4096 for c in chunks)
+
+    loop = {factory}()
+    loop.run_until_complete(main())
+    loop.close()
+""")
+
+
+def _strace_available():
+    if shutil.which("strace"):
+        return True
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "strace"], capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("strace") is not None
+
+
+def _trace_preads(tmp_path, factory):
+    data_path = tmp_path / "data"
+    data_path.write_bytes(os.urandom(1 << 22))
+    script = tmp_path / "script.py"
+    script.write_text(_STRACE_SCRIPT.format(repo=REPO, path=str(data_path), factory=factory))
+    trace = tmp_path / "trace"
+    proc = subprocess.run(["strace", "-f", "-qq", "-o", str(trace), sys.executable, str(script)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    lines = trace.read_text().splitlines()
+    marks = [i for i, line in enumerate(lines) if "getppid(" in line]
+    assert len(marks) == 2, "marker syscalls not found in the trace"
+    return lines[marks[0]:marks[1] + 1]
+
+
+def test_concurrent_preads_use_the_ring_not_threads(tmp_path):
+    if not _strace_available():
+        pytest.skip("strace is not installed and could not be installed with apt-get")
+    window = _trace_preads(tmp_path, "uringloop.Loop")
+    syscalls = [line.split("(", 1)[0].split()[-1] for line in window]
+    reads = {"read", "readv", "pread64", "preadv", "preadv2"}
+    assert not [s for s in syscalls if s in reads], window
+    assert not [s for s in syscalls if s.startswith("clone")], window
+    assert "io_uring_enter" in syscalls
+    # The same program on asyncio's loop does use threads and pread: the
+    # trace can see what the assertion above rules out.
+    window = _trace_preads(tmp_path, "asyncio.SelectorEventLoop")
+    syscalls = [line.split("(", 1)[0].split()[-1] for line in window]
+    assert any(s.startswith("preadv") or s.startswith("pread") for s in syscalls)
+    assert any(s.startswith("clone") for s in syscalls)
