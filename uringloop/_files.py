@@ -1,7 +1,7 @@
 """Async binary files: ``uringloop.open(path, "rb")`` and friends.
 
 What this module owns: :func:`open` (argument checks in ``_files_mode``,
-then ``openat`` + ``statx`` through ``_files_ops``), and :class:`AsyncFile`,
+then ``openat`` (+ fstat) through ``_files_ops``), and :class:`AsyncFile`,
 the binary file with its read-ahead and write buffers.  Text mode is a
 layer on top (``_files_text``); paths without an open file (stat, rename,
 ...) live in ``_files_paths``.
@@ -686,14 +686,46 @@ class AsyncFile:
         """Flush and close.  Reads in flight are cancelled, writes finish,
         and the fd is closed once the kernel has completed everything on
         it -- also when the caller is cancelled meanwhile.  Raises the
-        flush error, if any, after closing."""
-        if self._closer is None:
+        flush (or, for a writable file, close) error, if any, after
+        closing."""
+        closer = self._closer
+        if closer is None:
             self._closing = True
-            self._calls.cancel_reads()
-            self._closer = self._loop.create_task(self._close_now())
-        await asyncio.shield(self._closer)
+            if self._lock.locked() or self._pending or self._calls.calls:
+                self._calls.cancel_reads()
+                closer = self._loop.create_task(self._close_when_idle())
+            else:
+                closer = self._close_fd()
+            self._closer = closer
+        if closer.done():
+            return closer.result()
+        await asyncio.shield(closer)
 
-    async def _close_now(self):
+    def _close_fd(self):
+        """Close the fd (nothing is in flight on it any more); returns a
+        future for the outcome."""
+        fd, self._fd = self._fd, -1
+        done = self._loop.create_future()
+        if not self._writable and self._engine.close_detached(fd, self._report_close_error):
+            # close(2) of a read-only file has no data to lose, and the
+            # request is already in the kernel: nobody need wait for it.
+            done.set_result(None)
+            return done
+
+        def on_close(res, flags):
+            if res < 0:
+                done.set_exception(os_error(res))
+            else:
+                done.set_result(None)
+        self._engine.close(fd, on_close)
+        return done
+
+    def _report_close_error(self, res, flags):
+        if res < 0:
+            self._loop.call_exception_handler({
+                "message": f"closing {self!r} failed", "exception": os_error(res)})
+
+    async def _close_when_idle(self):
         error = None
         async with self._lock:
             await self._calls.settle()
@@ -704,10 +736,11 @@ class AsyncFile:
                     error = exc
                     self._pending = bytearray()
             await self._calls.drain()
-            fd, self._fd = self._fd, -1
-            res = await perform(self._engine, self._engine.close, (fd,))
-        if res < 0 and error is None:
-            error = os_error(res)
+            closing = self._close_fd()
+        try:
+            await closing
+        except OSError as exc:
+            error = error or exc
         if error is not None:
             raise error
 
@@ -778,40 +811,24 @@ class _Opening:
         await self._file.close()
 
 
-async def _open_fd(path, spec):
-    loop = asyncio.get_running_loop()
-    engine = engine_for(loop)
+async def _open(path, spec):
+    engine = engine_for(asyncio.get_running_loop())
     encoded = fspath_bytes(path)
-    name = os.fspath(path)
 
     def close_if_opened(res):
-        if res >= 0:
-            _close_later(engine, res)
+        if not isinstance(res, int):
+            _close_later(engine, res[0])
 
-    res = await perform(engine, engine.openat, (encoded, spec.flags, 0o666),
+    res = await perform(engine, engine.open_file, (encoded, spec.flags, 0o666),
                         on_abandon=close_if_opened)
-    if res < 0:
-        raise os_error(res, name)
-    fd = res
-    try:
-        # A cancelled statx still names fd: close it only after the
-        # kernel is done with it.
-        st = await perform(engine, engine.statx, (None, fd, True),
-                           on_abandon=lambda res: _close_later(engine, fd))
-    except asyncio.CancelledError:
-        raise
-    except BaseException:
+    if isinstance(res, int):
+        raise os_error(res, os.fspath(path))
+    fd, st = res
+    if stat_module.S_ISDIR(st.st_mode):
+        # O_RDONLY opens a directory; open() refuses it.
         _close_later(engine, fd)
-        raise
-    if isinstance(st, int) or stat_module.S_ISDIR(st.st_mode):
-        _close_later(engine, fd)
-        raise os_error(st if isinstance(st, int) else -errno.EISDIR, name)
-    return engine, fd, name, st
-
-
-async def _open(path, spec):
-    engine, fd, name, st = await _open_fd(path, spec)
-    binary = AsyncFile(engine, fd, name, spec, st)
+        raise os_error(-errno.EISDIR, os.fspath(path))
+    binary = AsyncFile(engine, fd, os.fspath(path), spec, st)
     return AsyncTextFile(binary, spec) if spec.text else binary
 
 

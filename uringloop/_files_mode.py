@@ -8,6 +8,7 @@ buffer size and the text-layer settings -- which ``_files.open`` turns
 into an ``openat`` and a file object.
 """
 import codecs
+import functools
 import io
 import locale
 import operator
@@ -45,9 +46,7 @@ def _check_optional_str(name, value):
 
 
 def _text_encoding(encoding):
-    # io.text_encoding applies the default (and -X warn_default_encoding).
-    encoding = io.text_encoding(encoding, 4)
-    if encoding == "locale":
+    if encoding is None or encoding == "locale":
         encoding = locale.getpreferredencoding(False)
     info = codecs.lookup(encoding)  # LookupError: unknown encoding
     if not getattr(info, "_is_text_encoding", True):
@@ -63,7 +62,19 @@ def parse(mode, buffering, encoding, errors, newline):
     _check_optional_str("encoding", encoding)
     _check_optional_str("errors", errors)
     _check_optional_str("newline", newline)
+    spec = _parse(mode, buffering, encoding, errors, newline)
+    # Warnings stay out of the cache: they are due on every call.
+    if spec.text and encoding is None:
+        io.text_encoding(None, 3)   # -X warn_default_encoding's EncodingWarning
+    if buffering == 1 and not spec.text:
+        warnings.warn("line buffering (buffering=1) isn't supported in binary mode, "
+                      "the default buffer size will be used", RuntimeWarning, 3)
+    return spec
 
+
+@functools.lru_cache(maxsize=64)
+def _parse(mode, buffering, encoding, errors, newline):
+    # Pure, so cached: programs open many files with the same arguments.
     seen = set()
     for char in mode:
         if char not in "xrwa+tb" or char in seen:
@@ -112,11 +123,7 @@ def parse(mode, buffering, encoding, errors, newline):
 
     line_buffering = False
     if buffering == 1:
-        if binary:
-            warnings.warn("line buffering (buffering=1) isn't supported in binary mode, "
-                          "the default buffer size will be used", RuntimeWarning, 2)
-        else:
-            line_buffering = True
+        line_buffering = not binary
         buffer_size = DEFAULT_BUFFER_SIZE
     elif buffering < 0:
         buffer_size = DEFAULT_BUFFER_SIZE
