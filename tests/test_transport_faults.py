@@ -1382,3 +1382,30 @@ def test_close_during_sendfile_ends_the_sendfile(uloop, tmp_path):
                 assert isinstance(task.exception(), OSError)
             assert await protocol.lost is None
     run(uloop, main())
+
+
+def test_no_data_received_after_close(loop, recorder):
+    """close() with writes still draining: data and EOF the peer sends
+    afterwards reach no protocol callback (asyncio stops reading at close)."""
+    def not_reading(events):   # pause/resume_writing may still come
+        return [e for e in events if e[0] not in ("pause", "resume")]
+
+    async def main():
+        transport, protocol, peer = await tcp_pair(recorder, rcvbuf=64 * 1024)
+        transport.write(b"d" * (8 * MiB))      # keeps the transport draining
+        await asyncio.sleep(0.02)
+        transport.close()
+        events = len(protocol.events)
+        await loop.sock_sendall(peer, b"late data")
+        peer.shutdown(socket.SHUT_WR)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert not_reading(protocol.events[events:]) == []
+        # Unread data at close() makes the final close a reset (TCP), so the
+        # peer may get only part of the queued bytes: asyncio alike.
+        got = await read_until_eof(peer)
+        assert 0 < len(got) <= 8 * MiB and got == b"d" * len(got)
+        assert await protocol.lost is None
+        assert not_reading(protocol.events[events:]) == [("lost", None)]
+        peer.close()
+    run(loop, main())
