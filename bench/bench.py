@@ -20,9 +20,9 @@ size, connections):
      runs the window, prints STOP, drains and prints its JSON result;
   3. on START and on STOP read utime+stime of the server from
      /proc/PID/stat (server CPU per request = the difference / requests)
-     and how busy each of the two cores was from /proc/stat (a busy core
-     with an idle server means someone else, or uncharged softirq work,
-     had it);
+     and, from /proc/stat, how busy each of the two cores was and how much
+     of that was interrupt work (what is left over beyond the process and
+     the interrupts is other work on the machine competing for the core);
   4. SIGTERM the server and check that it exits cleanly (status 0).
 
 The syscall pass repeats the 1 KiB / 100-connection cases with a shorter
@@ -131,23 +131,25 @@ def cpu_seconds(pid):
 
 
 def core_times():
-    """{core: (busy, total)} jiffies of the two pinned cores from /proc/stat;
-    busy counts everything but idle and iowait, whoever ran (other
-    processes, softirq work that is charged to no process)."""
+    """{core: (busy, interrupts, total)} jiffies of the two pinned cores from
+    /proc/stat.  busy is everything but idle and iowait, whoever ran;
+    interrupts (irq + softirq) is charged to no process, and on loopback
+    most of it is the benchmark's own packets."""
     times = {}
     with open("/proc/stat") as f:
         for line in f:
             name, *values = line.split()
             if name in (f"cpu{SERVER_CORE}", f"cpu{CLIENT_CORE}"):
-                values = [int(v) for v in values[:8]]
-                times[name[3:]] = (sum(values) - values[3] - values[4], sum(values))
+                user, nice, system, idle, iowait, irq, softirq, steal = map(int, values[:8])
+                total = user + nice + system + idle + iowait + irq + softirq + steal
+                times[name[3:]] = (total - idle - iowait, irq + softirq, total)
     return times
 
 
-def busy_share(before, after, core):
-    busy = after[core][0] - before[core][0]
-    total = after[core][1] - before[core][1]
-    return busy / total if total else None
+def core_shares(before, after, core):
+    """(busy, interrupts) shares of one core between two core_times()."""
+    busy, interrupts, total = (b - a for a, b in zip(before[core], after[core]))
+    return (busy / total, interrupts / total) if total else (None, None)
 
 
 def server_command(server, case, unix_path):
@@ -241,8 +243,10 @@ def run_one(server, case, warmup, seconds, traced):
             result["server_cpu_s"] = cpu_stop - cpu_start
             result["server_cpu"] = (cpu_stop - cpu_start) / numbers["seconds"]
             result["cpu_us_per_req"] = (cpu_stop - cpu_start) / requests * 1e6 if requests else None
-            result["server_core_busy"] = busy_share(cores_start, cores_stop, SERVER_CORE)
-            result["client_core_busy"] = busy_share(cores_start, cores_stop, CLIENT_CORE)
+            for side, core in (("server", SERVER_CORE), ("client", CLIENT_CORE)):
+                busy, interrupts = core_shares(cores_start, cores_stop, core)
+                result[f"{side}_core_busy"] = busy
+                result[f"{side}_core_interrupts"] = interrupts
     except (OSError, ValueError, KeyError, RuntimeError, TimeoutError, EOFError,
             subprocess.TimeoutExpired) as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"

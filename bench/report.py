@@ -27,6 +27,7 @@ SERVERS = ["asyncio", "uvloop", "uringloop", "c"]
 NAMES = {"asyncio": "asyncio", "uvloop": "uvloop", "uringloop": "uringloop", "c": "C io_uring"}
 COLORS = {"asyncio": "#8c8c8c", "uvloop": "#4c72b0", "uringloop": "#dd8452", "c": "#55a868"}
 FULL_CORE = 0.95   # busy share of the client's core above which the client side, not the server, limited the run
+CONTENDED = 0.10   # share of a pinned core taken by other work above which a run's req/s is suspect
 
 
 def size_label(size):
@@ -73,8 +74,24 @@ def fmt(value, spec):
     return "—" if value is None else format(value, spec)
 
 
-def percent(process_share, core_share):
-    return f"{process_share:.0%} / {fmt(core_share, '.0%')}"
+def other_share(run, side):
+    """The part of a pinned core's busy time that was neither the pinned
+    process nor interrupts: other work competing for the core."""
+    busy, interrupts = run.get(f"{side}_core_busy"), run.get(f"{side}_core_interrupts")
+    if busy is None or interrupts is None:
+        return None
+    return max(0.0, busy - run[f"{side}_cpu"] - interrupts)
+
+
+def core_use(run, side):
+    other = other_share(run, side)
+    own = f"{run[f'{side}_cpu']:.0%}"
+    return own if other is None else f"{own} + {run[f'{side}_core_interrupts']:.0%} + {other:.0%}"
+
+
+def contended(run):
+    return run is not None and max(other_share(run, "server") or 0,
+                                   other_share(run, "client") or 0) > CONTENDED
 
 
 def ratio(a, b):
@@ -99,7 +116,8 @@ def summary_table(table):
     for case in table.cases:
         rps = {s: table.value("timing", s, case, "rps") for s in SERVERS}
         cpu = {s: table.value("timing", s, case, "cpu_us_per_req") for s in SERVERS}
-        cells = [fmt(rps[s], ",.0f") for s in SERVERS]
+        cells = [fmt(rps[s], ",.0f") + (" †" if contended(table.get("timing", s, case)) else "")
+                 for s in SERVERS]
         cells += [ratio(rps["uringloop"], rps["asyncio"]), ratio(rps["uringloop"], rps["uvloop"]),
                   ratio(cpu["uringloop"], cpu["asyncio"]), ratio(cpu["uringloop"], cpu["uvloop"])]
         lines.append(f"| {case_label(case)} | " + " | ".join(cells) + " |")
@@ -108,7 +126,7 @@ def summary_table(table):
 
 def detail_table(table):
     lines = ["| case | server | req/s | p50 µs | p99 µs | server CPU µs/req "
-             "| server CPU / its core busy | client CPU / its core busy "
+             "| core 0: server + irq + other | core 1: client + irq + other "
              "| syscalls/req (strace pass) | backend |",
              "|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for case in table.cases:
@@ -117,13 +135,13 @@ def detail_table(table):
             if run is None:
                 lines.append(f"| {case_label(case)} | {NAMES[server]} | error | | | | | | | |")
                 continue
-            client = percent(run["client_cpu"], run.get("client_core_busy"))
+            client = core_use(run, "client")
             if (run.get("client_core_busy") or 0) >= FULL_CORE:
-                client += " (client core full)"
+                client += " (full)"
             lines.append(
                 f"| {case_label(case)} | {NAMES[server]} | {run['rps']:,.0f} "
                 f"| {run['p50_us']:.0f} | {run['p99_us']:.0f} | {fmt(run['cpu_us_per_req'], '.1f')} "
-                f"| {percent(run['server_cpu'], run.get('server_core_busy'))} | {client} "
+                f"| {core_use(run, 'server')} | {client} "
                 f"| {fmt(table.value('strace', server, case, 'syscalls_per_req'), '.2f')} "
                 f"| {run['backend'].replace('|', '/')} |")
     return "\n".join(lines)
@@ -159,10 +177,15 @@ def markdown(data):
              "Requests per second and ratios (ratio > 1× means uringloop serves more "
              "requests; for CPU per request, < 1× means uringloop spends less):",
              summary_table(table),
+             f"† other work held more than {CONTENDED:.0%} of the server's or the client's "
+             "core during that run, so its requests/s is low by an unknown amount; CPU per "
+             "request is much less affected.",
              "Per run (latency is the client's, send of the first byte to receipt of the "
-             "last; CPU is utime+stime over the window, next to how busy that process's "
-             "core was by /proc/stat, whoever used it; syscalls come from a separate, "
-             "shorter run under `strace -c -f`, slowed by ptrace):",
+             "last; server CPU is its utime+stime over the window; each core's time is "
+             "split into the pinned process, irq+softirq (charged to no process; mostly "
+             "the loopback traffic itself) and other work competing for the core; "
+             "syscalls come from a separate, shorter run under `strace -c -f`, slowed by "
+             "ptrace):",
              detail_table(table),
              syscall_table(table),
              errors(data)]
