@@ -754,7 +754,7 @@ class AsyncFile:
         # Only a file nobody closed gets here (operations in flight hold a
         # reference).  Mirror the built-in: warn, write what is buffered,
         # close the fd -- synchronously, as there is no loop turn left.
-        if getattr(self, "_fd", -1) < 0 or self._closer is not None:
+        if getattr(self, "_fd", -1) < 0 or getattr(self, "_closer", None) is not None:
             return
         warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
         fd, self._fd = self._fd, -1
