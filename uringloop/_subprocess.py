@@ -1,0 +1,198 @@
+"""Child processes whose exit is noticed on the ring.
+
+What this owns: ``RingSubprocessMixin._make_subprocess_transport``, which
+``subprocess_exec``/``subprocess_shell`` (and so ``create_subprocess_*``)
+call, and the loop's table of children not yet reaped.
+
+asyncio's Unix loop asks the policy's child watcher to learn when a child
+exits: on 3.11 the default ``ThreadedChildWatcher`` spends one thread per
+child blocked in ``waitpid``; 3.12 and 3.13 prefer ``PidfdChildWatcher``
+but reach it through the deprecated watcher API.  uringloop uses no child
+watcher on any version (like uvloop, it ignores one set on the policy):
+
+    spawn (asyncio's _UnixSubprocessTransport, pipes as usual)
+      -> os.pidfd_open(pid)
+      -> one IORING_OP_POLL_ADD(pidfd, POLLIN) on the loop's ring
+      -> the poll completes when the child exits: waitpid(WNOHANG) reaps
+         it, the pidfd is closed, transport._process_exited(returncode)
+
+A poll rather than IORING_OP_WAITID (kernel 6.7+): the poll works from
+kernel 5.3, needs nothing from the C layer, and a child's exit costs three
+system calls (pidfd_open, waitpid, close), a few microseconds against the
+milliseconds of fork and exec.  WAITID would save those calls but reap
+inside the kernel, racing the ``Popen.wait()``/``poll()`` that user code
+may call on the same child just as ``waitpid`` does here.
+
+When the kernel or a seccomp filter refuses pidfds, asyncio's own
+watcher-based path is used instead (probed once per process).
+
+Children still running when the loop closes are neither killed nor
+abandoned as zombies: the loop's polls are cancelled and one daemon thread
+per close waits on their pidfds and reaps each as it exits, which is what
+the 3.11 default watcher's threads do for a closed loop.
+"""
+import asyncio
+import errno
+import logging
+import os
+import select
+import threading
+from asyncio import unix_events
+
+logger = logging.getLogger("uringloop")
+
+_POLLIN = select.POLLIN
+# Errors meaning "pidfds are not available here", not "this pid is gone".
+_NO_PIDFD_ERRNOS = (errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL)
+_pidfd_usable = None
+
+
+def _pidfds_usable():
+    global _pidfd_usable
+    if _pidfd_usable is None:
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+        except (AttributeError, OSError):
+            _pidfd_usable = False
+        else:
+            _pidfd_usable = True
+    return _pidfd_usable
+
+
+def _reap(pid, popen):
+    """The exit code of ``pid`` if it has exited (reaping it), else None."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        # Reaped by someone else: Popen.wait()/poll() called by the user
+        # (which recorded the code), or SIGCHLD set to SIG_IGN.
+        if popen.returncode is not None:
+            return popen.returncode
+        logger.warning("Unknown child process pid %d, will report returncode 255", pid)
+        return 255
+    if reaped == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+class _Child:
+    __slots__ = ("pid", "pidfd", "transport", "user_data")
+
+    def __init__(self, pid, pidfd, transport):
+        self.pid = pid
+        self.pidfd = pidfd
+        self.transport = transport
+        self.user_data = None
+
+
+class RingSubprocessMixin:
+    """Loop mixin: subprocess transports watched by pidfd polls on the ring.
+
+    Needs ``self._ring`` and asyncio's Unix selector loop underneath."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._children = {}   # pid -> _Child, until reaped
+
+    async def _make_subprocess_transport(self, protocol, args, shell,
+                                         stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        if not _pidfds_usable():
+            return await super()._make_subprocess_transport(
+                protocol, args, shell, stdin, stdout, stderr, bufsize,
+                extra=extra, **kwargs)
+        waiter = self.create_future()
+        transport = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs)
+        self._watch_child(transport)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transport.close()
+            await transport._wait()
+            raise
+        return transport
+
+    def _watch_child(self, transport):
+        pid = transport.get_pid()
+        popen = transport.get_extra_info("subprocess")
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            # Already reaped elsewhere (see _reap): report what is known.
+            self.call_soon(transport._process_exited, _reap(pid, popen))
+            return
+        child = _Child(pid, pidfd, transport)
+        self._children[pid] = child
+        self._arm_child(child)
+
+    def _arm_child(self, child):
+        def on_exit(res, flags):
+            if self._children.get(child.pid) is not child:
+                return
+            popen = child.transport.get_extra_info("subprocess")
+            returncode = _reap(child.pid, popen)
+            if returncode is None:
+                # Not reapable yet (an interrupted poll): wait again.
+                self._arm_child(child)
+                return
+            del self._children[child.pid]
+            os.close(child.pidfd)
+            # The pid is reaped: record that in the Popen object at once, so
+            # that nothing polls a pid that may be reused.  The transport
+            # learns it through the ready queue, as from asyncio's watchers:
+            # a wait() started in this iteration must still see the exit
+            # together with the pipes' end, not before it.
+            popen.returncode = returncode
+            self.call_soon(child.transport._process_exited, returncode)
+
+        child.user_data = self._ring.submit_poll(child.pidfd, _POLLIN, on_exit)
+
+    def close(self):
+        if not self.is_closed() and not self.is_running():
+            self._release_children()
+        super().close()
+
+    def _release_children(self):
+        children, self._children = self._children, {}
+        still_running = []
+        for child in children.values():
+            self._ring.cancel(child.user_data)
+            popen = child.transport.get_extra_info("subprocess")
+            returncode = _reap(child.pid, popen)
+            if returncode is None:
+                still_running.append((child.pid, child.pidfd, popen))
+            else:
+                os.close(child.pidfd)
+                child.transport._process_exited(returncode)
+        if still_running:
+            # Closing a pidfd while the ring's cancelled poll on it is still
+            # in flight is safe: the poll holds its own file reference and
+            # its completion is matched by user_data, not by fd.
+            threading.Thread(target=_reap_when_exited, args=(still_running,),
+                             name="uringloop-reaper", daemon=True).start()
+
+
+def _reap_when_exited(children):
+    """Reap children that outlived their loop, as each exits."""
+    poller = select.poll()
+    waiting = {}
+    for pid, pidfd, popen in children:
+        poller.register(pidfd, _POLLIN)
+        waiting[pidfd] = (pid, popen)
+    while waiting:
+        for pidfd, _ in poller.poll():
+            pid, popen = waiting[pidfd]
+            returncode = _reap(pid, popen)
+            if returncode is None:
+                continue
+            del waiting[pidfd]
+            poller.unregister(pidfd)
+            os.close(pidfd)
+            # Popen.returncode is what the transport consults when it is
+            # closed or collected: a known exit means no kill() of a pid
+            # that may have been reused.
+            popen.returncode = returncode
