@@ -3,7 +3,8 @@ operations moved onto one io_uring ring.
 
 What ``Loop`` owns: the ring (``self._ring``) and a ``RingSelector`` over
 it.  asyncio's ``BaseEventLoop`` machinery is reused as is (ready queue,
-timers, executors, DNS, TLS, signals, subprocesses, debug mode); each
+timers, executors, DNS, TLS, signals, debug mode; child exits are pidfd
+polls on the ring, see ``_subprocess``); each
 iteration of ``_run_once`` calls ``selector.select(timeout)``, which is one
 ring turn: it submits every queued operation, waits until a completion or
 the next timer, and runs completion callbacks that resolve futures.
@@ -23,6 +24,7 @@ from ._ring import Ring
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
+from ._subprocess import RingSubprocessMixin
 from ._stream import RingStreamTransport
 
 
@@ -35,7 +37,7 @@ def _kernel_at_least(major, minor):
 
 
 class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
-           asyncio.SelectorEventLoop):
+           RingSubprocessMixin, asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
     backend = "io_uring"
