@@ -4,7 +4,8 @@ vs ``loop.run_in_executor`` with plain ``os`` calls, in one run.
 Workloads (the same data, offsets and file set for every contender):
 
   (a) random 4 KiB reads, 64 in flight, over one big file in the page cache
-  (b) sequential read of that file in 1 MiB chunks
+  (b) sequential read of that file in 1 MiB chunks: read() returning bytes,
+      and readinto() a reused 1 MiB buffer
   (c) open + read + close of 10,000 small files, one at a time and 64 at a
       time
 
@@ -16,7 +17,7 @@ Contenders:
                  shared handle's position would race
   executor       loop.run_in_executor(None, os.pread ...) on asyncio's loop; for
                  (c) one hop per file (os.open + os.read + os.close in the thread),
-                 the cheapest way to use the executor
+                 the cheapest way to use the executor; os.preadv for readinto
   uringloop/exec uringloop.open(...) on asyncio's loop: the same API falling back
                  to the executor (for reference)
 
@@ -120,6 +121,32 @@ async def sequential_executor(path, size):
         os.close(fd)
 
 
+async def readinto_uringloop(path, size):
+    buffer = bytearray(CHUNK)
+    async with uringloop.open(path, "rb") as f:
+        while await f.readinto(buffer):
+            pass
+
+
+async def readinto_aiofiles(path, size):
+    buffer = bytearray(CHUNK)
+    async with aiofiles.open(path, "rb") as f:
+        while await f.readinto(buffer):
+            pass
+
+
+async def readinto_executor(path, size):
+    loop = asyncio.get_running_loop()
+    buffer = bytearray(CHUNK)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        offset = 0
+        while n := await loop.run_in_executor(None, os.preadv, fd, [buffer], offset):
+            offset += n
+    finally:
+        os.close(fd)
+
+
 # -- (c) open + read + close of many small files ------------------------------------
 
 async def _each_file(paths, concurrency, one):
@@ -171,15 +198,18 @@ async def small_executor(paths, concurrency):
 CONTENDERS = {
     # name: (loop factory, {workload: coroutine function})
     "uringloop": (uringloop.Loop, {"random": random_uringloop, "sequential": sequential_uringloop,
-                                   "small": small_uringloop}),
+                                   "readinto": readinto_uringloop, "small": small_uringloop}),
     "aiofiles": (asyncio.SelectorEventLoop, {"random": random_aiofiles,
                                              "sequential": sequential_aiofiles,
+                                             "readinto": readinto_aiofiles,
                                              "small": small_aiofiles}),
     "executor": (asyncio.SelectorEventLoop, {"random": random_executor,
                                              "sequential": sequential_executor,
+                                             "readinto": readinto_executor,
                                              "small": small_executor}),
     "uringloop/exec": (asyncio.SelectorEventLoop, {"random": random_uringloop,
                                                    "sequential": sequential_uringloop,
+                                                   "readinto": readinto_uringloop,
                                                    "small": small_uringloop}),
 }
 
@@ -251,8 +281,10 @@ def main():
         rows = [
             (f"(a) random 4 KiB reads, {CONCURRENCY} in flight, {size >> 20} MiB file",
              "reads/s", "random", (big, offsets), reads),
-            (f"(b) sequential 1 MiB reads of the {size >> 20} MiB file", "MiB/s",
+            (f"(b) sequential 1 MiB read() of the {size >> 20} MiB file", "MiB/s",
              "sequential", (big, size), size / CHUNK),
+            (f"(b) sequential 1 MiB readinto() of the {size >> 20} MiB file", "MiB/s",
+             "readinto", (big, size), size / CHUNK),
             (f"(c) open+read+close {SMALL_FILES} x {SMALL_SIZE} B files, one at a time",
              "files/s", "small", (small, 1), SMALL_FILES),
             (f"(c) open+read+close {SMALL_FILES} x {SMALL_SIZE} B files, {CONCURRENCY} at a time",

@@ -166,6 +166,58 @@ def test_read1_and_unbuffered_reads(loop, tmp_path):
     run(loop, main())
 
 
+@pytest.mark.parametrize("buffering", [-1, 0, 100])
+def test_readinto(loop, tmp_path, buffering):
+    path = tmp_path / "f"
+    data = random.Random(4).randbytes(300_000)
+    path.write_bytes(data)
+
+    async def main():
+        async with uringloop.open(path, "rb", buffering=buffering) as f:
+            small = bytearray(10)
+            assert await f.readinto(small) == 10 and small == data[:10]
+            big = bytearray(200_000)
+            view = memoryview(big)[5:]
+            got = await f.readinto(view)
+            assert big[5:5 + got] == data[10:10 + got]
+            assert got == (199_995 if buffering else got)
+            rest = bytearray(500_000)
+            total = 10 + got
+            while n := await f.readinto(rest):
+                assert rest[:n] == data[total:total + n]
+                total += n
+            assert total == len(data)
+            with pytest.raises(TypeError):
+                await f.readinto(b"read-only")
+    run(loop, main())
+
+
+def test_cancelled_readinto_loses_nothing(loop, tmp_path):
+    path = tmp_path / "f"
+    data = random.Random(6).randbytes(1 << 20)
+    path.write_bytes(data)
+
+    async def main():
+        async with uringloop.open(path, "rb", buffering=4096) as f:
+            position, cancelled = 0, 0
+            for _ in range(20):
+                target = bytearray(100_000)
+                task = asyncio.ensure_future(f.readinto(target))
+                await asyncio.sleep(0)
+                task.cancel()
+                try:
+                    n = await task
+                except asyncio.CancelledError:
+                    cancelled += 1
+                else:
+                    assert target[:n] == data[position:position + n]
+                    position += n
+                assert await f.tell() == position
+            assert cancelled >= 10
+            assert await f.read() == data[position:]
+    run(loop, main())
+
+
 def test_readline_readlines_and_iteration(loop, tmp_path):
     path = tmp_path / "f"
     lines = [b"first\n", b"\n", b"x" * 200_000 + b"\n", b"last without newline"]

@@ -44,6 +44,8 @@ from ._files_ops import (CLOSED, MAX_RW, CallGroup, engine_for, fspath_bytes, ne
 from ._files_text import AsyncTextFile
 from ._uring import ffi
 
+# Reads at the position up to this size reuse the file's landing buffer.
+_REUSED_BUFFER_LIMIT = 8 << 20
 
 def _bytes_view(data):
     if isinstance(data, str):
@@ -53,6 +55,14 @@ def _bytes_view(data):
     except TypeError:
         raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _writable_buffer(buffer, caller):
+    try:
+        return ffi.from_buffer(buffer, require_writable=True)
+    except (TypeError, BufferError):
+        raise TypeError(f"{caller}() argument must be read-write bytes-like object, "
+                        f"not {type(buffer).__name__}") from None
 
 
 def _offset_arg(offset):
@@ -95,6 +105,14 @@ class _ReadAhead:
                     return base + at + 1
             base = end
         return -1
+
+    def unread(self, data):
+        """Put ``data`` back in front (it was taken, then given back)."""
+        if self.head:
+            self.chunks[0] = self.chunks[0][self.head:]
+            self.head = 0
+        self.chunks.appendleft(data)
+        self.size += len(data)
 
     def take(self, n):
         n = min(n, self.size)
@@ -191,6 +209,7 @@ class AsyncFile:
         # the next turn at the position drops them.
         self._ahead_stale = False
         self._pending = bytearray()   # buffered writes, due at _pos
+        self._landing = None          # where reads at the position land (see _fill)
         self._lock = asyncio.Lock()
         self._calls = CallGroup()
         self._closing = False
@@ -277,7 +296,15 @@ class AsyncFile:
         """One read of up to ``request`` bytes at the position, into the
         read-ahead; returns the count (0 at end of file)."""
         request = min(request, MAX_RW)
-        buf = new_uncleared("char[]", request)
+        if request <= _REUSED_BUFFER_LIMIT:
+            # Reads at the position take turns (and wait for a cancelled
+            # one's completion), so one landing buffer serves them all; a
+            # fresh multi-MiB buffer per read costs page faults every time.
+            buf = self._landing
+            if buf is None or len(buf) < request:
+                buf = self._landing = new_uncleared("char[]", max(request, self._chunk))
+        else:
+            buf = new_uncleared("char[]", request)
         offset = self._pos if self._seekable else -1
 
         def on_cqe(res):
@@ -340,6 +367,65 @@ class AsyncFile:
             await self._fill(max(n, self._chunk) if n >= 0 else
                              self._chunk or _files_mode.DEFAULT_BUFFER_SIZE)
         return self._ahead.take(n if n >= 0 else self._ahead.size)
+
+    async def _read_into(self, ptr, count, target):
+        """One read at the position straight into the caller's memory."""
+        offset = self._pos if self._seekable else -1
+
+        def on_cqe(res):
+            if res > 0:
+                self._pos += res
+
+        def on_abandon(res):
+            # The caller is gone: keep what the kernel wrote for the next read.
+            if res > 0:
+                self._ahead.push(ffi.unpack(ptr, res))
+
+        res = await self._perform(self._engine.read, (self._fd, ptr, count, offset, target),
+                                  reading=True, positioned=True, on_cqe=on_cqe,
+                                  on_abandon=on_abandon)
+        if res < 0:
+            raise self._error(res)
+        return res
+
+    async def _readinto_locked(self, target):
+        await self._before_read()
+        ahead, want = self._ahead, len(target)
+        got = min(want, ahead.size)
+        if got:
+            ffi.memmove(target, ahead.take(got), got)
+        try:
+            while got < want and (self._chunk or not got):
+                missing = min(want - got, MAX_RW)
+                if missing >= self._chunk:
+                    res = await self._read_into(target + got, missing, target)
+                    got += res
+                else:
+                    res = await self._fill(self._chunk)
+                    piece = ahead.take(missing)
+                    ffi.memmove(target + got, piece, len(piece))
+                    got += len(piece)
+                if self._at_eof(missing if missing >= self._chunk else self._chunk, res):
+                    break
+        except BaseException:
+            # Bytes already copied out go back: the failed or cancelled
+            # call returns no count, so the stream must not lose them.
+            if got:
+                ahead.unread(ffi.unpack(target, got))
+            raise
+        return got
+
+    async def readinto(self, buffer):
+        """Fill the writable bytes-like ``buffer`` from the position and
+        return the count (fewer only at end of file or, unbuffered, after
+        one read).  Beyond what is read ahead, the kernel writes straight
+        into ``buffer``: no copy."""
+        target = _writable_buffer(buffer, "readinto")
+        await self._begin("read")
+        try:
+            return await self._readinto_locked(target)
+        finally:
+            self._end()
 
     async def read1(self, n=-1):
         """At most one kernel read: what is buffered, else one refill."""
@@ -584,7 +670,7 @@ class AsyncFile:
         returns the byte count, like ``os.preadv``."""
         offset = _offset_arg(offset)
         self._check_explicit("read")
-        pinned = [ffi.from_buffer(b, require_writable=True) for b in buffers]
+        pinned = [_writable_buffer(b, "preadv") for b in buffers]
         if self._pending:
             await self.flush()
         if not pinned:

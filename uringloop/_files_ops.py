@@ -9,8 +9,8 @@ helpers every file API needs (path encoding, OSError construction, the
 
 Data flow: a caller hands an engine method its arguments, including the
 memory the kernel will read or write, and a completion callback
-``cb(res, flags)``; ``res`` is the result (a count, an fd, an
-``os.stat_result``) or a negative errno.  The ring engine queues an SQE and
+``cb(res, flags)``; ``res`` is the result (a count, ``(fd, stat)`` for
+an open, an ``os.stat_result``, 0) or a negative errno.  The ring engine queues an SQE and
 keeps that memory in the ring's ops table until the CQE; the thread engine
 runs the matching ``os`` call in the executor and delivers its outcome on
 the loop thread.  :func:`perform` wraps this in a future: cancelling the
