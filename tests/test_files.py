@@ -335,6 +335,59 @@ def test_write_type_errors(loop, tmp_path):
     run(loop, main())
 
 
+class _Stingy:
+    """An engine wrapper whose reads and writes move at most ``cap`` bytes
+    per request, as a kernel may (pipes, signals, quotas)."""
+
+    def __init__(self, engine, cap):
+        self._engine, self._cap = engine, cap
+        self.requests = 0
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def _trim(self, vecs):
+        out, left = [], self._cap
+        for ptr, nbytes in vecs:
+            if left:
+                out.append((ptr, min(nbytes, left)))
+                left -= out[-1][1]
+        return out
+
+    def read(self, fd, ptr, nbytes, offset, keep, cb):
+        self.requests += 1
+        return self._engine.read(fd, ptr, min(nbytes, self._cap), offset, keep, cb)
+
+    def write(self, fd, ptr, nbytes, offset, keep, cb):
+        self.requests += 1
+        return self._engine.write(fd, ptr, min(nbytes, self._cap), offset, keep, cb)
+
+    def writev(self, fd, vecs, offset, keep, cb):
+        self.requests += 1
+        return self._engine.writev(fd, self._trim(vecs), offset, keep, cb)
+
+
+def test_short_reads_and_writes_are_resubmitted(loop, tmp_path):
+    path = tmp_path / "f"
+    data = random.Random(8).randbytes(100_000)
+
+    async def main():
+        async with uringloop.open(path, "wb", buffering=1000) as f:
+            f._engine = stingy = _Stingy(f._engine, 777)
+            await f.write(data[:500])                 # buffered
+            await f.write(data[500:])                 # buffered + data: WRITEV, cut short
+            await f.flush()
+            assert stingy.requests >= len(data) // 777
+            await f.pwrite(data[:3000], 0)            # pwrite resubmits too
+        assert path.read_bytes() == data
+        async with uringloop.open(path, "rb") as f:
+            f._engine = _Stingy(f._engine, 1000)
+            assert await f.read(5000) == data[:5000]  # short reads mid-file: read on
+            await f.seek(0)
+            assert await f.read() == data
+    run(loop, main())
+
+
 # -- explicit offsets ----------------------------------------------------------
 
 def test_pread_pwrite_preadv_pwritev(loop, tmp_path):
