@@ -485,13 +485,11 @@ class AsyncFile:
 
     # -- writing ----------------------------------------------------------
     def _drop_ahead(self):
+        """Forget the bytes read ahead, moving the kernel-side position
+        back to the logical one (where writing must start)."""
         if self._ahead.size and self._seekable:
             self._pos -= self._ahead.size
             self._ahead.clear()
-
-    def _before_write(self):
-        # Writing starts at the logical position: forget bytes read ahead.
-        self._drop_ahead()
 
     def _after_write(self, nbytes):
         if self._appending and self._seekable:
@@ -536,7 +534,7 @@ class AsyncFile:
                 raise self._error(res) if res < 0 else OSError(errno.EIO, "write made no progress")
 
     async def _write_locked(self, view):
-        self._before_write()
+        self._drop_ahead()
         if self._chunk and len(self._pending) + len(view) <= self._chunk:
             self._pending += view
         else:
