@@ -443,3 +443,25 @@ def test_close_reaps_a_child_that_exited_unnoticed():
     assert not any(t.name == "uringloop-reaper" for t in threading.enumerate())
     assert proc._transport.get_returncode() == 0
     proc._transport.close()                           # no pipes: nothing to do
+
+
+def test_forked_child_closing_the_loop_leaves_the_parents_children_alone(uloop):
+    async def main():
+        return await asyncio.create_subprocess_exec(
+            PY, "-c", "import sys; sys.stdin.read()", stdin=PIPE)
+
+    proc = run(uloop, main())
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with mock.patch.object(_subprocess.logger, "warning") as warn:
+                uloop.close()
+            code = 0 if not warn.called else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert is_gone_or_zombie(proc.pid) == "alive"
+    proc.stdin.close()
+    assert run(uloop, proc.wait()) == 0

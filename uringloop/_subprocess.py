@@ -93,6 +93,7 @@ class RingSubprocessMixin:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._children = {}   # pid -> _Child, until reaped
+        self._parent_pid = os.getpid()
 
     async def _make_subprocess_transport(self, protocol, args, shell,
                                          stdin, stdout, stderr, bufsize,
@@ -158,6 +159,12 @@ class RingSubprocessMixin:
 
     def _release_children(self):
         children, self._children = self._children, {}
+        if os.getpid() != self._parent_pid:
+            # A forked child closing the loop it inherited: the children
+            # are its parent's to reap; only the pidfd copies are ours.
+            for child in children.values():
+                os.close(child.pidfd)
+            return
         still_running = []
         for child in children.values():
             self._ring.cancel(child.user_data)
