@@ -15,7 +15,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "compat.h"
 #include "uring.h"
@@ -43,15 +45,6 @@ struct ul_ring {
     struct ul_bufring buffers;
 };
 
-/* Flags that only change how completions are delivered, not what the loop
- * may do: dropped one by one (newest first) when an older kernel refuses
- * them with EINVAL. */
-static const unsigned optional_setup_flags[] = {
-    IORING_SETUP_TASKRUN_FLAG,
-    IORING_SETUP_COOP_TASKRUN,
-    IORING_SETUP_SUBMIT_ALL,
-};
-
 struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *error)
 {
     struct ul_ring *r = calloc(1, sizeof(*r));
@@ -59,33 +52,39 @@ struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *erro
         *error = -ENOMEM;
         return NULL;
     }
-    unsigned flags = setup_flags;
-    size_t next_to_drop = 0;
-    for (;;) {
-        struct io_uring_params params;
-        memset(&params, 0, sizeof(params));
-        /* A CQ four times the SQ keeps overflow rare even when every
-         * submitted recv completes at once with a multishot neighbour. */
-        params.flags = flags | IORING_SETUP_CQSIZE;
-        params.cq_entries = entries * 4;
-        int ret = io_uring_queue_init_params(entries, &r->ring, &params);
-        if (ret == 0) {
-            r->features = params.features;
-            r->setup_flags = params.flags;
-            break;
-        }
-        if (ret != -EINVAL || next_to_drop == sizeof(optional_setup_flags) / sizeof(optional_setup_flags[0])) {
-            free(r);
-            *error = ret;
-            return NULL;
-        }
-        flags &= ~optional_setup_flags[next_to_drop++];
+    struct io_uring_params params;
+    memset(&params, 0, sizeof(params));
+    /* A CQ four times the SQ keeps overflow rare even when every submitted
+     * operation completes in the same turn as a burst of multishot ones. */
+    params.flags = setup_flags | IORING_SETUP_CQSIZE;
+    params.cq_entries = entries * 4;
+    int ret = io_uring_queue_init_params(entries, &r->ring, &params);
+    if (ret < 0) {
+        free(r);
+        *error = ret;
+        return NULL;
     }
-    /* A registered ring fd saves an fget/fput per io_uring_enter (5.18+);
-     * liburing uses it transparently once registered. */
-    r->registered_fd = io_uring_register_ring_fd(&r->ring) == 1;
+    r->features = params.features;
+    r->setup_flags = params.flags;
     *error = 0;
     return r;
+}
+
+int ul_ring_bind_thread(struct ul_ring *r)
+{
+    /* A SINGLE_ISSUER ring is created disabled so that its issuer is the
+     * thread that runs the loop, not the one that constructed it. */
+    if (r->setup_flags & IORING_SETUP_R_DISABLED) {
+        /* liburing 2.3 declares io_uring_enable_rings but does not export
+         * it, so make the register call directly. */
+        if (syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+            return -errno;
+    }
+    /* A registered ring fd is per thread: only worth it (and only valid)
+     * when the ring can only ever be entered from this thread. */
+    if (r->setup_flags & IORING_SETUP_SINGLE_ISSUER)
+        r->registered_fd = io_uring_register_ring_fd(&r->ring) == 1;
+    return 0;
 }
 
 void ul_ring_destroy(struct ul_ring *r)

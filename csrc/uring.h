@@ -34,6 +34,9 @@ struct ul_msg {
 /* Ring lifetime and introspection. */
 struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *error);
 void ul_ring_destroy(struct ul_ring *ring);
+/* Called once, from the first thread that runs the ring: enables a ring
+ * created with R_DISABLED and registers the ring fd for a SINGLE_ISSUER ring. */
+int ul_ring_bind_thread(struct ul_ring *ring);
 int ul_ring_fd(struct ul_ring *ring);
 unsigned ul_ring_features(struct ul_ring *ring);
 unsigned ul_ring_setup_flags(struct ul_ring *ring);

@@ -64,11 +64,14 @@ def bit_names(value, names):
 
 
 def _ring_report():
-    from ._ring import OPCODES_USED, Ring
+    from ._ring import OPCODES_USED, Ring, loop_setup_flags
 
     report = {}
-    ring = Ring()
+    # The ring a loop would get here, bound to this thread as a running
+    # loop binds it (which is when a ring fd is registered, if ever).
+    ring = Ring(setup_flags=loop_setup_flags())
     try:
+        ring._bind_thread()
         supported = sorted(ring.supported_opcodes())
         report.update({
             "setup_flags": ring.setup_flags,

@@ -16,6 +16,7 @@ their callbacks.  Callbacks must only schedule work (resolve futures, call
 import errno
 import os
 import struct
+import threading
 import weakref
 
 from ._uring import ffi, lib
@@ -35,12 +36,30 @@ _CQE_BUFFER_SHIFT = 16
 _RECV_BUFFER_COUNT = 1024
 _RECV_BUFFER_SIZE = 64 * 1024
 
-# IORING_SETUP_* flags the loop asks for; all optional (the C layer drops
-# them one by one on kernels that refuse them).
+# IORING_SETUP_* flag sets, best first; a kernel that refuses one with
+# EINVAL gets the next.  SINGLE_ISSUER + DEFER_TASKRUN (6.1) run completion
+# work only when the loop enters the ring, never as interrupts in between,
+# but tie the ring to the first thread that runs it.
+_SETUP_R_DISABLED = 1 << 6
 _SETUP_SUBMIT_ALL = 1 << 7
 _SETUP_COOP_TASKRUN = 1 << 8
 _SETUP_TASKRUN_FLAG = 1 << 9
-DEFAULT_SETUP_FLAGS = _SETUP_SUBMIT_ALL | _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG
+_SETUP_SINGLE_ISSUER = 1 << 12
+_SETUP_DEFER_TASKRUN = 1 << 13
+SINGLE_THREAD_SETUP = (_SETUP_SINGLE_ISSUER | _SETUP_DEFER_TASKRUN | _SETUP_R_DISABLED
+                       | _SETUP_TASKRUN_FLAG | _SETUP_SUBMIT_ALL)
+ANY_THREAD_SETUP = _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG | _SETUP_SUBMIT_ALL
+_SETUP_FALLBACKS = (ANY_THREAD_SETUP, _SETUP_SUBMIT_ALL, 0)
+
+
+def loop_setup_flags():
+    """The flags a loop's ring asks for.  ``URINGLOOP_SINGLE_THREAD=1``
+    trades running one loop from several threads (one after another) for
+    SINGLE_ISSUER + DEFER_TASKRUN; measured here, the gain is within noise,
+    so the drop-in default stays thread-agnostic."""
+    if os.environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1":
+        return SINGLE_THREAD_SETUP
+    return ANY_THREAD_SETUP
 
 # Kernel names (IORING_OP_<name>) of every operation uringloop submits, for
 # ``python -m uringloop info``; a new io_uring_prep_* in csrc adds its name
@@ -71,13 +90,17 @@ class RingUnavailableError(OSError):
 
 
 class Ring:
-    def __init__(self, entries=1024, setup_flags=DEFAULT_SETUP_FLAGS):
+    def __init__(self, entries=1024, setup_flags=ANY_THREAD_SETUP):
         error = ffi.new("int *")
-        ptr = lib.ul_ring_create(entries, setup_flags, error)
+        for flags in (setup_flags,) + _SETUP_FALLBACKS:
+            ptr = lib.ul_ring_create(entries, flags, error)
+            if ptr != ffi.NULL or error[0] != -errno.EINVAL:
+                break
         if ptr == ffi.NULL:
             code = -error[0]
             raise RingUnavailableError(code, f"io_uring_setup failed: {os.strerror(code)}")
         self._ptr = ptr
+        self._thread = None  # the thread that runs turns (see _bind_thread)
         self._ops = {}
         self._next_user_data = 1
         self._completions = ffi.new("struct ul_completion[]", _BATCH)
@@ -238,6 +261,8 @@ class Ring:
         """Hand queued operations to the kernel before the next turn, for
         operations whose effect a peer may be waiting on synchronously
         (asyncio starts connect and send before returning to the loop)."""
+        if self._thread != threading.get_ident() and not self._bind_thread(strict=False):
+            return  # not the issuer thread: the next turn submits them
         rc = lib.ul_ring_submit(self._ptr)
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
@@ -252,10 +277,30 @@ class Ring:
             raise OSError(-rc, os.strerror(-rc))
 
     # -- completion ----------------------------------------------------
+    def _bind_thread(self, strict=True):
+        """Make the calling thread the one that enters the ring; False (or
+        RuntimeError if ``strict``) when a SINGLE_ISSUER ring has another."""
+        thread = threading.get_ident()
+        if self._thread is None:
+            rc = lib.ul_ring_bind_thread(self._ptr)
+            if rc < 0:
+                raise OSError(-rc, os.strerror(-rc))
+        elif self.setup_flags & _SETUP_SINGLE_ISSUER:
+            if not strict:
+                return False
+            raise RuntimeError(
+                "this uringloop loop was first run in another thread and its "
+                "io_uring ring is SINGLE_ISSUER: run it from that thread, or "
+                "create it with URINGLOOP_SINGLE_THREAD=0")
+        self._thread = thread
+        return True
+
     def run_turn(self, timeout):
         """Submit queued operations, wait up to ``timeout`` seconds (None:
         until something completes) and run the callbacks of what completed."""
         self._check_usable()
+        if self._thread != threading.get_ident():
+            self._bind_thread()
         if self._deferred:
             # Completions left over when a callback raised KeyboardInterrupt
             # or SystemExit last turn: run them before waiting again.
@@ -308,6 +353,19 @@ class Ring:
             os.close(lib.ul_ring_fd(ptr))
             return
         ops = self._ops
+        if ops and self._thread != threading.get_ident():
+            self._ptr = ptr  # binding needs it
+            try:
+                bound = self._bind_thread(strict=False)
+            except OSError:
+                bound = False
+            self._ptr = None
+            if not bound:
+                # Another thread is the issuer: this one may not enter the
+                # ring, so it cannot wait for the kernel to let go.
+                _leaked_rings.append((ptr, dict(ops)))
+                ops.clear()
+                return
         if ops:
             lib.ul_prep_cancel_all(ptr)
             deadline_turns = max(1, int(drain_timeout / 0.05))

@@ -20,7 +20,7 @@ import platform
 
 from ._datagram import RingDatagramTransport
 from ._readiness import RingSelector
-from ._ring import Ring
+from ._ring import Ring, loop_setup_flags
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
@@ -43,7 +43,7 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
     backend = "io_uring"
 
     def __init__(self, ring=None):
-        self._ring = Ring() if ring is None else ring
+        self._ring = Ring(setup_flags=loop_setup_flags()) if ring is None else ring
         self._ring.on_callback_error = self._report_ring_callback_error
         self._accepting = {}  # listening fd -> its multishot accept
         # Multishot receives (kernel 6.0) draw from provided buffers (5.19).
