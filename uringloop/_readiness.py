@@ -83,6 +83,9 @@ class RingSelector(selectors._BaseSelectorImpl):
         self._armed = {}      # fd -> user_data of its in-flight poll
         self._to_arm = set()  # fds whose poll must be (re)submitted
         self._fired = {}      # fd -> selector events seen this turn
+        # Set by the loop: takes each turn's non-poll completions so they run
+        # from the ready queue (see Ring.run_turn); None runs them in select.
+        self.defer_completions = None
 
     def register(self, fileobj, events, data=None):
         key = super().register(fileobj, events, data)
@@ -157,7 +160,7 @@ class RingSelector(selectors._BaseSelectorImpl):
                 if key is not None and fd not in self._armed:
                     self._arm(fd, key.events)
             self._to_arm.clear()
-        self._ring.run_turn(timeout)
+        self._ring.run_turn(timeout, self.defer_completions)
         if not self._fired:
             return []
         ready = []

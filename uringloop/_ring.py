@@ -69,6 +69,9 @@ OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
                 "OPENAT", "CLOSE", "READ", "WRITE", "READV", "WRITEV", "FSYNC",
                 "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT")
 
+# Keepalive marker of ops-table entries whose callback runs inside the turn.
+_INLINE = object()
+
 _live_rings = weakref.WeakSet()
 # Rings whose kernel side never gave back every buffer at close: kept (with
 # those buffers) for the life of the process instead of freed under the kernel.
@@ -247,8 +250,10 @@ class Ring:
         return self._start(rc, ud, callback, None)
 
     def submit_poll(self, fd, mask, callback):
+        """A readiness wait whose callback only records what fired, so it
+        runs inside the turn even when other callbacks are deferred."""
         ud = self._new_user_data()
-        return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, None)
+        return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, _INLINE)
 
     def submit(self, prep, args, callback, keepalive):
         """Queue any operation ``prep(ring, *args, user_data)`` (a
@@ -295,17 +300,23 @@ class Ring:
         self._thread = thread
         return True
 
-    def run_turn(self, timeout):
+    def run_turn(self, timeout, defer=None):
         """Submit queued operations, wait up to ``timeout`` seconds (None:
-        until something completes) and run the callbacks of what completed."""
+        until something completes) and take what completed.
+
+        Without ``defer`` the completion callbacks run here.  With it, they
+        are handed over as one batch, ``defer(batch)``, to be run later by
+        :meth:`run_callbacks`: the loop runs them after the callbacks that
+        were already scheduled, where asyncio runs I/O callbacks.  Poll
+        completions (the selector's bookkeeping) always run here."""
         self._check_usable()
         if self._thread != threading.get_ident():
             self._bind_thread()
         if self._deferred:
             # Completions left over when a callback raised KeyboardInterrupt
-            # or SystemExit last turn: run them before waiting again.
+            # or SystemExit: run them before waiting again.
             deferred, self._deferred = self._deferred, []
-            self._dispatch(deferred)
+            self.run_callbacks(deferred)
             timeout = 0
         timeout_ns = -1 if timeout is None else max(0, int(timeout * 1e9))
         out = self._completions
@@ -315,30 +326,48 @@ class Ring:
             if count < 0:
                 raise OSError(-count, os.strerror(-count))
             if count:
-                self._dispatch(list(_COMPLETION.iter_unpack(out_bytes[:count * 16])))
+                batch = self._take(out_bytes[:count * 16], defer is not None)
+                if batch:
+                    if defer is None:
+                        self.run_callbacks(batch)
+                    else:
+                        defer(batch)
             if count < _BATCH:
                 return
             timeout_ns = 0
 
-    def _dispatch(self, completions):
+    def _take(self, raw, run_inline_now):
+        """Match raw completions to their ops-table entries (releasing the
+        entry unless more completions follow) and return the callbacks to
+        run, each as (entry, res, flags): the entry keeps its buffers alive
+        until the callback has read them."""
         ops = self._ops
-        for index, (user_data, res, flags) in enumerate(completions):
+        batch = []
+        for user_data, res, flags in _COMPLETION.iter_unpack(raw):
             if flags & _CQE_F_MORE:
                 entry = ops.get(user_data)
             else:
                 entry = ops.pop(user_data, None)
             if entry is None:
                 continue
+            if run_inline_now and entry[1] is _INLINE:
+                entry[0](res, flags)
+            else:
+                batch.append((entry, res, flags))
+        return batch
+
+    def run_callbacks(self, batch):
+        for index, (entry, res, flags) in enumerate(batch):
             try:
                 entry[0](res, flags)
             except BaseException as exc:  # reported, never lost
                 if self.on_callback_error is None:
-                    self._deferred = completions[index + 1:]
+                    self._deferred = batch[index + 1:]
                     raise
                 try:
                     self.on_callback_error(exc)
                 except BaseException:
-                    self._deferred = completions[index + 1:]
+                    self._deferred = batch[index + 1:]
                     raise
 
     def close(self, drain_timeout=5.0):

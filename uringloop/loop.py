@@ -50,6 +50,12 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
         self._recv_multishot = (_kernel_at_least(6, 0)
                                 and self._ring.enable_receive_buffers())
         super().__init__(selector=RingSelector(self._ring))
+        # Completion callbacks run after the callbacks already scheduled, as
+        # asyncio runs I/O callbacks after select(), not inside it.
+        self._selector.defer_completions = self._schedule_completions
+
+    def _schedule_completions(self, batch):
+        self.call_soon(self._ring.run_callbacks, batch)
 
     def _report_ring_callback_error(self, exc):
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
