@@ -6,6 +6,7 @@ how children are watched (no thread, no child watcher, reaping at close)
 run on uringloop alone.
 """
 import asyncio
+import errno
 import gc
 import hashlib
 import os
@@ -395,6 +396,21 @@ def test_falls_back_to_asyncio_without_pidfds(uloop, monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.set_event_loop_policy(None)
+
+
+def test_out_of_fds_for_a_pidfd_waits_in_a_thread(uloop, monkeypatch):
+    def no_fd(pid):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(_subprocess.os, "pidfd_open", no_fd)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "print('x')", stdout=PIPE)
+        out, _ = await proc.communicate()
+        return out, proc.returncode, uloop._children
+
+    assert run(uloop, main()) == (b"x\n", 0, {})
 
 
 def test_close_with_a_live_child_neither_kills_nor_leaves_a_zombie():

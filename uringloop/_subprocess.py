@@ -31,8 +31,6 @@ abandoned as zombies: the loop's polls are cancelled and one daemon thread
 per close waits on their pidfds and reaps each as it exits, which is what
 the 3.11 default watcher's threads do for a closed loop.
 """
-import asyncio
-import errno
 import logging
 import os
 import select
@@ -42,8 +40,6 @@ from asyncio import unix_events
 logger = logging.getLogger("uringloop")
 
 _POLLIN = select.POLLIN
-# Errors meaning "pidfds are not available here", not "this pid is gone".
-_NO_PIDFD_ERRNOS = (errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL)
 _pidfd_usable = None
 
 
@@ -59,10 +55,11 @@ def _pidfds_usable():
     return _pidfd_usable
 
 
-def _reap(pid, popen):
-    """The exit code of ``pid`` if it has exited (reaping it), else None."""
+def _reap(pid, popen, block=False):
+    """The exit code of ``pid`` if it has exited (reaping it), else None;
+    with ``block``, wait for it to exit."""
     try:
-        reaped, status = os.waitpid(pid, os.WNOHANG)
+        reaped, status = os.waitpid(pid, 0 if block else os.WNOHANG)
     except ChildProcessError:
         # Reaped by someone else: Popen.wait()/poll() called by the user
         # (which recorded the code), or SIGCHLD set to SIG_IGN.
@@ -126,9 +123,24 @@ class RingSubprocessMixin:
             # Already reaped elsewhere (see _reap): report what is known.
             self.call_soon(transport._process_exited, _reap(pid, popen))
             return
+        except OSError:
+            # No fd to spare (EMFILE, ENFILE): this child gets a thread
+            # blocked in waitpid, as under asyncio's ThreadedChildWatcher.
+            threading.Thread(target=self._wait_in_thread, args=(transport,),
+                             name=f"uringloop-waitpid-{pid}", daemon=True).start()
+            return
         child = _Child(pid, pidfd, transport)
         self._children[pid] = child
         self._arm_child(child)
+
+    def _wait_in_thread(self, transport):
+        popen = transport.get_extra_info("subprocess")
+        returncode = _reap(transport.get_pid(), popen, block=True)
+        popen.returncode = returncode
+        try:
+            self.call_soon_threadsafe(transport._process_exited, returncode)
+        except RuntimeError:
+            pass  # the loop was closed meanwhile; the child is reaped anyway
 
     def _arm_child(self, child):
         def on_exit(res, flags):
@@ -165,6 +177,9 @@ class RingSubprocessMixin:
             for child in children.values():
                 os.close(child.pidfd)
             return
+        # Closing a pidfd while the ring's cancelled poll on it is still in
+        # flight is safe: the poll holds its own file reference and its
+        # completion is matched by user_data, not by fd.
         still_running = []
         for child in children.values():
             self._ring.cancel(child.user_data)
@@ -176,9 +191,6 @@ class RingSubprocessMixin:
                 os.close(child.pidfd)
                 child.transport._process_exited(returncode)
         if still_running:
-            # Closing a pidfd while the ring's cancelled poll on it is still
-            # in flight is safe: the poll holds its own file reference and
-            # its completion is matched by user_data, not by fd.
             threading.Thread(target=_reap_when_exited, args=(still_running,),
                              name="uringloop-reaper", daemon=True).start()
 
