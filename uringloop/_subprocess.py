@@ -24,7 +24,9 @@ inside the kernel, racing the ``Popen.wait()``/``poll()`` that user code
 may call on the same child just as ``waitpid`` does here.
 
 When the kernel or a seccomp filter refuses pidfds, asyncio's own
-watcher-based path is used instead (probed once per process).
+watcher-based path is used instead (probed once per process); a child
+whose pidfd cannot be opened for want of a free fd is waited for by a
+thread of its own.
 
 Children still running when the loop closes are neither killed nor
 abandoned as zombies: the loop's polls are cancelled and one daemon thread
