@@ -114,18 +114,31 @@ class RingStreamTransport(RingTransport, transports.Transport):
         # kernel at the next turn.
         if not flags & _CQE_F_MORE:
             self._recv_op = None
-        if res > 0:
-            result = (res, (self._ring.receive_buffer(flags, res), _COPIED))
-        elif res == -errno.ENOBUFS or res == -errno.ECANCELED:
-            result = None  # buffers ran dry, or we cancelled: nothing to deliver
-        else:
-            result = (res, None)  # end of stream or an error
         if self._conn_lost:
             self._close_socket_if_idle()
             return
-        if result is None:
-            self._start_reading()
-        elif self._paused:
+        if res > 0:
+            data = self._ring.receive_buffer(flags, res)
+            if self._paused or self._buffered:
+                result = (res, (data, _COPIED))
+            else:
+                # The per-message path, kept flat: deliver and stay armed.
+                try:
+                    self._protocol.data_received(data)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                    return
+                if self._recv_op is None:
+                    self._start_reading()
+                return
+        elif res == -errno.ENOBUFS or res == -errno.ECANCELED:
+            self._start_reading()  # buffers ran dry, or we cancelled
+            return
+        else:
+            result = (res, None)  # end of stream or an error
+        if self._paused:
             self._held_results.append(result)
         else:
             self._deliver(*result)
@@ -179,9 +192,12 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     # -- writing -------------------------------------------------------
     def write(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(f"data argument must be a bytes-like object, "
+                                f"not {type(data).__name__!r}")
+            # The caller may reuse a mutable buffer as soon as write() returns.
+            data = bytes(data)
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._empty_waiter is not None:
@@ -191,16 +207,14 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._conn_lost:
             self._count_write_after_close()
             return
-        # The caller may reuse a mutable buffer as soon as write() returns.
-        chunk = data if type(data) is bytes else bytes(data)
-        self._write_size += len(chunk)
+        self._write_size += len(data)
         if self._send_op is None:
             # Like asyncio's immediate send: what the kernel takes at once
             # never counts against the high-water mark; _on_sent checks
             # whatever it leaves behind.
-            self._send(chunk)
+            self._send(data)
         else:
-            self._write_queue.append(chunk)
+            self._write_queue.append(data)
             self._maybe_pause_protocol()
 
     def writelines(self, list_of_data):
