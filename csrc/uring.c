@@ -341,7 +341,9 @@ int ul_prep_cancel_all(struct ul_ring *r)
 
 int ul_ring_submit(struct ul_ring *r)
 {
-    int ret = io_uring_submit(&r->ring);
+    /* Also run deferred task work (DEFER_TASKRUN), so that a cancellation
+     * submitted here has let go of its file by the time we return. */
+    int ret = io_uring_submit_and_get_events(&r->ring);
     return ret < 0 ? ret : 0;
 }
 

@@ -266,6 +266,8 @@ class Ring:
         """Hand queued operations to the kernel before the next turn, for
         operations whose effect a peer may be waiting on synchronously
         (asyncio starts connect and send before returning to the loop)."""
+        if self._forked:
+            return  # the SQ is the parent's: never submit into it
         if self._thread != threading.get_ident() and not self._bind_thread(strict=False):
             return  # not the issuer thread: the next turn submits them
         rc = lib.ul_ring_submit(self._ptr)

@@ -15,7 +15,7 @@ from test.test_asyncio import utils as test_utils
 import uringloop
 
 from ._known import apply_known_failures
-from ._policy import UringPolicyMixin
+from ._policy import UringPolicyMixin, UringSelectorLoopMixin
 
 
 class UringStreamTests(UringPolicyMixin, test_streams.StreamTests):
@@ -52,7 +52,7 @@ class UringSSLTests(UringPolicyMixin, test_ssl.TestSSL):
         return uringloop.Loop()
 
 
-class UringUnixSocketTests(UringPolicyMixin,
+class UringUnixSocketTests(UringSelectorLoopMixin,
                            test_unix_events.SelectorEventLoopUnixSocketTests):
     pass
 

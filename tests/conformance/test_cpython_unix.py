@@ -37,14 +37,13 @@ Not bound here:
 * ``test_events``' signal, reader/writer, pipe and pty tests: bound already
   as ``UringEventLoopTests`` in ``test_cpython_events.py``.
 """
-from unittest import mock
 
 from test.test_asyncio import test_subprocess, test_unix_events
 from test.test_asyncio import utils as test_utils
 
 import uringloop
 
-from ._policy import UringPolicyMixin
+from ._policy import UringPolicyMixin, UringSelectorLoopMixin
 
 
 class UringSubprocessTests(test_subprocess.SubprocessMixin, test_utils.TestCase):
@@ -54,11 +53,9 @@ class UringSubprocessTests(test_subprocess.SubprocessMixin, test_utils.TestCase)
         self.set_event_loop(self.loop)
 
 
-class UringSignalTests(test_unix_events.SelectorEventLoopSignalTests):
-    def setUp(self):
-        with mock.patch("asyncio.SelectorEventLoop", uringloop.Loop):
-            super().setUp()
-        assert isinstance(self.loop, uringloop.Loop)
+class UringSignalTests(UringSelectorLoopMixin,
+                       test_unix_events.SelectorEventLoopSignalTests):
+    pass
 
 
 class UringFunctionalTests(UringPolicyMixin, test_unix_events.TestFunctional):
