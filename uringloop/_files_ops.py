@@ -203,11 +203,37 @@ def _negative_errno(func, *args):
     return 0 if result is None else result
 
 
+class _ThreadOpen:
+    """An open running in the executor, which its waiter may give up
+    (``cancel``) at any moment.  If the waiter is gone by the time the fd
+    exists, the worker closes it and reports -ECANCELED; otherwise the fd
+    travels to the loop, where the caller's ``on_abandon`` closes it if the
+    waiter goes later.  Each fd is closed by exactly one side: the worker
+    closes only what it does not deliver.  Closing in the worker matters
+    because delivery is a loop callback, which never runs if the loop is
+    closed without ``shutdown_default_executor()``."""
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self):
+        self.abandoned = False
+
+    def open(self, path, flags, mode):
+        if self.abandoned:
+            return -errno.ECANCELED    # given up before it started: do not open
+        res = _open_and_stat(path, flags, mode)
+        if self.abandoned:
+            os.close(res[0])
+            return -errno.ECANCELED
+        return res
+
+
 class ThreadEngine:
     """The same operations as blocking ``os`` calls in the loop's default
     executor, for loops without a ring.  A call that started cannot be
     stopped: ``cancel`` leaves it to finish, and its result still reaches
-    the caller's hooks."""
+    the caller's hooks -- except an open, which closes an fd nobody wants
+    in the worker (see :class:`_ThreadOpen`)."""
 
     name = "executor"
 
@@ -215,7 +241,10 @@ class ThreadEngine:
         self.loop = loop
 
     def cancel(self, handle):
-        pass
+        # Never cancel the run_in_executor future: a job already running
+        # would finish with nobody to receive its result.
+        if isinstance(handle, _ThreadOpen):
+            handle.abandoned = True
 
     def _run(self, cb, func, *args):
         fut = self.loop.run_in_executor(None, _negative_errno, func, *args)
@@ -235,7 +264,9 @@ class ThreadEngine:
         return fut
 
     def open_file(self, path, flags, mode, cb):
-        return self._run(cb, _open_and_stat, path, flags, mode)
+        job = _ThreadOpen()
+        self._run(cb, job.open, path, flags, mode)
+        return job
 
     @staticmethod
     def _buffers(vecs):
@@ -274,7 +305,15 @@ class ThreadEngine:
         return self._run(cb, _stat, path, follow_symlinks)
 
     def close(self, fd, cb):
-        return self._run(cb, os.close, fd)
+        try:
+            return self._run(cb, os.close, fd)
+        except RuntimeError:
+            # No executor any more: shutdown_default_executor() (asyncio.run
+            # calls it) delivers the executor's last results, e.g. an fd
+            # whose open was cancelled, after it has refused new work; or
+            # the loop is closed.  Closing here beats leaking the fd.
+            cb(_negative_errno(os.close, fd), 0)
+            return None
 
     def close_detached(self, fd, cb):
         """A thread cannot promise the fd is closed on return: False, and
