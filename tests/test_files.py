@@ -1061,6 +1061,71 @@ def test_executor_fallback_on_a_closed_ring_is_not_used(tmp_path):
     other.close()
 
 
+# -- caller buffers pinned for the kernel --------------------------------------------
+
+def test_readinto_buffer_stays_pinned_until_the_completion(loop, fifo):
+    """A cancelled readinto leaves the caller's buffer pinned while the
+    kernel (or a worker thread) may still write there, and unpins it at the
+    read's completion -- not when the garbage collector gets to the pin:
+    here the CancelledError keeps the frames holding it alive.  A
+    memoryview with a pin on it refuses release()."""
+    async def main():
+        async with uringloop.open(fifo, "rb+", buffering=0) as f:
+            target = memoryview(bytearray(5))
+            task = asyncio.ensure_future(f.readinto(target))
+            await asyncio.sleep(0)                  # the read is out; the FIFO is empty
+            with pytest.raises(BufferError):
+                target.release()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as cancelled:
+                await task
+            if not loop.is_uring:
+                with pytest.raises(BufferError):    # the worker still blocks in readv
+                    target.release()
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(writer, b"hello")
+            os.close(writer)
+            assert await f.read(5) == b"hello"      # after the cancelled read's completion
+            target.release()
+            assert cancelled.value.__traceback__ is not None
+    run(loop, main())
+
+
+_GC_CYCLE_SCRIPT = textwrap.dedent("""
+    import asyncio, gc, sys
+    sys.path.insert(0, {repo!r})
+    import uringloop
+
+    async def main():
+        async with uringloop.open({path!r}, "wb") as f:
+            for _ in range(5):
+                data = memoryview(bytearray(64))
+                try:
+                    await f.pwrite(data, 1 << 62)     # EFBIG, after pinning data
+                except OSError as exc:
+                    exc.cycle = exc   # garbage: the error, its frames, the pin, the view
+                gc.collect()
+
+    for factory in (uringloop.Loop, asyncio.SelectorEventLoop):
+        loop = factory()
+        loop.run_until_complete(main())
+        loop.close()
+    print("survived")
+""")
+
+
+def test_pinned_buffer_in_a_garbage_cycle_does_not_crash(tmp_path):
+    """A pin left for the garbage collector, in one cycle with the
+    memoryview it exports from, crashed CPython (the collector cleared the
+    memoryview first); failed writes are unpinned by their completion."""
+    script = tmp_path / "script.py"
+    script.write_text(_GC_CYCLE_SCRIPT.format(repo=REPO, path=str(tmp_path / "f")))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "survived", proc.stderr
+    assert "tp_clear" not in proc.stderr, proc.stderr
+
+
 # -- proof that preads run through the ring ----------------------------------------
 
 _STRACE_SCRIPT = textwrap.dedent("""

@@ -39,8 +39,8 @@ import warnings
 from collections import deque
 
 from . import _files_mode
-from ._files_ops import (CLOSED, MAX_RW, CallGroup, engine_for, fspath_bytes, new_uncleared,
-                         os_error, perform, size_arg)
+from ._files_ops import (CLOSED, MAX_RW, CallGroup, Pinned, engine_for, fspath_bytes,
+                         new_uncleared, os_error, perform, size_arg)
 from ._files_text import AsyncTextFile
 from ._uring import ffi
 
@@ -57,9 +57,9 @@ def _bytes_view(data):
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _writable_buffer(buffer, caller):
+def _pin_writable(pins, buffer, caller):
     try:
-        return ffi.from_buffer(buffer, require_writable=True)
+        return pins.pin(buffer, writable=True)
     except (TypeError, BufferError):
         raise TypeError(f"{caller}() argument must be read-write bytes-like object, "
                         f"not {type(buffer).__name__}") from None
@@ -144,17 +144,18 @@ class _ReadAhead:
 class _Outgoing:
     """Bytes on their way to the kernel: the file's buffered writes (which
     must never be lost) followed by a caller's data (dropped if the caller
-    is cancelled).  Each part is ``[pinned pointer, start, end]``."""
+    is cancelled).  Each part is ``[pinned pointer, start, end]``, pinned in
+    ``pins``."""
 
     __slots__ = ("parts", "buffered", "keep")
 
-    def __init__(self, buffered, data):
+    def __init__(self, pins, buffered, data):
         self.parts = []
         self.buffered = buffered
         keep = []
         for part in (buffered, data):
             if part is not None and len(part):
-                pinned = ffi.from_buffer(part)
+                pinned = pins.pin(part)
                 keep.append(pinned)
                 self.parts.append([pinned, 0, len(pinned)])
         self.keep = keep
@@ -279,9 +280,10 @@ class AsyncFile:
         self._lock.release()
 
     def _perform(self, method, args, *, reading=False, positioned=False,
-                 on_cqe=None, on_abandon=None):
+                 on_cqe=None, on_abandon=None, pins=None):
         return perform(self._engine, method, args, self._calls, reading=reading,
-                       positioned=positioned, on_cqe=on_cqe, on_abandon=on_abandon)
+                       positioned=positioned, on_cqe=on_cqe, on_abandon=on_abandon,
+                       pins=pins)
 
     def _error(self, res):
         if self._closing and res == -errno.ECANCELED:
@@ -368,7 +370,7 @@ class AsyncFile:
                              self._chunk or _files_mode.DEFAULT_BUFFER_SIZE)
         return self._ahead.take(n if n >= 0 else self._ahead.size)
 
-    async def _read_into(self, ptr, count, target):
+    async def _read_into(self, ptr, count, target, pins):
         """One read at the position straight into the caller's memory."""
         offset = self._pos if self._seekable else -1
 
@@ -383,12 +385,12 @@ class AsyncFile:
 
         res = await self._perform(self._engine.read, (self._fd, ptr, count, offset, target),
                                   reading=True, positioned=True, on_cqe=on_cqe,
-                                  on_abandon=on_abandon)
+                                  on_abandon=on_abandon, pins=pins)
         if res < 0:
             raise self._error(res)
         return res
 
-    async def _readinto_locked(self, target):
+    async def _readinto_locked(self, target, pins):
         await self._before_read()
         ahead, want = self._ahead, len(target)
         got = min(want, ahead.size)
@@ -398,7 +400,7 @@ class AsyncFile:
             while got < want and (self._chunk or not got):
                 missing = min(want - got, MAX_RW)
                 if missing >= self._chunk:
-                    res = await self._read_into(target + got, missing, target)
+                    res = await self._read_into(target + got, missing, target, pins)
                     got += res
                 else:
                     res = await self._fill(self._chunk)
@@ -420,12 +422,13 @@ class AsyncFile:
         return the count (fewer only at end of file or, unbuffered, after
         one read).  Beyond what is read ahead, the kernel writes straight
         into ``buffer``: no copy."""
-        target = _writable_buffer(buffer, "readinto")
-        await self._begin("read")
-        try:
-            return await self._readinto_locked(target)
-        finally:
-            self._end()
+        with Pinned() as pins:
+            target = _pin_writable(pins, buffer, "readinto")
+            await self._begin("read")
+            try:
+                return await self._readinto_locked(target, pins)
+            finally:
+                self._end()
 
     async def read1(self, n=-1):
         """At most one kernel read: what is buffered, else one refill."""
@@ -507,31 +510,34 @@ class AsyncFile:
     async def _write_out(self, data=None):
         """Write the buffered bytes, then ``data``, at the position,
         resubmitting the rest after short writes."""
-        buffered = self._pending
-        if buffered:
-            self._pending = bytearray()
-        out = _Outgoing(buffered or None, data)
+        with Pinned() as pins:
+            buffered = self._pending
+            if buffered:
+                self._pending = bytearray()
+            out = _Outgoing(pins, buffered or None, data)
 
-        def on_cqe(res):
-            if res > 0:
-                self._after_write(res)
-                out.advance(res)
+            def on_cqe(res):
+                if res > 0:
+                    self._after_write(res)
+                    out.advance(res)
 
-        def on_abandon(res):
-            self._requeue(out)
-
-        while out.parts:
-            offset = -1 if self._appending or not self._seekable else self._pos
-            vecs = out.vecs()
-            if len(vecs) == 1:
-                method, args = self._engine.write, (self._fd, vecs[0][0], vecs[0][1], offset, out.keep)
-            else:
-                method, args = self._engine.writev, (self._fd, vecs, offset, out.keep)
-            res = await self._perform(method, args, positioned=True,
-                                      on_cqe=on_cqe, on_abandon=on_abandon)
-            if res <= 0:
+            def on_abandon(res):
                 self._requeue(out)
-                raise self._error(res) if res < 0 else OSError(errno.EIO, "write made no progress")
+
+            while out.parts:
+                offset = -1 if self._appending or not self._seekable else self._pos
+                vecs = out.vecs()
+                if len(vecs) == 1:
+                    method = self._engine.write
+                    args = (self._fd, vecs[0][0], vecs[0][1], offset, out.keep)
+                else:
+                    method, args = self._engine.writev, (self._fd, vecs, offset, out.keep)
+                res = await self._perform(method, args, positioned=True,
+                                          on_cqe=on_cqe, on_abandon=on_abandon, pins=pins)
+                if res <= 0:
+                    self._requeue(out)
+                    raise (self._error(res) if res < 0 else
+                           OSError(errno.EIO, "write made no progress"))
 
     async def _write_locked(self, view):
         self._drop_ahead()
@@ -668,40 +674,46 @@ class AsyncFile:
         returns the byte count, like ``os.preadv``."""
         offset = _offset_arg(offset)
         self._check_explicit("read")
-        pinned = [_writable_buffer(b, "preadv") for b in buffers]
-        if self._pending:
-            await self.flush()
-        if not pinned:
-            return 0
-        vecs = [(p, len(p)) for p in pinned]
-        res = await self._perform(self._engine.readv, (self._fd, vecs, offset, pinned), reading=True)
+        with Pinned() as pins:
+            pinned = [_pin_writable(pins, b, "preadv") for b in buffers]
+            if self._pending:
+                await self.flush()
+            if not pinned:
+                return 0
+            vecs = [(p, len(p)) for p in pinned]
+            res = await self._perform(self._engine.readv, (self._fd, vecs, offset, pinned),
+                                      reading=True, pins=pins)
         if res < 0:
             raise self._error(res)
         return res
 
     async def _pwrite_all(self, parts, offset):
-        pinned = [ffi.from_buffer(p) for p in parts if len(memoryview(p))]
-        out = [[p, 0, len(p)] for p in pinned]
-        total = sum(len(p) for p in pinned)
-        if self._ahead.size and offset < self._pos and offset + total > self._pos - self._ahead.size:
-            self._ahead_stale = True
-        while out:
-            vecs = [(p + start, end - start) for p, start, end in out]
-            if len(vecs) == 1:
-                method, args = self._engine.write, (self._fd, vecs[0][0], vecs[0][1], offset, pinned)
-            else:
-                method, args = self._engine.writev, (self._fd, vecs, offset, pinned)
-            res = await self._perform(method, args)
-            if res <= 0:
-                raise self._error(res) if res < 0 else OSError(errno.EIO, "write made no progress")
-            offset += res
-            while res:
-                step = min(res, out[0][2] - out[0][1])
-                out[0][1] += step
-                res -= step
-                if out[0][1] == out[0][2]:
-                    out.pop(0)
-        return total
+        with Pinned() as pins:
+            pinned = [pins.pin(p) for p in parts if len(memoryview(p))]
+            out = [[p, 0, len(p)] for p in pinned]
+            total = sum(len(p) for p in pinned)
+            ahead_start = self._pos - self._ahead.size
+            if self._ahead.size and offset < self._pos and offset + total > ahead_start:
+                self._ahead_stale = True
+            while out:
+                vecs = [(p + start, end - start) for p, start, end in out]
+                if len(vecs) == 1:
+                    method = self._engine.write
+                    args = (self._fd, vecs[0][0], vecs[0][1], offset, pinned)
+                else:
+                    method, args = self._engine.writev, (self._fd, vecs, offset, pinned)
+                res = await self._perform(method, args, pins=pins)
+                if res <= 0:
+                    raise (self._error(res) if res < 0 else
+                           OSError(errno.EIO, "write made no progress"))
+                offset += res
+                while res:
+                    step = min(res, out[0][2] - out[0][1])
+                    out[0][1] += step
+                    res -= step
+                    if out[0][1] == out[0][2]:
+                        out.pop(0)
+            return total
 
     async def pwrite(self, data, offset):
         """Write all of ``data`` at ``offset`` (short writes resubmit the

@@ -17,7 +17,9 @@ the loop thread.  :func:`perform` wraps this in a future: cancelling the
 awaiting task asks the engine to cancel the operation, and the operation's
 own hooks (``on_cqe``, ``on_abandon``) still run when the result arrives,
 so bookkeeping such as the file position never depends on whether anyone
-is still waiting.
+is still waiting.  Caller memory pinned with ``ffi.from_buffer`` for a
+sequence of operations is a :class:`Pinned`, unpinned by the completion of
+the last of them.
 """
 import asyncio
 import errno
@@ -359,17 +361,66 @@ def engine_for(loop):
     return ThreadEngine(loop)
 
 
+class Pinned:
+    """Caller memory pinned for the kernel (``ffi.from_buffer``) across a
+    sequence of operations, unpinned (``ffi.release``) once its owner has
+    started the last of them (:meth:`done`, or leaving ``with Pinned()``)
+    *and* that one has completed: until its completion the kernel or a
+    worker thread may still write there, cancelled or not.  The garbage
+    collector must not be left to unpin it: when a pin and the memoryview
+    it exports from end up in one garbage cycle (an exception's traceback
+    holds the frames holding both), the collector may clear the memoryview
+    first, and CPython crashes."""
+
+    __slots__ = ("_cdatas", "_in_flight", "_done")
+
+    def __init__(self):
+        self._cdatas = []
+        self._in_flight = 0
+        self._done = False
+
+    def pin(self, obj, writable=False):
+        cdata = ffi.from_buffer(obj, require_writable=writable)
+        self._cdatas.append(cdata)
+        return cdata
+
+    def started(self):
+        self._in_flight += 1
+
+    def completed(self):
+        self._in_flight -= 1
+        self._release_if_idle()
+
+    def done(self):
+        """The owner starts no more operations on this memory."""
+        self._done = True
+        self._release_if_idle()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.done()
+
+    def _release_if_idle(self):
+        if self._done and not self._in_flight:
+            for cdata in self._cdatas:
+                ffi.release(cdata)
+            self._cdatas.clear()
+
+
 class Call:
     """One operation in flight and what must happen when it completes.
 
     ``on_cqe(res)`` runs at completion whatever became of the waiter;
     ``on_abandon(res)`` runs once the operation has completed *and* its
-    waiter was cancelled (in whichever order those two happened)."""
+    waiter was cancelled (in whichever order those two happened).  The
+    memory of ``pins`` stays pinned until both hooks are through with it."""
 
     __slots__ = ("engine", "fut", "handle", "res", "abandoned", "reading",
-                 "group", "on_cqe", "on_abandon", "_waiters")
+                 "group", "on_cqe", "on_abandon", "pins", "_waiters")
 
-    def __init__(self, engine, group, reading, on_cqe, on_abandon):
+    def __init__(self, engine, group, reading, on_cqe, on_abandon, pins):
         self.engine = engine
         self.fut = engine.loop.create_future()
         self.handle = None
@@ -379,6 +430,7 @@ class Call:
         self.group = group
         self.on_cqe = on_cqe
         self.on_abandon = on_abandon
+        self.pins = pins
         self._waiters = None
 
     def complete(self, res, flags):
@@ -390,6 +442,11 @@ class Call:
                 self.on_abandon(res)
         elif not self.fut.done():
             self.fut.set_result(res)
+        if self.pins is not None:
+            # After the hooks, which may read the memory.  A waiter cancelled
+            # only after this runs on_abandon in abandon(), before the owner
+            # can call done(): still pinned then, too.
+            self.pins.completed()
         if self.group is not None:
             self.group.finished(self)
         if self._waiters:
@@ -449,12 +506,15 @@ class CallGroup:
 
 
 async def perform(engine, method, args, group=None, *, reading=False, positioned=False,
-                  on_cqe=None, on_abandon=None):
+                  on_cqe=None, on_abandon=None, pins=None):
     """Start ``method(*args, cb)`` on ``engine`` and return its result (a
     negative errno is returned, not raised).  Cancelling the caller asks the
-    engine to cancel the operation; the hooks still run at completion."""
-    call = Call(engine, group, reading, on_cqe, on_abandon)
+    engine to cancel the operation; the hooks still run at completion.
+    ``pins``: the :class:`Pinned` memory the operation uses."""
+    call = Call(engine, group, reading, on_cqe, on_abandon, pins)
     call.handle = method(*args, call.complete)
+    if pins is not None:
+        pins.started()
     if group is not None:
         group.calls.add(call)
     try:
