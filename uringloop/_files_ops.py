@@ -120,7 +120,7 @@ class RingEngine:
             cb(res, flags)
 
         return self._ring.submit(lib.ul_prep_openat, (AT_FDCWD, cpath, flags, mode), on_open,
-                                 cpath)
+                                 cpath, result_is_fd=True)
 
     def read(self, fd, ptr, nbytes, offset, keep, cb):
         return self._ring.submit(lib.ul_prep_read, (fd, ptr, nbytes, offset), cb, keep)

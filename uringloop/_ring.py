@@ -158,10 +158,13 @@ class Ring:
         return ffi.unpack(self._buffer_base + start, nbytes)
 
     # -- submission ----------------------------------------------------
-    def _start(self, prep_result, user_data, callback, keepalive):
+    def _start(self, prep_result, user_data, callback, keepalive, result_is_fd=False):
         if prep_result < 0:
             raise OSError(-prep_result, os.strerror(-prep_result))
-        self._ops[user_data] = (callback, keepalive)
+        # A third item marks operations whose result is a new fd, which
+        # close() must not drop on the floor.
+        self._ops[user_data] = ((callback, keepalive, True) if result_is_fd
+                                else (callback, keepalive))
         return user_data
 
     def _new_user_data(self):
@@ -237,12 +240,13 @@ class Ring:
 
     def submit_accept(self, fd, flags, callback):
         ud = self._new_user_data()
-        return self._start(lib.ul_prep_accept(self._ptr, fd, flags, ud), ud, callback, None)
+        return self._start(lib.ul_prep_accept(self._ptr, fd, flags, ud), ud, callback, None,
+                           result_is_fd=True)
 
     def submit_accept_multishot(self, fd, flags, callback):
         ud = self._new_user_data()
         rc = lib.ul_prep_accept_multishot(self._ptr, fd, flags, ud)
-        return self._start(rc, ud, callback, None)
+        return self._start(rc, ud, callback, None, result_is_fd=True)
 
     def submit_splice(self, fd_in, off_in, fd_out, off_out, nbytes, callback):
         ud = self._new_user_data()
@@ -255,12 +259,12 @@ class Ring:
         ud = self._new_user_data()
         return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, _INLINE)
 
-    def submit(self, prep, args, callback, keepalive):
+    def submit(self, prep, args, callback, keepalive, result_is_fd=False):
         """Queue any operation ``prep(ring, *args, user_data)`` (a
         ``lib.ul_prep_*`` function); ``keepalive`` stays in the ops table
         until its completion.  Used by the file operations (_files_ops)."""
         ud = self._new_user_data()
-        return self._start(prep(self._ptr, *args, ud), ud, callback, keepalive)
+        return self._start(prep(self._ptr, *args, ud), ud, callback, keepalive, result_is_fd)
 
     def submit_now(self):
         """Hand queued operations to the kernel before the next turn, for
@@ -374,7 +378,8 @@ class Ring:
 
     def close(self, drain_timeout=5.0):
         """Cancel everything in flight, wait for the kernel to give every
-        buffer back, then release the ring.  Callbacks are not run."""
+        buffer back, then release the ring.  Callbacks are not run; an fd
+        that an accept or open completing now returns is closed here."""
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
@@ -406,11 +411,14 @@ class Ring:
                     break
                 for i in range(max(count, 0)):
                     cqe = self._completions[i]
+                    entry = ops.get(cqe.user_data)
+                    if entry is not None and len(entry) == 3 and cqe.res >= 0:
+                        os.close(cqe.res)  # an fd nobody will receive now
                     if not cqe.flags & _CQE_F_MORE:
                         ops.pop(cqe.user_data, None)
                 if not ops:
                     break
-        if any(keepalive is not None for _, keepalive in ops.values()):
+        if any(entry[1] is not None and entry[1] is not _INLINE for entry in ops.values()):
             # The kernel still holds buffers we cannot account for: keep the
             # ring and the buffers alive forever rather than risk a write
             # into freed memory.
