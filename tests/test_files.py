@@ -29,32 +29,12 @@ import pytest
 import uringloop
 from uringloop import _files_ops
 
+from .conftest import run
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOOPS = {"uringloop": uringloop.Loop, "asyncio": asyncio.SelectorEventLoop}
 
 
-@pytest.fixture(params=list(LOOPS))
-def loop(request):
-    loop = LOOPS[request.param]()
-    reports = []
-    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
-    loop.is_uring = request.param == "uringloop"
-    yield loop
-    if not loop.is_closed():
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-    assert reports == [], reports
 
-
-@pytest.fixture
-def uloop():
-    loop = uringloop.Loop()
-    yield loop
-    loop.close()
-
-
-def run(loop, coro, timeout=20):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 def open_fds():

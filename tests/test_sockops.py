@@ -25,8 +25,9 @@ import pytest
 import uringloop
 from uringloop import _ring
 
+from .conftest import run
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOOPS = {"uringloop": uringloop.Loop, "asyncio": asyncio.SelectorEventLoop}
 _names = itertools.count()
 
 
@@ -44,21 +45,7 @@ def _ipv6_works():
 needs_ipv6 = pytest.mark.skipif(not _ipv6_works(), reason="no IPv6 loopback here")
 
 
-@pytest.fixture(params=list(LOOPS))
-def loop(request):
-    loop = LOOPS[request.param]()
-    reports = []
-    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
-    loop.reports = reports
-    yield loop
-    if not loop.is_closed():
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-    assert reports == [], reports
 
-
-def run(loop, coro):
-    return loop.run_until_complete(asyncio.wait_for(coro, 20))
 
 
 def is_uring(loop):
@@ -641,7 +628,7 @@ def test_close_loop_with_recv_in_flight_on_a_closed_socket(loop):
         assert loop._ring.closed
     b.close()
     del task
-    loop.reports.clear()            # "Task was destroyed but it is pending"
+    loop.handler_calls.clear()            # "Task was destroyed but it is pending"
 
 
 # -- bad input, exactly as asyncio reports it --------------------------

@@ -40,7 +40,7 @@ import warnings
 import pytest
 from asyncio import constants, trsock
 
-import uringloop
+from .conftest import LOOP_KINDS, new_strict_loop, run
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,46 +49,7 @@ ROOT = os.path.dirname(HERE)
 MiB = 1 << 20
 
 
-def _uring_loop():
-    loop = uringloop.new_event_loop()
-    assert loop.backend == "io_uring"
-    return loop
 
-
-LOOPS = {"uringloop": _uring_loop, "asyncio": asyncio.SelectorEventLoop}
-
-
-def _new_loop(kind):
-    loop = LOOPS[kind]()
-    calls = []
-    loop.set_exception_handler(lambda _loop, context: calls.append(context))
-    loop.handler_calls = calls
-    return loop
-
-
-@pytest.fixture(params=list(LOOPS))
-def loop(request):
-    loop = _new_loop(request.param)
-    yield loop
-    try:
-        if not loop.is_closed():
-            loop.run_until_complete(asyncio.sleep(0))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
-    assert loop.handler_calls == []
-
-
-@pytest.fixture
-def uloop():
-    loop = _new_loop("uringloop")
-    yield loop
-    loop.close()
-    assert loop.handler_calls == []
-
-
-def run(loop, coro, timeout=20):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 def fd_count():
@@ -297,8 +258,8 @@ def test_write_after_close_is_dropped_with_warnings(loop, caplog):
 
 def test_write_after_close_warning_count_matches_asyncio(caplog):
     counts = {}
-    for kind in LOOPS:
-        loop = _new_loop(kind)
+    for kind in LOOP_KINDS:
+        loop = new_strict_loop(kind)
         caplog.clear()
 
         async def main():
@@ -505,12 +466,12 @@ class _Sink(asyncio.Protocol):
         self.lost.append(exc)
 
 
-@pytest.mark.parametrize("kind", list(LOOPS))
+@pytest.mark.parametrize("kind", list(LOOP_KINDS))
 def test_close_and_abort_many_connections_no_fd_leak(kind):
     """Close half, abort half of 50 connections with sends and receives in
     flight; once every connection_lost ran, the fds are back without gc."""
     before = fd_count()
-    loop = _new_loop(kind)
+    loop = new_strict_loop(kind)
     try:
         async def main():
             made, server_lost = [], []
@@ -537,13 +498,13 @@ def test_close_and_abort_many_connections_no_fd_leak(kind):
     assert fd_count() == before
 
 
-@pytest.mark.parametrize("kind", list(LOOPS))
+@pytest.mark.parametrize("kind", list(LOOP_KINDS))
 def test_loop_close_with_ops_in_flight(kind):
     """close()/abort() and then loop.close() at once, with receives and
     sends still in the kernel: no hang, no crash, no fd left after gc."""
     gc.collect()
     before = fd_count()
-    loop = _new_loop(kind)
+    loop = new_strict_loop(kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         try:
@@ -578,14 +539,14 @@ class _NoCloseOnEof(Recorder):
 
 
 @pytest.mark.parametrize("state", ["after_eof", "reading"])
-@pytest.mark.parametrize("kind", list(LOOPS))
+@pytest.mark.parametrize("kind", list(LOOP_KINDS))
 def test_unclosed_transport_resource_warning(kind, state):
     """A transport dropped without close() warns 'unclosed transport' when
     collected (after its loop closed), and its socket is closed; also
     when a receive was still in flight as the loop closed."""
     gc.collect()
     before = fd_count()
-    loop = _new_loop(kind)
+    loop = new_strict_loop(kind)
 
     async def main():
         transport, protocol, peer = await tcp_pair(_NoCloseOnEof)
@@ -861,8 +822,8 @@ def test_error_messages_match_asyncio():
     refused_addr = refused.getsockname()
     results = {}
     try:
-        for kind in LOOPS:
-            loop = _new_loop(kind)
+        for kind in LOOP_KINDS:
+            loop = new_strict_loop(kind)
             try:
                 out = []
                 for coro in (loop.create_server(asyncio.Protocol, *addr, reuse_address=False),
@@ -977,7 +938,7 @@ def _emfile_run(kind):
 
 
 def test_emfile_on_accept_keeps_serving_without_spinning():
-    results = {kind: _emfile_run(kind) for kind in LOOPS}
+    results = {kind: _emfile_run(kind) for kind in LOOP_KINDS}
     for kind, out in results.items():
         assert 0 < out["accepted_at_emfile"] < 40, (kind, out)
         assert out["accepted_after"] > out["accepted_at_emfile"], (kind, out)

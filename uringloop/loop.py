@@ -1,15 +1,20 @@
-"""The event loop: asyncio's Unix selector loop with its waits and socket
-operations moved onto one io_uring ring.
+"""The event loop: asyncio's Unix selector loop with its waits and I/O
+moved onto one io_uring ring.
 
 What ``Loop`` owns: the ring (``self._ring``) and a ``RingSelector`` over
 it.  asyncio's ``BaseEventLoop`` machinery is reused as is (ready queue,
-timers, executors, DNS, TLS, signals, debug mode; child exits are pidfd
-polls on the ring, see ``_subprocess``); each
-iteration of ``_run_once`` calls ``selector.select(timeout)``, which is one
-ring turn: it submits every queued operation, waits until a completion or
-the next timer, and runs completion callbacks that resolve futures.
-``call_soon_threadsafe`` wakes the ring through asyncio's self-pipe, whose
-read end always has a poll armed on the ring.
+timers, executors, DNS, TLS, signals, debug mode); the I/O hooks asyncio
+calls are overridden by the mixins: ``sock_*`` (``_sockops``), transports
+(``_stream``, ``_datagram``), accepting (``_server``), sendfile
+(``_sendfile``) and child processes (``_subprocess``).
+
+Each iteration of ``_run_once`` calls ``selector.select(timeout)``, which
+is one ring turn: it submits every queued operation and waits until a
+completion or the next timer.  Poll completions become select()'s events;
+every other completion goes, as one batch, into a single ready-queue
+callback, so it runs after the callbacks already scheduled -- where asyncio
+runs I/O callbacks.  ``call_soon_threadsafe`` wakes the ring through
+asyncio's self-pipe, whose read end always has a poll armed on the ring.
 
 ``close()`` first lets asyncio close the selector state, then cancels every
 operation still in the kernel and frees the ring only once all of them
