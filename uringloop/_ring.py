@@ -338,7 +338,10 @@ class Ring:
                         self.run_callbacks(batch)
                     else:
                         defer(batch)
-            if count < _BATCH:
+            # A deferred batch may still point into provided receive buffers,
+            # which the next ul_ring_turn gives back to the kernel: reap more
+            # only once its callbacks have run, i.e. next turn.
+            if count < _BATCH or defer is not None:
                 return
             timeout_ns = 0
 

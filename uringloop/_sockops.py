@@ -240,7 +240,6 @@ class RingSocketOpsMixin:
         except BaseException:
             ffi.release(source)   # on_send refers to itself: a cycle holds it
             raise
-        ring.submit_now()
         # Cancel whichever send is in flight when the future is cancelled.
         fut.add_done_callback(lambda f: f.cancelled() and ring.cancel(current))
         return await fut
@@ -265,7 +264,6 @@ class RingSocketOpsMixin:
 
         ud = self._ring.submit_sendmsg(fd, msg, source, len(source), sockaddr,
                                        on_sendmsg, source)
-        self._ring.submit_now()
         self._cancel_with_future(fut, ud)
         return await fut
 
