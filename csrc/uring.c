@@ -235,6 +235,18 @@ int ul_prep_recv_multishot(struct ul_ring *r, int fd, uint64_t user_data)
     return 0;
 }
 
+int ul_prep_recv_provided(struct ul_ring *r, int fd, unsigned len, uint64_t user_data)
+{
+    if (r->buffers.ring == NULL)
+        return -ENOBUFS;
+    GET_SQE(r, sqe);
+    io_uring_prep_recv(sqe, fd, NULL, len < r->buffers.size ? len : r->buffers.size, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = UL_BUFFER_GROUP;
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
 int ul_prep_send(struct ul_ring *r, int fd, const void *buf, size_t len, int flags, uint64_t user_data)
 {
     GET_SQE(r, sqe);

@@ -75,6 +75,8 @@ int ul_prep_cancel_all(struct ul_ring *ring);
 int ul_bufring_setup(struct ul_ring *ring, unsigned count, unsigned size);
 void *ul_bufring_base(struct ul_ring *ring);
 int ul_prep_recv_multishot(struct ul_ring *ring, int fd, uint64_t user_data);
+/* One receive of at most `len` bytes into a provided buffer. */
+int ul_prep_recv_provided(struct ul_ring *ring, int fd, unsigned len, uint64_t user_data);
 
 /* Submit queued SQEs now, without waiting or reaping. */
 int ul_ring_submit(struct ul_ring *ring);

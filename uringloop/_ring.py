@@ -211,6 +211,13 @@ class Ring:
         self._ops[ud] = (callback, None)
         return ud
 
+    def submit_recv_provided(self, fd, nbytes, callback):
+        """A receive of up to ``nbytes`` into a provided buffer (see
+        :meth:`receive_buffer`): no buffer to allocate per call."""
+        ud = self._new_user_data()
+        rc = lib.ul_prep_recv_provided(self._ptr, fd, nbytes, ud)
+        return self._start(rc, ud, callback, None)
+
     def submit_send(self, fd, buf, nbytes, callback, keepalive):
         if self._forked or self._ptr is None:
             self._check_usable()

@@ -103,7 +103,10 @@ class RingSocketOpsMixin:
         """A future for one ring operation on ``sock``, and its fd."""
         self._check_closed()
         fd = sock.fileno()
-        self._ensure_fd_no_transport(fd)
+        if self._transports:
+            # asyncio's check costs a KeyError per call; with no transport
+            # at all (a pure sock_* server) there is nothing to check.
+            self._ensure_fd_no_transport(fd)
         if fd < 0:
             raise OSError(errno.EBADF, "Bad file descriptor")
         return self.create_future(), fd
@@ -120,21 +123,41 @@ class RingSocketOpsMixin:
         claimed = self._claim(sock)
         if claimed is not None:
             return self._fit(sock, claimed, n)[0]
-        buf = _new_uncleared("char[]", max(n, 1))
+        ring = self._ring
+        if self._recv_multishot and n > 0:
+            # Into a provided buffer: nothing to allocate per call.  The
+            # bytes are copied out in the callback, before the buffer returns
+            # to the kernel at the next turn.
+            buf = None
+            submit = ring.submit_recv_provided
+            args = (fd, n)
+        else:
+            buf = _new_uncleared("char[]", max(n, 1))
+            submit = ring.submit_recv
+            args = (fd, buf, n)
 
         def on_recv(res, flags):
+            if res == -errno.ENOBUFS and not fut.done():
+                # Every provided buffer is in use: this one call allocates.
+                nonlocal buf
+                buf = _new_uncleared("char[]", n)
+                self._cancel_with_future(fut, ring.submit_recv(fd, buf, n, on_recv))
+                return
+            data = b""
+            if res > 0:
+                data = ring.receive_buffer(flags, res) if buf is None else ffi.unpack(buf, res)
             if fut.done():
                 if fut.cancelled() and res >= 0:
-                    self._keep_unclaimed(sock, (ffi.unpack(buf, res), None))
+                    self._keep_unclaimed(sock, (data, None))
             elif res < 0:
                 fut.set_exception(_os_error(res))
             elif self._unclaimed:
-                item = self._claim(sock, (ffi.unpack(buf, res), None))
+                item = self._claim(sock, (data, None))
                 fut.set_result(self._fit(sock, item, n)[0])
             else:
-                fut.set_result(ffi.unpack(buf, res))
+                fut.set_result(data)
 
-        self._cancel_with_future(fut, self._ring.submit_recv(fd, buf, n, on_recv))
+        self._cancel_with_future(fut, submit(*args, on_recv))
         return await fut
 
     async def sock_recv_into(self, sock, buf):
