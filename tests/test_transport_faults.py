@@ -1316,11 +1316,6 @@ def test_sendfile_cancel_racing_a_completed_splice_counts_its_bytes(uloop, tmp_p
     run(uloop, main())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "close() during loop.sendfile on a ring transport closes the socket fd "
-    "while the sendfile's POLLOUT poll (or a splice) is still in the kernel "
-    "on it, and the sendfile never finishes: the transport does not know "
-    "the sendfile's operations (asyncio's own loop hangs here as well)"))
 def test_close_during_sendfile_ends_the_sendfile(uloop, tmp_path):
     data = payload(16 * MiB, seed=15)
     path = tmp_path / "close.bin"

@@ -73,8 +73,19 @@ def _unseekable(file, offset):
         return False
 
 
+class _SendfileState:
+    """One sendfile in progress: the ring operation it waits on, and whether
+    its transport asked it to stop."""
+    __slots__ = ("current", "stopped")
+
+    def __init__(self):
+        self.current = None
+        self.stopped = False
+
+
 class RingSendfileMixin:
-    """Needs ``self._ring``; overrides asyncio's native sendfile hook."""
+    """Needs ``self._ring`` and ``self._sendfiles`` (socket fd -> state);
+    overrides asyncio's native sendfile hook."""
 
     async def _sendfile_fallback(self, transp, file, offset, count):
         if _unseekable(file, offset):
@@ -97,19 +108,26 @@ class RingSendfileMixin:
         self._check_closed()
         pipe = _SplicePipe()
         total = 0   # bytes that reached the socket: what the position reflects
+        state = self._sendfiles[sock.fileno()] = _SendfileState()
         try:
             while not count or total < count:
                 want = pipe.capacity if not count else min(pipe.capacity, count - total)
-                pending = await self._splice(pipe, fileno, offset + total, pipe.write_end, want)
+                if state.stopped:
+                    raise ConnectionError("the transport was closed during sendfile")
+                pending = await self._splice(pipe, fileno, offset + total, pipe.write_end,
+                                             want, state)
                 if pending == 0:
                     break  # end of file
                 while pending:
+                    if state.stopped:
+                        raise ConnectionError("the transport was closed during sendfile")
                     try:
-                        sent = await self._splice(pipe, pipe.read_end, -1, sock.fileno(), pending)
+                        sent = await self._splice(pipe, pipe.read_end, -1, sock.fileno(),
+                                                  pending, state)
                     except BlockingIOError:
                         # The socket is non-blocking and full: wait until it
                         # takes more, as asyncio's os.sendfile path does.
-                        await self._wait_writable(sock.fileno())
+                        await self._wait_writable(sock.fileno(), state)
                         continue
                     except exceptions.CancelledError as exc:
                         total += getattr(exc, "moved", 0)  # sent despite the cancel
@@ -125,12 +143,22 @@ class RingSendfileMixin:
                 raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
             raise
         finally:
+            del self._sendfiles[sock.fileno()]
             pipe.release()
             if total > 0:
                 os.lseek(fileno, offset + total, os.SEEK_SET)
         return total
 
-    async def _wait_writable(self, fd):
+    def _stop_sendfile(self, fd):
+        """A transport closing under loop.sendfile: end the sendfile with
+        ConnectionError (the socket stays open until it has ended)."""
+        state = self._sendfiles.get(fd)
+        if state is not None:
+            state.stopped = True
+            if state.current is not None:
+                self._ring.cancel(state.current)
+
+    async def _wait_writable(self, fd, state):
         fut = self.create_future()
 
         def on_poll(res, flags):
@@ -138,7 +166,7 @@ class RingSendfileMixin:
             if not fut.done():
                 fut.set_result(None)
 
-        user_data = self._ring.submit_poll(fd, select.POLLOUT, on_poll)
+        user_data = state.current = self._ring.submit_poll(fd, select.POLLOUT, on_poll)
         try:
             await fut
         except BaseException:
@@ -146,7 +174,7 @@ class RingSendfileMixin:
                 self._ring.cancel(user_data)
             raise
 
-    async def _splice(self, pipe, fd_in, off_in, fd_out, nbytes):
+    async def _splice(self, pipe, fd_in, off_in, fd_out, nbytes, state):
         fut = self.create_future()
 
         def on_splice(res, flags):
@@ -158,7 +186,8 @@ class RingSendfileMixin:
             else:
                 fut.set_result(res)
 
-        user_data = self._ring.submit_splice(fd_in, off_in, fd_out, -1, nbytes, on_splice)
+        user_data = state.current = self._ring.submit_splice(fd_in, off_in, fd_out, -1,
+                                                             nbytes, on_splice)
         pipe.ops_in_flight += 1
         try:
             return await tasks.shield(fut)

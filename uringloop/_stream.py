@@ -279,6 +279,18 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     def _reset_empty_waiter(self):
         self._empty_waiter = None
+        if self._conn_lost:
+            self._close_socket_if_idle()  # deferred while sendfile used it
+
+    def close(self):
+        if self._empty_waiter is not None:
+            self._loop._stop_sendfile(self._sock_fd)
+        super().close()
+
+    def _close_socket_if_idle(self):
+        # loop.sendfile may still have operations in the kernel on the socket.
+        if self._empty_waiter is None:
+            super()._close_socket_if_idle()
 
     def can_write_eof(self):
         return True
@@ -291,6 +303,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
             self._shutdown_write()
 
     def _force_close(self, exc):
+        if self._empty_waiter is not None:
+            self._loop._stop_sendfile(self._sock_fd)
         if self._empty_waiter is not None and not self._empty_waiter.done():
             if exc is None:
                 self._empty_waiter.set_result(None)

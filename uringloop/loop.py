@@ -51,6 +51,7 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
         self._ring = Ring(setup_flags=loop_setup_flags()) if ring is None else ring
         self._ring.on_callback_error = self._report_ring_callback_error
         self._accepting = {}  # listening fd -> its multishot accept
+        self._sendfiles = {}  # socket fd -> the native sendfile running on it
         # Multishot receives (kernel 6.0) draw from provided buffers (5.19).
         self._recv_multishot = (_kernel_at_least(6, 0)
                                 and self._ring.enable_receive_buffers())
