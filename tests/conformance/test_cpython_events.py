@@ -2,11 +2,9 @@
 
 The test classes are imported from the installed ``test.test_asyncio``
 package at run time (never copied); each binding below only supplies the
-loop.  Known gaps are listed in ``KNOWN_FAILURES`` with the reason and
-the issue that will close them, and are marked as expected failures so a
-fix shows up as an unexpected pass.
+loop.  Known gaps go through ``apply_known_failures`` with their reason
+and become expected failures, so a fix shows up as an unexpected pass.
 """
-import unittest
 
 from test.test_asyncio import test_events, test_sock_lowlevel
 from test.test_asyncio import utils as test_utils

@@ -8,8 +8,7 @@ Known gaps are expected failures with their reason (see ``_known.py``).
 import unittest
 
 from test.test_asyncio import (test_buffered_proto, test_sendfile, test_server,
-                               test_sock_lowlevel, test_ssl, test_sslproto,
-                               test_streams, test_unix_events)
+                               test_ssl, test_sslproto, test_streams, test_unix_events)
 from test.test_asyncio import utils as test_utils
 
 import uringloop
