@@ -8,10 +8,14 @@ addresses).  Only a completion removes an entry, so a buffer outlives a
 cancelled future or a closed transport for as long as the kernel holds it.
 
 Data flow: callers queue SQEs with the ``submit_*`` methods (no syscall),
-the loop calls :meth:`Ring.run_turn` once per iteration, which makes one C
-call that submits, waits and copies a batch of completions out, then runs
-their callbacks.  Callbacks must only schedule work (resolve futures, call
-``loop.call_soon``); they run inside the loop's select step.
+the loop's selector calls :meth:`Ring.run_turn` once per iteration, which
+makes one C call that submits, waits and copies a batch of completions
+out.  Poll completions run at once (they only record readiness); the rest
+go to the loop as one batch, run from its ready queue by
+:meth:`Ring.run_callbacks` before the next turn -- which matters for
+multishot receives, whose data sits in provided buffers that the next C
+call hands back to the kernel.  Callbacks copy what they need and only
+schedule work (resolve futures, call protocol methods).
 """
 import errno
 import os
@@ -60,6 +64,7 @@ def loop_setup_flags():
     if os.environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1":
         return SINGLE_THREAD_SETUP
     return ANY_THREAD_SETUP
+
 
 # Kernel names (IORING_OP_<name>) of every operation uringloop submits, for
 # ``python -m uringloop info``; a new io_uring_prep_* in csrc adds its name
