@@ -24,6 +24,7 @@ import asyncio
 import platform
 
 from ._datagram import RingDatagramTransport
+from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
 from ._ring import Ring, loop_setup_flags
 from ._sendfile import RingSendfileMixin
@@ -79,6 +80,9 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
         return RingDatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return RingReadPipeTransport(self, pipe, protocol, waiter, extra)
 
     def close(self):
         if self.is_running():

@@ -1,0 +1,192 @@
+"""Read-pipe transports on the ring, for ``connect_read_pipe`` and the
+stdout/stderr pipes of child processes.
+
+Data flow: one ``IORING_OP_READ`` (at the pipe's own position) is in
+flight while reading is wanted; its completion goes to ``data_received``,
+an end of file to ``eof_received`` then ``connection_lost(None)``.  A
+completion that arrives after ``pause_reading()`` is held until
+``resume_reading()``.  A pty reports its end as EIO, which asyncio treats
+as a quiet end, and so do we.  The fd is closed only when no operation of
+the transport is left in the kernel.
+
+Write pipes stay asyncio's own transport (its waits are polls on the
+ring): asyncio writes to a pipe inside ``write()``, and code that reads
+the other end synchronously right after (a pty in CPython's tests, a
+child process protocol) depends on that; a ring write would only happen
+at the next turn, and a second write could not start before the first
+one's completion is reaped.
+"""
+import errno
+import os
+import stat
+import warnings
+
+from asyncio import transports
+from asyncio.log import logger
+
+from ._sockops import _os_error
+from ._transport import set_result_unless_cancelled
+from ._uring import ffi, lib
+
+_READ_SIZE = 256 * 1024
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+class RingReadPipeTransport(transports.ReadTransport):
+
+    _pipe = None  # read by __del__ even if __init__ failed early
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(extra)
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        self._ring = loop._ring
+        self._fileno = pipe.fileno()
+        mode = os.fstat(self._fileno).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            raise ValueError("Pipe transport is for pipes/sockets only.")
+        os.set_blocking(self._fileno, False)
+        self._pipe = pipe
+        self._protocol = protocol
+        self._closing = False
+        self._lost_scheduled = False
+        self._paused = False
+        self._read_op = None         # user_data of the read in the kernel
+        self._held = None            # a read that completed while paused
+        self._buffer = _new_uncleared("char[]", _READ_SIZE)
+        loop.call_soon(self._protocol.connection_made, self)
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        state = "closed" if self._pipe is None else "closing" if self._closing else "open"
+        return f"<{type(self).__name__} fd={self._fileno} {state}>"
+
+    def __del__(self, _warn=warnings.warn):
+        if self._pipe is not None and self._read_op is None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._pipe.close()
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    def get_protocol(self):
+        return self._protocol
+
+    def is_closing(self):
+        return self._closing
+
+    def is_reading(self):
+        return not self._paused and not self._closing
+
+    def pause_reading(self):
+        if not self.is_reading():
+            return
+        self._paused = True
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._loop.call_soon(self._deliver, held)
+        else:
+            self._start_reading()
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def _start_reading(self):
+        if self._read_op is not None or not self.is_reading():
+            return
+        try:
+            self._read_op = self._ring.submit(lib.ul_prep_read,
+                                              (self._fileno, self._buffer, _READ_SIZE, -1),
+                                              self._on_read, self._buffer)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on pipe transport")
+
+    def _on_read(self, res, flags):
+        self._read_op = None
+        if self._closing:
+            if self._protocol is None:
+                self._close_pipe_if_idle()  # connection_lost ran meanwhile
+            return
+        # Copy now: the buffer is reused by the next read.
+        result = ffi.unpack(self._buffer, res) if res > 0 else res
+        if self._paused:
+            self._held = result
+        else:
+            self._deliver(result)
+
+    def _deliver(self, result):
+        if self._closing:
+            return
+        if isinstance(result, bytes):
+            try:
+                self._protocol.data_received(result)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                # As a failing reader callback in asyncio: reported, and the
+                # pipe keeps being read.
+                self._loop.call_exception_handler({
+                    "message": "Exception in data_received() of a pipe protocol",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                })
+            self._start_reading()
+        elif result == 0:
+            if self._loop.get_debug():
+                logger.info("%r was closed by peer", self)
+            self._closing = True
+            self._loop.call_soon(self._protocol.eof_received)
+            self._lost_scheduled = True
+            self._loop.call_soon(self._call_connection_lost, None)
+        elif result == -errno.EAGAIN:
+            self._start_reading()
+        else:
+            self._fatal_error(_os_error(result), "Fatal read error on pipe transport")
+
+    def close(self):
+        if not self._closing:
+            self._close(None)
+
+    def _fatal_error(self, exc, message):
+        # A pty whose other side closed reports EIO: its normal end.
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+        self._close(exc)
+
+    def _close(self, exc):
+        self._closing = True
+        self._held = None
+        if self._read_op is not None:
+            self._ring.cancel(self._read_op)
+        if not self._lost_scheduled:
+            self._lost_scheduled = True
+            self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._protocol = None
+            self._close_pipe_if_idle()
+
+    def _close_pipe_if_idle(self):
+        if self._read_op is None and self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
