@@ -25,14 +25,14 @@ from asyncio import transports
 from asyncio.log import logger
 
 from ._sockops import _os_error
-from ._transport import set_result_unless_cancelled
+from ._transport import ReadPausing, set_result_unless_cancelled
 from ._uring import ffi, lib
 
 _READ_SIZE = 256 * 1024
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
-class RingReadPipeTransport(transports.ReadTransport):
+class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
 
     _pipe = None  # read by __del__ even if __init__ failed early
 
@@ -52,7 +52,7 @@ class RingReadPipeTransport(transports.ReadTransport):
         self._lost_scheduled = False
         self._paused = False
         self._read_op = None         # user_data of the read in the kernel
-        self._held = None            # a read that completed while paused
+        self._held_results = []      # reads that completed while paused
         self._buffer = _new_uncleared("char[]", _READ_SIZE)
         loop.call_soon(self._protocol.connection_made, self)
         loop.call_soon(self._start_reading)
@@ -77,28 +77,6 @@ class RingReadPipeTransport(transports.ReadTransport):
     def is_closing(self):
         return self._closing
 
-    def is_reading(self):
-        return not self._paused and not self._closing
-
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        if self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        if self._held is not None:
-            held, self._held = self._held, None
-            self._loop.call_soon(self._deliver, held)
-        else:
-            self._start_reading()
-        if self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
-
     def _start_reading(self):
         if self._read_op is not None or not self.is_reading():
             return
@@ -118,7 +96,7 @@ class RingReadPipeTransport(transports.ReadTransport):
         # Copy now: the buffer is reused by the next read.
         result = ffi.unpack(self._buffer, res) if res > 0 else res
         if self._paused:
-            self._held = result
+            self._held_results.append((result,))
         else:
             self._deliver(result)
 
@@ -172,7 +150,7 @@ class RingReadPipeTransport(transports.ReadTransport):
 
     def _close(self, exc):
         self._closing = True
-        self._held = None
+        self._held_results = []
         if self._read_op is not None:
             self._ring.cancel(self._read_op)
         if not self._lost_scheduled:

@@ -30,7 +30,46 @@ def set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class RingTransport(transports._FlowControlMixin):
+class ReadPausing:
+    """``pause_reading``/``resume_reading`` for a transport that keeps one
+    receive in the kernel: a receive that completes while reading is paused
+    is held, in order, and delivered by ``resume_reading()``, so pausing
+    never loses data.  Needs ``_loop``, ``_closing``, ``_paused``,
+    ``_held_results`` (a list of argument tuples for ``_deliver``) and
+    ``_start_reading()``."""
+
+    def is_reading(self):
+        return not self._closing and not self._paused
+
+    def pause_reading(self):
+        if not self.is_reading():
+            return
+        self._paused = True
+        if self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._held_results:
+            held, self._held_results = self._held_results, []
+            self._loop.call_soon(self._deliver_held, held)
+        else:
+            self._start_reading()
+        if self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def _deliver_held(self, held):
+        for index, result in enumerate(held):
+            if self._paused or self._closing:
+                # Paused again by the protocol: keep the rest, in order.
+                self._held_results[:0] = held[index:]
+                return
+            self._deliver(*result)
+
+
+class RingTransport(ReadPausing, transports._FlowControlMixin):
     _sock = None  # read by __del__ even if __init__ failed early
 
     def __init__(self, loop, sock, protocol, extra=None, server=None):
@@ -98,29 +137,6 @@ class RingTransport(transports._FlowControlMixin):
     def get_write_buffer_size(self):
         return self._write_size
 
-    # -- reading -------------------------------------------------------
-    def is_reading(self):
-        return not self._closing and not self._paused
-
-    def pause_reading(self):
-        if not self.is_reading():
-            return
-        self._paused = True
-        if self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        if self._held_results:
-            held, self._held_results = self._held_results, []
-            self._loop.call_soon(self._deliver_held, held)
-        else:
-            self._start_reading()
-        if self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
-
     def _on_recv(self, res, flags):
         self._recv_op = None
         target, self._recv_target = self._recv_target, None
@@ -135,14 +151,6 @@ class RingTransport(transports._FlowControlMixin):
             self._held_results.append((res, target))
             return
         self._deliver(res, target)
-
-    def _deliver_held(self, held):
-        for index, result in enumerate(held):
-            if self._paused or self._conn_lost:
-                # Paused again by the protocol: keep the rest, in order.
-                self._held_results[:0] = held[index:]
-                return
-            self._deliver(*result)
 
     def _count_write_after_close(self):
         # asyncio drops such writes silently, warning once it gets silly;
