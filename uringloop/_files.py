@@ -39,8 +39,8 @@ import warnings
 from collections import deque
 
 from . import _files_mode
-from ._files_ops import (CLOSED, MAX_RW, CallGroup, Pinned, engine_for, fspath_bytes,
-                         new_uncleared, os_error, perform, size_arg)
+from ._files_ops import (CLOSED, MAX_RW, CallGroup, LineReading, Pinned, engine_for,
+                         fspath_bytes, new_uncleared, os_error, perform, size_arg)
 from ._files_text import AsyncTextFile
 from ._uring import ffi
 
@@ -184,7 +184,7 @@ class _Outgoing:
         return rest
 
 
-class AsyncFile:
+class AsyncFile(LineReading):
     """A binary file opened by :func:`uringloop.open`.  Methods that touch
     the file are coroutines; ``fileno``/``readable``/``writable``/
     ``seekable`` and the attributes are not."""
@@ -464,27 +464,6 @@ class AsyncFile:
             return await self._readline_locked(size)
         finally:
             self._end()
-
-    async def readlines(self, hint=-1):
-        hint = size_arg(hint)
-        lines, total = [], 0
-        while True:
-            line = await self.readline()
-            if not line:
-                return lines
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                return lines
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
 
     # -- writing ----------------------------------------------------------
     def _drop_ahead(self):

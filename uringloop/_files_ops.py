@@ -50,6 +50,32 @@ def size_arg(n):
         raise TypeError(f"argument should be integer or None, not '{type(n).__name__}'") from None
 
 
+class LineReading:
+    """``readlines``, ``async for`` and ``__anext__`` on top of a file's own
+    ``readline`` (binary and text files share them)."""
+
+    async def readlines(self, hint=-1):
+        hint = size_arg(hint)
+        lines, total = [], 0
+        while True:
+            line = await self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+
 def fspath_bytes(path):
     """The bytes the kernel needs for ``path`` (str, bytes or PathLike),
     with the errors ``os.open`` gives for bad paths."""

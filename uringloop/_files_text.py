@@ -30,7 +30,7 @@ import operator
 import os
 from collections import deque
 
-from ._files_ops import CLOSED, size_arg
+from ._files_ops import CLOSED, LineReading, size_arg
 
 _COOKIE_BITS = 64
 _PLAIN_LIMIT = 1 << _COOKIE_BITS
@@ -54,7 +54,7 @@ class _Chunk:
         self.nchars = nchars
 
 
-class AsyncTextFile:
+class AsyncTextFile(LineReading):
     """A text file opened by :func:`uringloop.open`; ``buffer`` is the
     underlying binary :class:`AsyncFile`."""
 
@@ -216,27 +216,6 @@ class AsyncTextFile:
             return self._take(self._used + end)
         finally:
             self.buffer._end()
-
-    async def readlines(self, hint=-1):
-        hint = size_arg(hint)
-        lines, total = [], 0
-        while True:
-            line = await self.readline()
-            if not line:
-                return lines
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                return lines
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
 
     # -- position ------------------------------------------------------------
     def _decoded_count(self, flags, data):
