@@ -588,17 +588,19 @@ def test_wait_for_timeout_on_recv(loop):
 
 # -- closing under operations -----------------------------------------
 
+async def _pending_recv(loop, sock):
+    """A sock_recv task that has reached the kernel (a few turns in)."""
+    task = asyncio.ensure_future(loop.sock_recv(sock, 10))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return task
+
+
 @pytest.mark.timeout(30)
 def test_close_socket_with_recv_in_flight_then_cancel_and_close_loop(loop):
     a, b = map(nonblocking, socket.socketpair())
 
-    async def start():
-        task = asyncio.ensure_future(loop.sock_recv(a, 10))
-        for _ in range(3):
-            await asyncio.sleep(0)
-        return task
-
-    task = run(loop, start())
+    task = run(loop, _pending_recv(loop, a))
     a.close()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -613,13 +615,7 @@ def test_close_socket_with_recv_in_flight_then_cancel_and_close_loop(loop):
 def test_close_loop_with_recv_in_flight_on_a_closed_socket(loop):
     a, b = map(nonblocking, socket.socketpair())
 
-    async def start():
-        task = asyncio.ensure_future(loop.sock_recv(a, 10))
-        for _ in range(3):
-            await asyncio.sleep(0)
-        return task
-
-    task = run(loop, start())
+    task = run(loop, _pending_recv(loop, a))
     a.close()
     leaked = len(_ring._leaked_rings)
     loop.close()                    # the task is still pending
