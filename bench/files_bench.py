@@ -23,10 +23,12 @@ Contenders:
 
 Each cell is the best of --repeat runs (default 3; 1 with --quick), since
 the machines here are shared and noisy; load averages are printed before
-and after.  Prints a markdown table with the ratios.
+and after.  Prints a markdown table with the ratios; --json PATH also saves
+the cells, which is how bench/bench.py (the main job) takes them into its
+results and bench/report.py renders them there.
 
     python bench/files_bench.py            # 1 GiB file, about 3 minutes
-    python bench/files_bench.py --quick    # 256 MiB file, under a minute
+    python bench/files_bench.py --quick    # 256 MiB file, under half a minute
     python bench/files_bench.py --dir /mnt/x --size-mib 512 --repeat 5
 
 Needs ``pip install aiofiles`` (its column is skipped, with a note, if it is
@@ -35,6 +37,7 @@ the system temp dir) and is removed at the end.
 """
 import argparse
 import asyncio
+import json
 import os
 import platform
 import random
@@ -46,6 +49,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import report  # noqa: E402
 import uringloop  # noqa: E402
 
 try:
@@ -257,6 +261,7 @@ def main():
     parser.add_argument("--reads", type=int, help="random reads per run (default 128k, quick 32k)")
     parser.add_argument("--repeat", type=int, help="runs per cell, best kept (default 3, quick 1)")
     parser.add_argument("--dir", default=None, help="where to put the data")
+    parser.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = parser.parse_args()
     size = (args.size_mib or (256 if args.quick else 1024)) * CHUNK
     reads = args.reads or (32_768 if args.quick else 131_072)
@@ -268,10 +273,11 @@ def main():
         notes.append("aiofiles is not installed (pip install aiofiles): its column is empty.")
 
     workdir = tempfile.mkdtemp(prefix="files_bench-", dir=args.dir)
+    load_before = load()
     try:
         print(f"# files_bench: {platform.system()} {platform.release()}, "
               f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-              f"best of {repeat}; load average before {load()}", flush=True)
+              f"best of {repeat}; load average before {load_before}", flush=True)
         big = os.path.join(workdir, "big")
         make_big_file(big, size)
         rng = random.Random(7)
@@ -300,19 +306,16 @@ def main():
                       flush=True)
             results.append((title, unit, cells))
 
-        names = list(contenders)
-        print(f"\nload average after: {load()}\n")
-        header = ["workload", "unit"] + names + ["uringloop ÷ aiofiles" if aiofiles else None,
-                                                 "uringloop ÷ executor"]
-        header = [h for h in header if h]
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for title, unit, cells in results:
-            row = [title, unit] + [f"{cells[n]:,.0f}" for n in names]
-            if aiofiles:
-                row.append(f"{cells['uringloop'] / cells['aiofiles']:.2f}×")
-            row.append(f"{cells['uringloop'] / cells['executor']:.2f}×")
-            print("| " + " | ".join(row) + " |")
+        load_after = load()
+        print(f"\nload average after: {load_after}\n")
+        saved = {"contenders": list(contenders), "repeat": repeat, "size_mib": size >> 20,
+                 "load_before": load_before, "load_after": load_after, "notes": notes,
+                 "rows": [{"title": title, "unit": unit, "cells": cells}
+                          for title, unit, cells in results]}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(saved, f, indent=1)
+        print(report.files_table(saved))
         for note in notes:
             print(f"\n{note}")
     finally:

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The main job of the README: from a fresh clone, set everything up and run
-# the side-by-side echo benchmark (asyncio, uvloop, uringloop, C io_uring).
+# the side-by-side benchmarks (asyncio, uvloop, uringloop): echo (with a C
+# io_uring server as the ceiling) and HTTP.
 #
-#   bash bench/run.sh            short matrix, about 2 minutes
-#   bash bench/run.sh --full     full matrix, about 20 minutes
-#   bash bench/run.sh --publish  also refresh bench/echo.png and README.md's table
+#   bash bench/run.sh            short matrix, a couple of minutes
+#   bash bench/run.sh --full     full matrix, about 25 minutes
+#   bash bench/run.sh --publish  also refresh the charts in bench/ and README.md's tables
 #
 # tests/bootstrap.sh installs the Debian packages (liburing-dev, strace,
-# and here also the benchmark's taskset and gcc), creates .venv and builds
-# uringloop; uvloop and matplotlib come in through $URINGLOOP_EXTRAS.  Then
-# bench/bench.py compiles the C client and server and writes bench/results/.
+# and here also the benchmark's taskset, gcc and wrk), creates .venv and
+# builds uringloop; uvloop, matplotlib, httptools and uvicorn come in through
+# $URINGLOOP_EXTRAS.  Then bench/bench.py compiles the C client and server
+# and writes bench/results/.
 set -euo pipefail
-export URINGLOOP_EXTRAS="${URINGLOOP_EXTRAS:-} uvloop matplotlib"
-export URINGLOOP_APT="${URINGLOOP_APT:-} util-linux gcc"
+export URINGLOOP_EXTRAS="${URINGLOOP_EXTRAS:-} uvloop matplotlib httptools uvicorn"
+export URINGLOOP_APT="${URINGLOOP_APT:-} util-linux gcc wrk"
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/bootstrap.sh"
 
 if [ "$(nproc)" -lt 2 ]; then
