@@ -1,12 +1,18 @@
 """The main job's benchmarks, side by side on asyncio's default loop, uvloop
-and uringloop, in one run: the echo benchmark (here, with a plain C io_uring
-server as the ceiling) and the HTTP benchmark (bench/http_bench.py).
+and uringloop, in one run, one part after the other:
 
-    python bench/bench.py            # short matrix (about 2 minutes)
+  echo      here: the echo benchmark, with a plain C io_uring server as the ceiling
+  http      bench/http_bench.py: an httptools protocol and uvicorn under wrk
+  sendfile  bench/sendfile_bench.py: loop.sendfile of a 64 MiB file
+  files     bench/files_bench.py (--quick unless --full), in a child process:
+            uringloop's async files vs aiofiles vs run_in_executor
+
+    python bench/bench.py            # short matrix (a couple of minutes)
     python bench/bench.py --full     # echo: 1/10/100 KiB x 1/10/100 connections x TCP/Unix
-                                     # x 3 styles; HTTP: 1/10/100 connections
+                                     # x 3 styles; HTTP: 1/10/100 connections; sendfile:
+                                     # 1 and 4 connections; files: the full file sizes
     python bench/bench.py --publish  # also copy the charts to bench/ and the tables into README.md
-    python bench/bench.py --only http --seconds 2    # one part, shorter windows
+    python bench/bench.py --only http,sendfile --seconds 2    # some parts, shorter windows
 
 Owns: building the two C programs (gcc, into bench/build/), the echo cases,
 running each echo server/client pair and measuring it, calling the other
@@ -36,8 +42,9 @@ Those runs are slowed down by ptrace and are kept apart from the timing runs.
 
 Results go to bench/results/bench-<UTC time>.json (and latest.json):
 {"environment": machine, kernel, Python, liburing and library versions,
-"results": the echo runs, "http": the HTTP runs}, next to bench.md and the
-charts.
+"results": the echo runs, "http": the HTTP runs, "sendfile": the sendfile
+runs, "files": files_bench.py's cells}, next to bench.md and the charts
+(echo.png, http.png, sendfile.png).  The exit status is 1 if any run failed.
 """
 import argparse
 import json
@@ -49,13 +56,14 @@ import time
 
 import http_bench
 import report
-from measure import (BENCH, BUILD, LOOPS, RESULTS, RUN_ERRORS, PinnedServer, environment,
+import sendfile_bench
+from measure import (BENCH, BUILD, LOOPS, REPO, RESULTS, RUN_ERRORS, PinnedServer, environment,
                      loadavg, record_cores, windowed_client)
 
 CLIENT = os.path.join(BUILD, "echo_client")
 C_SERVER = os.path.join(BUILD, "uring_echo")
 
-PARTS = ["echo", "http"]
+PARTS = ["echo", "http", "sendfile", "files"]
 STYLES = ["protocol", "streams", "sock"]
 STRACE_CASE = {"size": 1024, "conns": 100}   # the cases the syscall pass covers
 
@@ -169,6 +177,21 @@ def run_echo(args):
     return results
 
 
+def run_files(full):
+    """bench/files_bench.py in a child process (its --quick mode unless
+    --full; its progress goes to stderr); returns the cells it saves, or
+    {"error": ...}."""
+    with tempfile.TemporaryDirectory(prefix="uringloop-bench-") as workdir:
+        saved = os.path.join(workdir, "files.json")
+        command = [sys.executable, os.path.join(BENCH, "files_bench.py"), "--json", saved]
+        done = subprocess.run(command + ([] if full else ["--quick"]),
+                              stdout=subprocess.DEVNULL, cwd=REPO)
+        if done.returncode != 0:
+            return {"error": f"files_bench.py exited with status {done.returncode}"}
+        with open(saved) as f:
+            return json.load(f)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description="The side-by-side benchmarks of the main job")
     parser.add_argument("--full", action="store_true", help="the full matrix (about 25 minutes)")
@@ -202,6 +225,13 @@ def main(argv):
     if "http" in parts:
         print("-- HTTP: wrk against an httptools protocol and uvicorn --", flush=True)
         data["http"] = http_bench.run(args.full, args.seconds, args.strace_seconds, args.repeat)
+    if "sendfile" in parts:
+        print(f"-- loop.sendfile: a {sendfile_bench.FILE_MIB} MiB file per connection --", flush=True)
+        data["sendfile"] = sendfile_bench.run(args.full, args.seconds, args.repeat)
+    if "files" in parts:
+        print("-- files: bench/files_bench.py" + ("" if args.full else " --quick") + " --",
+              flush=True)
+        data["files"] = run_files(args.full)
     env["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     env["wall_seconds"] = round(time.monotonic() - started, 1)
     env["matrix"] = "full" if args.full else "short"
@@ -225,8 +255,9 @@ def main(argv):
     if args.publish:
         report.publish(data, markdown, charts)
         print("published: the charts in bench/ and the benchmark section of README.md")
-    runs = data["results"] + data.get("http", [])
-    return 1 if any("error" in run for run in runs) else 0
+    runs = data["results"] + data.get("http", []) + data.get("sendfile", [])
+    failed = any("error" in run for run in runs) or "error" in data.get("files", {})
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

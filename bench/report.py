@@ -13,7 +13,8 @@ Owns presentation only.  Input is the JSON that bench/bench.py saves:
                (app, conns)
   sendfile     loop.sendfile runs (bench/sendfile_bench.py): timing runs
                with the case (conns) and MB/s instead of requests/s
-  files        bench/files_bench.py's cells (contender -> rate per workload)
+  files        bench/files_bench.py's cells (contender -> rate per workload),
+               or {"error": ...}
 
 Timing runs give the speed, latency and CPU; strace runs give syscalls per
 request; both are joined here by (server, case).  The C echo server's runs
@@ -237,6 +238,8 @@ def errors(data):
              ("sendfile", data.get("sendfile", []), sendfile_key, sendfile_label))
     items = [f"- {part} {run['kind']} {NAMES[run['server']]} {label(key(run))}: {run['error']}"
              for part, runs, key, label in parts for run in runs if "error" in run]
+    if "error" in data.get("files", {}):
+        items.append(f"- files: {data['files']['error']}")
     return "Failed runs:\n\n" + "\n".join(items) if items else ""
 
 
@@ -311,7 +314,7 @@ def markdown(data):
         parts += http_section(data)
     if data.get("sendfile"):
         parts += sendfile_section(data)
-    if data.get("files"):
+    if "rows" in data.get("files", {}):
         parts += files_section(data)
     parts.append(errors(data))
     return "\n\n".join(part for part in parts if part) + "\n"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job of the README: from a fresh clone, set everything up and run
 # the side-by-side benchmarks (asyncio, uvloop, uringloop): echo (with a C
-# io_uring server as the ceiling) and HTTP.
+# io_uring server as the ceiling), HTTP, loop.sendfile, and async files
+# (uringloop vs aiofiles vs the executor).
 #
 #   bash bench/run.sh            short matrix, a couple of minutes
 #   bash bench/run.sh --full     full matrix, about 25 minutes
@@ -9,11 +10,11 @@
 #
 # tests/bootstrap.sh installs the Debian packages (liburing-dev, strace,
 # and here also the benchmark's taskset, gcc and wrk), creates .venv and
-# builds uringloop; uvloop, matplotlib, httptools and uvicorn come in through
-# $URINGLOOP_EXTRAS.  Then bench/bench.py compiles the C client and server
-# and writes bench/results/.
+# builds uringloop; uvloop, matplotlib, httptools, uvicorn and aiofiles come
+# in through $URINGLOOP_EXTRAS.  Then bench/bench.py compiles the C client
+# and server, runs every part and writes bench/results/.
 set -euo pipefail
-export URINGLOOP_EXTRAS="${URINGLOOP_EXTRAS:-} uvloop matplotlib httptools uvicorn"
+export URINGLOOP_EXTRAS="${URINGLOOP_EXTRAS:-} uvloop matplotlib httptools uvicorn aiofiles"
 export URINGLOOP_APT="${URINGLOOP_APT:-} util-linux gcc wrk"
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/bootstrap.sh"
 
