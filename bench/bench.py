@@ -195,7 +195,7 @@ def run_files(full):
 def main(argv):
     parser = argparse.ArgumentParser(description="The side-by-side benchmarks of the main job")
     parser.add_argument("--full", action="store_true", help="the full matrix (about 25 minutes)")
-    parser.add_argument("--seconds", type=float, default=3.0,
+    parser.add_argument("--seconds", type=float, default=2.0,
                         help="measured window per echo, HTTP and sendfile run")
     parser.add_argument("--warmup", type=float, default=0.5,
                         help="unmeasured warm-up per echo run")

@@ -18,8 +18,9 @@ One measured run, for one loop and one case (app, connections):
   4. SIGTERM the server and check that it exits cleanly.
 
 requests/s is wrk's request count over its duration; p50 and p99 come from
-its latency distribution; server CPU per request is the CPU difference over
-that count.  The syscall pass repeats the cases with the most connections
+its latency distribution (which wrk 4 corrects for coordinated omission, so
+a single stall of the server weighs as much as the requests it held back);
+server CPU per request is the CPU difference over that count.  The syscall pass repeats the cases with the most connections
 under ``strace -c -f`` (attached after the warm-up, detached after wrk) and
 divides the counted calls by wrk's requests; ptrace slows those runs down,
 so only their syscalls/request are used.

@@ -272,8 +272,10 @@ def http_section(data):
         "`uvicorn` a minimal ASGI app under `uvicorn.Server(...).serve()` (httptools "
         "parser, no access log); ×N is wrk's connection count.  Ratios as above:",
         summary_table(table, LOOPS, http_label, "req/s", "CPU per req"),
-        "Per run (latency is wrk's latency distribution; the server's CPU is measured "
-        "over wrk's whole run, after a 1 s warm-up run):",
+        "Per run (latency is wrk's latency distribution, which wrk corrects for "
+        "coordinated omission: one stall of the server, say while other work holds its "
+        "core, also counts for the requests it held back, so p99 jumps under contention; "
+        "the server's CPU is measured over wrk's whole run, after a 1 s warm-up run):",
         detail_table(table, LOOPS, http_label, "wrk"),
         syscall_table(table, LOOPS, http_label)]
 
