@@ -58,7 +58,7 @@ import http_bench
 import report
 import sendfile_bench
 from measure import (BENCH, BUILD, LOOPS, REPO, RESULTS, RUN_ERRORS, PinnedServer, environment,
-                     loadavg, record_cores, windowed_client)
+                     loadavg, record_cores, request_progress, windowed_client)
 
 CLIENT = os.path.join(BUILD, "echo_client")
 C_SERVER = os.path.join(BUILD, "uring_echo")
@@ -152,13 +152,7 @@ def runs_for(cases, repeat):
 def progress(result):
     label = (f"{result['kind']:6} {result['server']:9} {result['style']:8} {result['transport']:4} "
              f"{result['size']:>6}B x{result['conns']:<3}")
-    if "error" in result:
-        return f"{label} ERROR {result['error']}"
-    extra = (f"{result['syscalls_per_req']:.2f} syscalls/req" if result["kind"] == "strace"
-             else f"p50 {result['p50_us']:.0f}us p99 {result['p99_us']:.0f}us "
-                  f"cpu {result['cpu_us_per_req']:.1f}us/req")
-    noted = "  (server wrote to stderr, see the JSON)" if "server_stderr" in result else ""
-    return f"{label} {result['rps']:>9,.0f} req/s  {extra}  [{result['backend']}]{noted}"
+    return request_progress(label, result)
 
 
 def run_echo(args):

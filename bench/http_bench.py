@@ -20,10 +20,11 @@ One measured run, for one loop and one case (app, connections):
 requests/s is wrk's request count over its duration; p50 and p99 come from
 its latency distribution (which wrk 4 corrects for coordinated omission, so
 a single stall of the server weighs as much as the requests it held back);
-server CPU per request is the CPU difference over that count.  The syscall pass repeats the cases with the most connections
-under ``strace -c -f`` (attached after the warm-up, detached after wrk) and
-divides the counted calls by wrk's requests; ptrace slows those runs down,
-so only their syscalls/request are used.
+server CPU per request is the CPU difference over that count.  The syscall
+pass repeats the cases with the most connections under ``strace -c -f``
+(attached after the warm-up, detached after wrk) and divides the counted
+calls by wrk's requests; ptrace slows those runs down, so only their
+syscalls/request are used.
 """
 import os
 import re
@@ -34,8 +35,8 @@ import sys
 import tempfile
 
 from measure import (BENCH, CLIENT_CORE, LOOPS, RUN_ERRORS, PinnedServer, core_times,
-                     cpu_seconds, loadavg, parse_strace, record_cores, start_strace,
-                     stop_process)
+                     cpu_seconds, loadavg, parse_strace, record_cores, request_progress,
+                     start_strace, stop_process)
 
 APPS = ["httptools", "uvicorn"]
 WARMUP_SECONDS = 1
@@ -128,13 +129,7 @@ def run_one(loop, case, seconds, traced):
 
 def progress(result):
     label = f"{result['kind']:6} {result['server']:9} http {result['app']:9} x{result['conns']:<3}"
-    if "error" in result:
-        return f"{label} ERROR {result['error']}"
-    extra = (f"{result['syscalls_per_req']:.2f} syscalls/req" if result["kind"] == "strace"
-             else f"p50 {result['p50_us']:.0f}us p99 {result['p99_us']:.0f}us "
-                  f"cpu {result['cpu_us_per_req']:.1f}us/req")
-    noted = "  (server wrote to stderr, see the JSON)" if "server_stderr" in result else ""
-    return f"{label} {result['rps']:>9,.0f} req/s  {extra}  [{result['backend']}]{noted}"
+    return request_progress(label, result)
 
 
 def run(full, seconds, strace_seconds, repeat):

@@ -173,6 +173,21 @@ def stop_process(proc, sig, timeout):
         return None
 
 
+def request_progress(label, result):
+    """The progress line of one request/response run (echo or HTTP)."""
+    if "error" in result:
+        return f"{label} ERROR {result['error']}"
+    extra = (f"{result['syscalls_per_req']:.2f} syscalls/req" if result["kind"] == "strace"
+             else f"p50 {result['p50_us']:.0f}us p99 {result['p99_us']:.0f}us "
+                  f"cpu {result['cpu_us_per_req']:.1f}us/req")
+    return (f"{label} {result['rps']:>9,.0f} req/s  {extra}  [{result['backend']}]"
+            f"{stderr_note(result)}")
+
+
+def stderr_note(result):
+    return "  (server wrote to stderr, see the JSON)" if "server_stderr" in result else ""
+
+
 # What a failed run raises; run functions catch these and note them in the
 # run's result instead of stopping the whole benchmark.
 RUN_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TimeoutError, EOFError,

@@ -155,8 +155,8 @@ def summary_table(table, servers, label, speed_name, cost_name, speed_spec=",.0f
     for case in table.cases:
         speed = {s: table.value("timing", s, case, table.speed) for s in servers}
         cost = {s: table.value("timing", s, case, table.cost) for s in servers}
-        cells = [fmt(speed[s], speed_spec) + (" †" if contended(table.get("timing", s, case)) else "")
-                 for s in servers]
+        cells = [fmt(speed[s], speed_spec)
+                 + (" †" if contended(table.get("timing", s, case)) else "") for s in servers]
         cells += [ratio(speed["uringloop"], speed["asyncio"]),
                   ratio(speed["uringloop"], speed["uvloop"]),
                   ratio(cost["uringloop"], cost["asyncio"]), ratio(cost["uringloop"], cost["uvloop"])]

@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 from measure import (BENCH, LOOPS, RUN_ERRORS, PinnedServer, loadavg, record_cores,
-                     windowed_client)
+                     stderr_note, windowed_client)
 
 FILE_MIB = 64
 
@@ -73,9 +73,8 @@ def progress(result):
     label = f"timing {result['server']:9} sendfile {result['file_mib']} MiB x{result['conns']:<3}"
     if "error" in result:
         return f"{label} ERROR {result['error']}"
-    noted = "  (server wrote to stderr, see the JSON)" if "server_stderr" in result else ""
     return (f"{label} {result['mbps']:>9,.0f} MB/s  cpu {result['cpu_us_per_mb']:.0f}us/MB  "
-            f"{result['method']}  [{result['backend']}]{noted}")
+            f"{result['method']}  [{result['backend']}]{stderr_note(result)}")
 
 
 def run(full, seconds, repeat):

@@ -7,11 +7,11 @@ Owns one thing: on every accepted connection (``asyncio.start_server`` on
 ``await loop.sendfile(writer.transport, file, fallback=False)``, then close
 the connection.  ``fallback=False`` makes a loop without a native sendfile
 fail rather than quietly copy through user space: asyncio's loop uses
-sendfile(2), uringloop splices on its ring.  uvloop has no loop.sendfile at
-all (AbstractEventLoop's, which raises NotImplementedError), so on uvloop the
-server does what code written for it has to: read the file in 256 KiB chunks
-and write them to the stream, draining in between.  The ready line names the
-method used.
+sendfile(2), uringloop splices on its ring.  uvloop has no loop.sendfile of
+its own (it inherits AbstractEventLoop's, which raises NotImplementedError),
+so on such a loop the server does what code written for it has to: read the
+file in 256 KiB chunks and write them to the stream, draining in between.
+The ready line names the method used.
 
 Data flow with bench/sendfile_bench.py: once listening, the server prints one
 JSON line on stdout (backend, method, pid, address) and serves until SIGTERM
@@ -48,7 +48,8 @@ async def main(args):
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    native = args.loop != "uvloop"
+    # A loop that only inherits AbstractEventLoop.sendfile (uvloop) has none.
+    native = type(loop).sendfile is not asyncio.AbstractEventLoop.sendfile
     send = sendfile_native if native else read_and_write
 
     async def serve(reader, writer):
