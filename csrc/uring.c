@@ -2,11 +2,12 @@
  * uring.c -- the ring: setup with feature fallback, SQE preparation for the
  * operations the loop uses, and the once-per-turn submit/wait/reap call.
  *
- * This file owns no Python objects and no buffers.  Callers hand in
- * pointers that they keep alive until the matching completion comes back
- * from ul_ring_turn (see uring.h).  The only memory owned here is the ring
- * itself and the ul_msg scratch copies of socket addresses, which live
- * inside caller-owned ul_msg structs.
+ * This file owns no Python objects.  Callers hand in pointers that they
+ * keep alive until the matching completion comes back from ul_ring_turn
+ * (see uring.h).  The memory owned here is the ring itself and the
+ * provided receive buffers; the send queues' buffers belong to sendq.c,
+ * whose tagged completions ul_ring_turn routes there instead of copying
+ * them out.
  */
 #include <errno.h>
 #include <poll.h>
@@ -21,6 +22,7 @@
 
 #include "compat.h"
 #include "uring.h"
+#include "sendq.h"
 
 #ifndef UL_LIBURING_VERSION
 #define UL_LIBURING_VERSION "unknown"
@@ -43,6 +45,7 @@ struct ul_ring {
     unsigned setup_flags;
     int registered_fd;
     struct ul_bufring buffers;
+    struct ul_sendq_list sendqs;
 };
 
 struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *error)
@@ -92,6 +95,7 @@ void ul_ring_destroy(struct ul_ring *r)
     /* Exiting the ring drops the kernel's references to the buffer ring,
      * so the memory is freed after, never before. */
     io_uring_queue_exit(&r->ring);
+    ul_sendq_free_all(&r->sendqs);
     free(r->buffers.ring);
     free(r->buffers.memory);
     free(r->buffers.handed_out);
@@ -195,7 +199,10 @@ static struct io_uring_sqe *next_sqe(struct ul_ring *r, int *error)
     return sqe;
 }
 
-/* The same SQE source for the operations defined in other files (files.c). */
+struct ul_sendq_list *ul_ring_sendq_list(struct ul_ring *r) { return &r->sendqs; }
+
+/* The same SQE source for the operations defined in other files (files.c,
+ * sendq.c). */
 struct io_uring_sqe *ul_ring_sqe(struct ul_ring *r, int *error)
 {
     return next_sqe(r, error);
@@ -375,6 +382,8 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
 
     if (r->buffers.handed_out_count > 0)
         recycle_buffers(&r->buffers);
+    if (r->sendqs.retry != NULL)
+        ul_sendq_retry(&r->sendqs);
 
     if (io_uring_cq_ready(ring) > 0 || timeout_ns == 0) {
         /* Completions are already waiting (or the caller must not block):
@@ -405,6 +414,11 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
         seen++;
         if (cqe->user_data == 0)
             continue;
+        if (cqe->user_data & UL_SENDQ_TAG) {
+            /* A send of a C-owned queue: Python sees it only as an event. */
+            copied += ul_sendq_complete(cqe->user_data, cqe->res, &out[copied]);
+            continue;
+        }
         if (cqe->flags & IORING_CQE_F_BUFFER)
             r->buffers.handed_out[r->buffers.handed_out_count++] =
                 (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);

@@ -86,6 +86,41 @@ int ul_ring_submit(struct ul_ring *ring);
  * completions into `out`.  Returns the number copied or a negative errno. */
 int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completion *out, unsigned max);
 
+/* ---- C-owned send queues (csrc/sendq.c; used by uringloop/_stream.py) ----
+ * A stream transport's writes are copied into its queue, so no Python
+ * object has to outlive the call.  The queue keeps at most one send in
+ * flight (the rest coalesces behind it), resubmits partial sends, and
+ * handles every successful send completion itself.  Its owner hears only
+ * what it must act on, as completions with the owner's user_data and
+ * flags = (event << UL_SENDQ_EVENT_SHIFT) | IORING_CQE_F_MORE:
+ *   UL_SENDQ_DRAINED   res = bytes still unconfirmed, now at or below the
+ *                      threshold set with ul_sendq_notify_at (one shot);
+ *   UL_SENDQ_FAILED    res = -errno of the failed send; queued bytes dropped;
+ *   UL_SENDQ_RELEASED  (no IORING_CQE_F_MORE: the last one) the queue that
+ *                      ul_sendq_release left to its send is freed now.
+ * The socket must stay open until the queue is released. */
+#define UL_SENDQ_EVENT_SHIFT 16
+#define UL_SENDQ_DRAINED 1
+#define UL_SENDQ_FAILED 2
+#define UL_SENDQ_RELEASED 3
+
+struct ul_sendq;
+struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner);
+/* Queue `len` bytes (copied).  Returns the bytes not yet confirmed by the
+ * kernel, this write included, or a negative errno (a failed queue). */
+long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len);
+long long ul_sendq_size(struct ul_sendq *q);
+/* Ask for one UL_SENDQ_DRAINED event once at most `threshold` bytes are
+ * unconfirmed (the caller checks the current size first). */
+void ul_sendq_notify_at(struct ul_sendq *q, size_t threshold);
+/* Drop what is queued and cancel the send in flight. */
+int ul_sendq_abort(struct ul_sendq *q);
+/* The owner is done: returns 0 if the queue was freed now, 1 if a send is
+ * still in the kernel (UL_SENDQ_RELEASED follows when it completes). */
+int ul_sendq_release(struct ul_sendq *q);
+/* Sends the kernel still holds, over all queues of the ring. */
+unsigned ul_ring_sends_in_flight(struct ul_ring *ring);
+
 /* ---- file operations (csrc/files.c; used by uringloop/_files_ops.py) ----
  * Offsets of -1 mean "the fd's own position" (streams, O_APPEND).  Paths,
  * buffers, iovec arrays and statx buffers stay alive until the completion,

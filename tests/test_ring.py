@@ -296,3 +296,169 @@ def test_close_closes_fds_that_complete_during_the_drain():
     assert not leaked
     client.close()
     listener.close()
+
+
+# -- C-owned send queues (csrc/sendq.c) ----------------------------------
+from uringloop._uring import lib  # noqa: E402
+
+
+class SendQueueOwner:
+    """A send queue on ``fd`` and the events it reported."""
+
+    def __init__(self, ring, fd):
+        self.ring = ring
+        self.events = []
+        self.queue, self.user_data = ring.new_send_queue(fd, self.on_event)
+
+    def on_event(self, res, flags):
+        self.events.append((flags >> lib.UL_SENDQ_EVENT_SHIFT, res))
+
+    def write(self, data):
+        return lib.ul_sendq_write(self.queue, data, len(data))
+
+    def size(self):
+        return lib.ul_sendq_size(self.queue)
+
+
+def recv_exactly(sock, n):
+    chunks = []
+    while n:
+        chunk = sock.recv(n)
+        assert chunk, "peer closed early"
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def test_send_queue_copies_the_bytes(ring, pair):
+    a, b = pair
+    owner = SendQueueOwner(ring, a.fileno())
+    data = bytearray(b"before")
+    assert lib.ul_sendq_write(owner.queue, ffi.from_buffer(data), 6) == 6
+    data[:] = b"AFTER!"               # the caller's buffer is free at once
+    turn_until(ring, lambda: owner.size() == 0)
+    assert recv_exactly(b, 6) == b"before"
+    assert owner.events == []         # a successful send never reaches Python
+
+
+def test_send_queue_keeps_one_send_in_flight_and_coalesces(ring, pair):
+    a, b = pair
+    owner = SendQueueOwner(ring, a.fileno())
+    assert owner.write(b"a" * 1000) == 1000
+    assert lib.ul_ring_sends_in_flight(ring._ptr) == 1
+    assert owner.write(b"b" * 1000) == 2000      # queued behind the first
+    assert owner.write(b"c" * 10) == 2010
+    assert lib.ul_ring_sends_in_flight(ring._ptr) == 1
+    in_flight = []
+    for _ in range(50):
+        if owner.size() == 0:
+            break
+        ring.run_turn(0.1)
+        in_flight.append(lib.ul_ring_sends_in_flight(ring._ptr))
+    assert owner.size() == 0
+    assert max(in_flight) <= 1
+    assert recv_exactly(b, 2010) == b"a" * 1000 + b"b" * 1000 + b"c" * 10
+
+
+def test_send_queue_resubmits_partial_sends(ring, pair):
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    owner = SendQueueOwner(ring, a.fileno())
+    data = os.urandom(2 * 1024 * 1024)
+    owner.write(data[:1024 * 1024])
+    owner.write(data[1024 * 1024:])
+    b.setblocking(False)
+    received = bytearray()
+    for _ in range(10_000):
+        if len(received) == len(data):
+            break
+        ring.run_turn(0.01)
+        try:
+            received += b.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    assert bytes(received) == data
+    assert owner.size() == 0 and owner.events == []
+
+
+def test_send_queue_drained_event_at_threshold(ring, pair):
+    a, b = pair
+    owner = SendQueueOwner(ring, a.fileno())
+    owner.write(b"x" * 100)
+    lib.ul_sendq_notify_at(owner.queue, 0)
+    turn_until(ring, lambda: owner.events)
+    assert owner.events == [(lib.UL_SENDQ_DRAINED, 0)]
+    owner.write(b"y")
+    turn_until(ring, lambda: owner.size() == 0)
+    assert len(owner.events) == 1      # one shot
+    assert recv_exactly(b, 101) == b"x" * 100 + b"y"
+
+
+def test_send_queue_failure_is_reported_once_and_sticks(ring, pair):
+    a, b = pair
+    b.close()
+    owner = SendQueueOwner(ring, a.fileno())
+    owner.write(b"to nobody")
+    turn_until(ring, lambda: owner.events)
+    assert owner.events == [(lib.UL_SENDQ_FAILED, -errno.EPIPE)]
+    assert owner.write(b"again") == -errno.EPIPE
+    assert lib.ul_ring_sends_in_flight(ring._ptr) == 0
+
+
+def fill_until_blocked(owner, ring):
+    """Queue more than the socket buffers hold, with nobody reading."""
+    owner.write(b"z" * (16 * 1024 * 1024))
+    ring.run_turn(0)
+    assert lib.ul_ring_sends_in_flight(ring._ptr) == 1
+
+
+def test_send_queue_abort_cancels_and_release_waits_for_the_kernel(ring, pair):
+    a, b = pair
+    owner = SendQueueOwner(ring, a.fileno())
+    fill_until_blocked(owner, ring)
+    assert lib.ul_sendq_abort(owner.queue) == 0
+    assert owner.size() == 0
+    assert not ring.release_send_queue(owner.queue, owner.user_data)   # still in the kernel
+    turn_until(ring, lambda: owner.events)
+    assert owner.events == [(lib.UL_SENDQ_RELEASED, 0)]
+    assert lib.ul_ring_sends_in_flight(ring._ptr) == 0
+    assert ring.pending() == 0         # the last event took the entry with it
+
+
+def test_send_queue_released_idle_is_freed_at_once(ring, pair):
+    a, _ = pair
+    owner = SendQueueOwner(ring, a.fileno())
+    assert ring.pending() == 1
+    assert ring.release_send_queue(owner.queue, owner.user_data)
+    assert ring.pending() == 0
+
+
+def test_send_queue_released_with_data_still_sends_it(ring, pair):
+    a, b = pair
+    owner = SendQueueOwner(ring, a.fileno())
+    data = os.urandom(4 * 1024 * 1024)
+    owner.write(data)
+    assert not ring.release_send_queue(owner.queue, owner.user_data)
+    b.setblocking(False)
+    received = bytearray()
+    for _ in range(10_000):
+        if owner.events and len(received) == len(data):
+            break
+        ring.run_turn(0.01)
+        try:
+            received += b.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    assert bytes(received) == data
+    assert owner.events == [(lib.UL_SENDQ_RELEASED, 0)]
+
+
+def test_ring_close_cancels_sends_and_tells_the_owners(pair):
+    a, _ = pair
+    ring = Ring(entries=64)
+    owner = SendQueueOwner(ring, a.fileno())
+    fill_until_blocked(owner, ring)
+    leaked_before = len(_ring._leaked_rings)
+    ring.close()
+    assert owner.events == [(0, 0)]    # event 0: the queue went with the ring
+    assert len(_ring._leaked_rings) == leaked_before

@@ -311,37 +311,6 @@ def test_writelines_and_write_interleaved_keep_order(loop, recorder):
     run(loop, main())
 
 
-def test_queued_writes_coalesce_into_one_send(uloop):
-    """uringloop: one send in flight; everything written meanwhile leaves as
-    one coalesced send, and writelines() is a single send."""
-    async def main():
-        transport, protocol, peer = await tcp_pair()
-        ring = uloop._ring
-        sizes = []
-        real_send = ring.submit_send
-
-        def counting_send(fd, buf, nbytes, callback, keepalive):
-            if fd == transport.get_extra_info("socket").fileno():
-                sizes.append(nbytes)
-            return real_send(fd, buf, nbytes, callback, keepalive)
-        ring.submit_send = counting_send
-        try:
-            transport.writelines([b"a" * 100] * 100)
-            assert sizes == [10_000]
-            for _ in range(100):
-                transport.write(b"b" * 100)        # queued behind the first send
-            transport.writelines([b"c" * 10] * 10)
-            assert await read_exactly(peer, 20_100) == b"a" * 10_000 + b"b" * 10_000 + b"c" * 100
-            assert sizes == [10_000, 10_100]
-            assert transport.get_write_buffer_size() == 0
-        finally:
-            ring.submit_send = real_send
-        transport.close()
-        await protocol.lost
-        peer.close()
-    run(uloop, main())
-
-
 # -- peer resets ---------------------------------------------------------
 
 def _reset(peer):

@@ -33,6 +33,8 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         self._address = address
         self._write_queue = collections.deque()
+        self._write_size = 0     # bytes queued behind the send in flight
+        self._send_op = None     # user_data of the sendmsg in flight
         self._recv_buffer = _new_uncleared("char[]", _MAX_DATAGRAM)
         self._recv_msg = ffi.new("struct ul_msg *")
         self._send_msg = ffi.new("struct ul_msg *")
@@ -124,6 +126,21 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
                 self._on_sent, datagram)
         except OSError as exc:
             self._fatal_error(exc, "Fatal write error on datagram transport")
+
+    def get_write_buffer_size(self):
+        return self._write_size
+
+    def _writes_pending(self):
+        return self._send_op is not None
+
+    def _abort_writes(self):
+        self._write_queue.clear()
+        self._write_size = 0
+        if self._send_op is not None:
+            self._ring.cancel(self._send_op)
+
+    def _release_writes(self):
+        return self._send_op is None
 
     def _on_sent(self, res, flags):
         self._send_op = None

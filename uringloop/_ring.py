@@ -76,6 +76,9 @@ OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
 
 # Keepalive marker of ops-table entries whose callback runs inside the turn.
 _INLINE = object()
+# Keepalive marker of a send queue's event entry (see new_send_queue): it
+# holds no buffer and lasts as long as the queue, not one operation.
+_EVENTS = object()
 
 _live_rings = weakref.WeakSet()
 # Rings whose kernel side never gave back every buffer at close: kept (with
@@ -88,6 +91,7 @@ def _forget_rings_in_child():
     # submit into or reap from the parent's ring.
     for ring in list(_live_rings):
         ring._forked = True
+        ring._drop_send_queues()
 
 
 os.register_at_fork(after_in_child=_forget_rings_in_child)
@@ -233,6 +237,35 @@ class Ring:
             raise OSError(-rc, os.strerror(-rc))
         self._ops[ud] = (callback, keepalive)
         return ud
+
+    def new_send_queue(self, fd, on_event):
+        """A C-owned send queue for the stream socket ``fd`` (csrc/sendq.c):
+        returns ``(queue, user_data)``.  ``on_event(res, flags)`` receives
+        its events; the entry lasts until the queue is released."""
+        ud = self._new_user_data()
+        queue = lib.ul_sendq_new(self._ptr, fd, ud)
+        if queue == ffi.NULL:
+            raise MemoryError("cannot allocate a send queue")
+        self._ops[ud] = (on_event, _EVENTS)
+        return queue, ud
+
+    def release_send_queue(self, queue, user_data):
+        """The owner is done with ``queue``: True if it is freed now; False if
+        a send is still in the kernel, in which case its last event
+        (UL_SENDQ_RELEASED) arrives when that send completes."""
+        if self._ptr is None:
+            return True  # freed with the ring
+        if lib.ul_sendq_release(queue):
+            return False
+        del self._ops[user_data]
+        return True
+
+    def _drop_send_queues(self):
+        # Event 0 tells each owner that its queue is gone with the ring (or
+        # belongs to the parent, after fork) and must not be touched again.
+        for entry in list(self._ops.values()):
+            if entry[1] is _EVENTS:
+                entry[0](0, 0)
 
     def submit_recvmsg(self, fd, msg, buf, nbytes, callback):
         ud = self._new_user_data()
@@ -393,11 +426,13 @@ class Ring:
 
     def close(self, drain_timeout=5.0):
         """Cancel everything in flight, wait for the kernel to give every
-        buffer back, then release the ring.  Callbacks are not run; an fd
-        that an accept or open completing now returns is closed here."""
+        buffer back, then release the ring.  Callbacks are not run (but
+        send queue owners are told their queue is gone); an fd that an
+        accept or open completing now returns is closed here."""
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
+        self._drop_send_queues()
         if self._forked:
             # The mapping is the parent's; closing our copy of the fd is the
             # only thing the child may do with it.
@@ -417,7 +452,14 @@ class Ring:
                 _leaked_rings.append((ptr, dict(ops)))
                 ops.clear()
                 return
-        if ops:
+
+        def settled():
+            # Send queues' event entries live as long as their queues (freed
+            # with the ring); what matters is that no send is in the kernel.
+            return lib.ul_ring_sends_in_flight(ptr) == 0 and all(
+                entry[1] is _EVENTS for entry in ops.values())
+
+        if not settled():
             lib.ul_prep_cancel_all(ptr)
             deadline_turns = max(1, int(drain_timeout / 0.05))
             for _ in range(deadline_turns):
@@ -431,9 +473,11 @@ class Ring:
                         os.close(cqe.res)  # an fd nobody will receive now
                     if not cqe.flags & _CQE_F_MORE:
                         ops.pop(cqe.user_data, None)
-                if not ops:
+                if settled():
                     break
-        if any(entry[1] is not None and entry[1] is not _INLINE for entry in ops.values()):
+        if lib.ul_ring_sends_in_flight(ptr) or any(
+                entry[1] is not None and entry[1] is not _INLINE and entry[1] is not _EVENTS
+                for entry in ops.values()):
             # The kernel still holds buffers we cannot account for: keep the
             # ring and the buffers alive forever rather than risk a write
             # into freed memory.

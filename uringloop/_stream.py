@@ -11,11 +11,13 @@ writes straight into it, so ``buffer_updated(n)`` involves no copy.  A
 completion that arrives after ``pause_reading()`` is held back and
 delivered by ``resume_reading()``.
 
-Data flow, writing: one send is in flight at a time.  ``write()`` either
-starts it or queues the bytes; when it completes, a partial send resubmits
-the rest and everything queued meanwhile goes out as one coalesced send.
-The write buffer size counts every byte the kernel has not confirmed, which
-drives ``pause_writing``/``resume_writing`` at the water marks.
+Data flow, writing: ``write()`` copies the bytes into the transport's
+C-owned send queue (csrc/sendq.c), which keeps one send in flight,
+coalesces what is written meanwhile and resubmits partial sends without
+coming back to Python.  The queue reports only what the transport waits
+for: falling to the low-water mark (``resume_writing``), draining
+completely (``close()``, ``write_eof()``, sendfile), or a failed send.
+The write buffer size is every byte the kernel has not confirmed.
 
 Closing: ``close()`` stops reading and lets queued writes finish;
 ``abort()`` drops them.  The socket itself is closed only when no operation
@@ -24,7 +26,6 @@ an old completion and no buffer is released while the kernel holds it.
 Protocol callbacks run from the completion callbacks, i.e. inside the
 loop's select step, wrapped so that their errors take asyncio's paths.
 """
-import collections
 import errno
 import socket
 
@@ -33,13 +34,22 @@ from asyncio.log import logger
 
 from ._sockops import _os_error
 from ._transport import RingTransport, set_result_unless_cancelled
-from ._uring import ffi
+from ._uring import ffi, lib
 
 _RECV_BUFFER_SIZE = 256 * 1024
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 _CQE_F_MORE = 1 << 1
 # Marks a received chunk already copied out of a provided buffer.
 _COPIED = object()
+_sendq_write = lib.ul_sendq_write
+_sendq_size = lib.ul_sendq_size
+_sendq_notify_at = lib.ul_sendq_notify_at
+_SENDQ_EVENT_SHIFT = lib.UL_SENDQ_EVENT_SHIFT
+_SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
+_SENDQ_FAILED = lib.UL_SENDQ_FAILED
+_SENDQ_RELEASED = lib.UL_SENDQ_RELEASED
+# A send queue threshold no queue size reaches: "after the next send".
+_NEXT_COMPLETION = 1 << 62
 
 
 def _set_nodelay(sock):
@@ -56,13 +66,18 @@ class RingStreamTransport(RingTransport, transports.Transport):
     _start_tls_compatible = True
     # loop.sendfile splices file -> pipe -> socket (see _sendfile.py).
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _sendq = None  # read by __del__ even if __init__ failed early
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         self._eof = False            # write_eof() called
         self._recv_buffer = None     # reused by every receive for a Protocol
-        self._write_queue = collections.deque()
         self._empty_waiter = None    # set while loop.sendfile owns the socket
+        self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
         super().__init__(loop, sock, protocol, extra, server)
+        # The write side lives in C (csrc/sendq.c); its events come back
+        # through the ring like completions.
+        self._sendq, self._sendq_events = self._ring.new_send_queue(
+            self._sock_fd, self._on_send_event)
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -196,7 +211,6 @@ class RingStreamTransport(RingTransport, transports.Transport):
             if not isinstance(data, (bytearray, memoryview)):
                 raise TypeError(f"data argument must be a bytes-like object, "
                                 f"not {type(data).__name__!r}")
-            # The caller may reuse a mutable buffer as soon as write() returns.
             data = bytes(data)
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
@@ -207,52 +221,87 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._conn_lost:
             self._count_write_after_close()
             return
-        self._write_size += len(data)
-        if self._send_op is None:
-            # Like asyncio's immediate send: what the kernel takes at once
-            # never counts against the high-water mark; _on_sent checks
-            # whatever it leaves behind.
-            self._send(data)
-        else:
-            self._write_queue.append(data)
-            self._maybe_pause_protocol()
+        queue = self._sendq
+        if queue is None:
+            raise RuntimeError("the io_uring ring is closed")
+        # The queue copies the bytes: the caller may reuse its buffer.
+        size = _sendq_write(queue, data, len(data))
+        if size > self._high_water:
+            self._on_write_pressure(size - len(data))
+        elif size < 0:
+            self._fatal_error(_os_error(size), "Fatal write error on socket transport")
 
     def writelines(self, list_of_data):
-        # One coalesced send instead of one per element.
+        # One copy into the queue instead of one per element.
         self.write(b"".join(list_of_data))
 
-    def _send(self, chunk):
-        try:
-            self._send_op = self._ring.submit_send(self._sock_fd, chunk, len(chunk),
-                                                   self._on_sent, chunk)
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal write error on socket transport")
-            return
-        self._send_chunk = chunk
+    def get_write_buffer_size(self):
+        return _sendq_size(self._sendq) if self._sendq is not None else 0
 
-    def _on_sent(self, res, flags):
-        self._send_op = None
-        chunk, self._send_chunk = self._send_chunk, None
-        if self._conn_lost:
-            self._close_socket_if_idle()
-            return
-        if res < 0:
-            self._fatal_error(_os_error(res), "Fatal write error on socket transport")
-            return
-        self._write_size -= res
-        queue = self._write_queue
-        if res < len(chunk):
-            queue.appendleft(bytes(memoryview(chunk)[res:]))
+    def _on_write_pressure(self, already_queued):
+        if already_queued:
             self._maybe_pause_protocol()
-        if queue:
-            chunk = queue.popleft() if len(queue) == 1 else b"".join(queue)
-            queue.clear()
-            self._send(chunk)
+        else:
+            # Like asyncio's immediate send: what the kernel takes at once
+            # never counts against the high-water mark, so look again once
+            # this first send has completed.
+            self._pressure_check = True
+        self._watch_send_queue()
+
+    def _watch_send_queue(self):
+        """Ask the send queue for the one event this transport waits for
+        next (one threshold at a time: the one reached first)."""
+        threshold = -1
+        if self._pressure_check:
+            threshold = _NEXT_COMPLETION
+        elif self._protocol_paused:
+            threshold = self._low_water
+        if self._closing or self._eof or self._empty_waiter is not None:
+            threshold = max(threshold, 0)
+        if threshold >= 0:
+            _sendq_notify_at(self._sendq, threshold)
+
+    def _on_send_event(self, res, flags):
+        event = flags >> _SENDQ_EVENT_SHIFT
+        if event == _SENDQ_DRAINED:
+            self._on_send_progress(res)
+        elif event == _SENDQ_FAILED:
+            self._fatal_error(_os_error(res), "Fatal write error on socket transport")
+        else:
+            # Released after its last send, or gone with the ring: either
+            # way the queue must not be touched again.
+            self._sendq = None
+            if event == _SENDQ_RELEASED:
+                self._close_socket_if_idle()
+
+    def _on_send_progress(self, size):
+        if self._conn_lost:
+            return
+        self._pressure_check = False
         if self._protocol_paused:
             self._maybe_resume_protocol()
-        if self._send_op is None and (self._closing or self._eof
-                                      or self._empty_waiter is not None):
+        elif size > self._high_water:
+            self._maybe_pause_protocol()
+        if size == 0 and (self._closing or self._eof or self._empty_waiter is not None):
             self._on_write_drained()
+        else:
+            self._watch_send_queue()
+
+    def _writes_pending(self):
+        return self._sendq is not None and _sendq_size(self._sendq) > 0
+
+    def _abort_writes(self):
+        if self._sendq is not None:
+            # A failure to queue the cancellation only means the send in
+            # flight runs to its end; the queue still waits for it.
+            lib.ul_sendq_abort(self._sendq)
+
+    def _release_writes(self):
+        if self._sendq is not None:
+            if not self._ring.release_send_queue(self._sendq, self._sendq_events):
+                return False  # UL_SENDQ_RELEASED comes with the last send
+            self._sendq = None
+        return True
 
     def _on_write_drained(self):
         if self._empty_waiter is not None and not self._empty_waiter.done():
@@ -273,7 +322,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
         self._empty_waiter = self._loop.create_future()
-        if self._send_op is None:
+        if self._writes_pending():
+            self._watch_send_queue()
+        else:
             self._empty_waiter.set_result(None)
         return self._empty_waiter
 
@@ -286,6 +337,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._empty_waiter is not None:
             self._loop._stop_sendfile(self._sock_fd)
         super().close()
+        if not self._conn_lost and self._sendq is not None:
+            self._watch_send_queue()  # connection_lost once the queue drains
 
     def _close_socket_if_idle(self):
         # loop.sendfile may still have operations in the kernel on the socket.
@@ -299,7 +352,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._closing or self._eof:
             return
         self._eof = True
-        if self._send_op is None:
+        if self._writes_pending():
+            self._watch_send_queue()
+        else:
             self._shutdown_write()
 
     def _force_close(self, exc):

@@ -1,10 +1,14 @@
 """What every ring socket transport shares: extra info, protocol plumbing,
 read pausing, and the closing rules.
 
-A subclass keeps at most one receive (``_recv_op``) and one send
-(``_send_op``) in the kernel and supplies ``_start_reading`` (submit the
-next receive), ``_deliver(res, target)`` (hand a completed receive to the
-protocol) and its write path.  This base owns the invariants around them:
+A subclass keeps at most one receive (``_recv_op``) in the kernel and
+supplies ``_start_reading`` (submit the next receive), ``_deliver(res,
+target)`` (hand a completed receive to the protocol) and its write path:
+``get_write_buffer_size()``, ``_writes_pending()`` (something written is
+not sent yet), ``_abort_writes()`` (drop what is queued and cancel the send
+in flight) and ``_release_writes()`` (True once no send of the transport is
+left in the kernel).  This base owns the invariants around
+them:
 
 * a receive that completes while reading is paused is held and delivered
   by ``resume_reading()``, so pausing never loses data;
@@ -92,9 +96,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
         self._conn_lost = False      # connection_lost scheduled
         self._paused = False         # pause_reading() in effect
         self._recv_op = None         # user_data of the receive in flight
-        self._send_op = None         # user_data of the send in flight
         self._held_results = []      # receives that completed while paused
-        self._write_size = 0         # bytes written but not yet confirmed
         self._conn_lost_writes = 0   # writes attempted after connection_lost
         self._protocol = None
         self._protocol_connected = False
@@ -111,8 +113,8 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             info.append("closing")
         info.append(f"fd={self._sock_fd}")
         info.append(f"read={'busy' if self._recv_op else 'idle'}")
-        info.append(f"write=<{'busy' if self._send_op else 'idle'}, "
-                    f"bufsize={self._write_size}>")
+        size = self.get_write_buffer_size()
+        info.append(f"write=<{'busy' if size else 'idle'}, bufsize={size}>")
         return f"<{' '.join(info)}>"
 
     def __del__(self, _warn=warnings.warn):
@@ -120,7 +122,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             # Collected with an op recorded in flight means its loop closed
             # first (the ops table holds our callbacks until completion).
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            if (self._recv_op is None and self._send_op is None) or self._ring.closed:
+            if self._ring.closed or (self._recv_op is None and self._release_writes()):
                 self._sock.close()
 
     # -- protocol ------------------------------------------------------
@@ -133,9 +135,6 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
 
     def is_closing(self):
         return self._closing
-
-    def get_write_buffer_size(self):
-        return self._write_size
 
     def _on_recv(self, res, flags):
         self._recv_op = None
@@ -165,7 +164,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             return
         self._closing = True
         self._cancel_recv()
-        if self._send_op is None:
+        if not self._writes_pending():
             self._schedule_connection_lost(None)
 
     def abort(self):
@@ -188,11 +187,8 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
         if self._conn_lost:
             return
         self._closing = True
-        self._write_queue.clear()
-        self._write_size = 0
+        self._abort_writes()
         self._cancel_recv()
-        if self._send_op is not None:
-            self._ring.cancel(self._send_op)
         self._schedule_connection_lost(exc)
 
     def _cancel_recv(self):
@@ -218,6 +214,6 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             self._close_socket_if_idle()
 
     def _close_socket_if_idle(self):
-        if self._recv_op is None and self._send_op is None and self._sock is not None:
+        if self._sock is not None and self._recv_op is None and self._release_writes():
             self._sock.close()
             self._sock = None
