@@ -375,7 +375,8 @@ static int kernel_has_work(struct ul_ring *r)
            (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
-int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *out, unsigned max)
+int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *out, unsigned max,
+                 unsigned *inline_count)
 {
     struct io_uring *ring = &r->ring;
     int ret = 0;
@@ -406,10 +407,10 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
         return ret;
 
-    unsigned head, seen = 0, copied = 0;
+    unsigned head, seen = 0, copied = 0, inlined = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(ring, head, cqe) {
-        if (copied == max)
+        if (copied + inlined == max)
             break;
         seen++;
         if (cqe->user_data == 0)
@@ -422,11 +423,13 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
         if (cqe->flags & IORING_CQE_F_BUFFER)
             r->buffers.handed_out[r->buffers.handed_out_count++] =
                 (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        out[copied].user_data = cqe->user_data;
-        out[copied].res = cqe->res;
-        out[copied].flags = cqe->flags;
-        copied++;
+        struct ul_completion *slot =
+            (cqe->user_data & UL_INLINE_TAG) ? &out[max - 1 - inlined++] : &out[copied++];
+        slot->user_data = cqe->user_data;
+        slot->res = cqe->res;
+        slot->flags = cqe->flags;
     }
     io_uring_cq_advance(ring, seen);
-    return (int)copied;
+    *inline_count = inlined;
+    return (int)(copied + inlined);
 }

@@ -81,10 +81,18 @@ int ul_prep_recv_provided(struct ul_ring *ring, int fd, unsigned len, uint64_t u
 /* Submit queued SQEs now, without waiting or reaping. */
 int ul_ring_submit(struct ul_ring *ring);
 
+/* Operations whose user_data carries this bit complete "inline": the
+ * loop must see them during the turn itself (readiness polls), while the
+ * others may wait for the ready queue. */
+#define UL_INLINE_TAG 0x4000000000000000
+
 /* Submit queued SQEs, wait for at least one completion or the timeout
  * (timeout_ns < 0: no timeout; 0: do not wait), copy up to `max`
- * completions into `out`.  Returns the number copied or a negative errno. */
-int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completion *out, unsigned max);
+ * completions into `out`: the others in order from out[0], the inline ones
+ * backwards from out[max - 1] (their number goes to *inline_count).
+ * Returns the total copied or a negative errno. */
+int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completion *out, unsigned max,
+                 unsigned *inline_count);
 
 /* ---- C-owned send queues (csrc/sendq.c; used by uringloop/_stream.py) ----
  * A stream transport's writes are copied into its queue, so no Python

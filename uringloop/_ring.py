@@ -7,15 +7,21 @@ memory the kernel may read or write until then (buffers, msghdrs, socket
 addresses).  Only a completion removes an entry, so a buffer outlives a
 cancelled future or a closed transport for as long as the kernel holds it.
 
+Stream sends are the exception: their bytes live in C-owned send queues
+(csrc/sendq.c), whose successful completions never reach Python; a queue's
+owner has one long-lived entry for the few events it must hear about.
+
 Data flow: callers queue SQEs with the ``submit_*`` methods (no syscall),
 the loop's selector calls :meth:`Ring.run_turn` once per iteration, which
 makes one C call that submits, waits and copies a batch of completions
-out.  Poll completions run at once (they only record readiness); the rest
-go to the loop as one batch, run from its ready queue by
-:meth:`Ring.run_callbacks` before the next turn -- which matters for
-multishot receives, whose data sits in provided buffers that the next C
-call hands back to the kernel.  Callbacks copy what they need and only
-schedule work (resolve futures, call protocol methods).
+out, polls (tagged ``UL_INLINE_TAG``) apart from the rest.  Poll
+completions run at once (they only record readiness); the rest go to the
+loop as one batch, run from its ready queue by :meth:`Ring.run_callbacks`
+before the next turn -- which matters for multishot receives, whose data
+sits in provided buffers that the next C call hands back to the kernel.
+An entry leaves the table when its callback runs, so buffers stay alive
+until then.  Callbacks copy what they need and only schedule work
+(resolve futures, call protocol methods).
 """
 import errno
 import os
@@ -74,8 +80,8 @@ OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
                 "OPENAT", "CLOSE", "READ", "WRITE", "READV", "WRITEV", "FSYNC",
                 "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT")
 
-# Keepalive marker of ops-table entries whose callback runs inside the turn.
-_INLINE = object()
+# user_data bit of operations whose callback runs inside the turn.
+_INLINE_TAG = lib.UL_INLINE_TAG
 # Keepalive marker of a send queue's event entry (see new_send_queue): it
 # holds no buffer and lasts as long as the queue, not one operation.
 _EVENTS = object()
@@ -117,7 +123,8 @@ class Ring:
         self._next_user_data = 1
         self._completions = ffi.new("struct ul_completion[]", _BATCH)
         self._completions_bytes = ffi.buffer(self._completions)
-        self._deferred = []
+        self._inline_count = ffi.new("unsigned *")
+        self._deferred = None  # the rest of a batch a callback interrupted
         self._forked = False
         self.on_callback_error = None
         _live_rings.add(self)
@@ -301,8 +308,8 @@ class Ring:
     def submit_poll(self, fd, mask, callback):
         """A readiness wait whose callback only records what fired, so it
         runs inside the turn even when other callbacks are deferred."""
-        ud = self._new_user_data()
-        return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, _INLINE)
+        ud = self._new_user_data() | _INLINE_TAG
+        return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, None)
 
     def submit(self, prep, args, callback, keepalive, result_is_fd=False):
         """Queue any operation ``prep(ring, *args, user_data)`` (a
@@ -358,31 +365,35 @@ class Ring:
         Without ``defer`` the completion callbacks run here.  With it, they
         are handed over as one batch, ``defer(batch)``, to be run later by
         :meth:`run_callbacks`: the loop runs them after the callbacks that
-        were already scheduled, where asyncio runs I/O callbacks.  Poll
-        completions (the selector's bookkeeping) always run here."""
+        were already scheduled, where asyncio runs I/O callbacks.  Inline
+        completions (the selector's polls) always run here."""
         self._check_usable()
         if self._thread != threading.get_ident():
             self._bind_thread()
-        if self._deferred:
+        if self._deferred is not None:
             # Completions left over when a callback raised KeyboardInterrupt
             # or SystemExit: run them before waiting again.
-            deferred, self._deferred = self._deferred, []
+            deferred, self._deferred = self._deferred, None
             self.run_callbacks(deferred)
             timeout = 0
         timeout_ns = -1 if timeout is None else max(0, int(timeout * 1e9))
         out = self._completions
         out_bytes = self._completions_bytes
+        inline_count = self._inline_count
         while True:
-            count = lib.ul_ring_turn(self._ptr, timeout_ns, out, _BATCH)
+            count = lib.ul_ring_turn(self._ptr, timeout_ns, out, _BATCH, inline_count)
             if count < 0:
                 raise OSError(-count, os.strerror(-count))
-            if count:
-                batch = self._take(out_bytes[:count * 16], defer is not None)
-                if batch:
-                    if defer is None:
-                        self.run_callbacks(batch)
-                    else:
-                        defer(batch)
+            inlined = inline_count[0]
+            if inlined:
+                self.run_callbacks(reversed(list(_COMPLETION.iter_unpack(
+                    out_bytes[(_BATCH - inlined) * _COMPLETION.size:]))))
+            if count > inlined:
+                batch = _COMPLETION.iter_unpack(out_bytes[:(count - inlined) * _COMPLETION.size])
+                if defer is None:
+                    self.run_callbacks(batch)
+                else:
+                    defer(batch)
             # A deferred batch may still point into provided receive buffers,
             # which the next ul_ring_turn gives back to the kernel: reap more
             # only once its callbacks have run, i.e. next turn.
@@ -390,38 +401,30 @@ class Ring:
                 return
             timeout_ns = 0
 
-    def _take(self, raw, run_inline_now):
-        """Match raw completions to their ops-table entries (releasing the
-        entry unless more completions follow) and return the callbacks to
-        run, each as (entry, res, flags): the entry keeps its buffers alive
-        until the callback has read them."""
+    def run_callbacks(self, batch):
+        """Run the callbacks of ``batch``, an iterator of (user_data, res,
+        flags), releasing each ops-table entry (and with it the buffers it
+        kept alive) unless more completions of that operation follow.  A
+        callback error goes to ``on_callback_error``; without one (or if it
+        raises too) the rest of the batch waits for the next turn."""
         ops = self._ops
-        batch = []
-        for user_data, res, flags in _COMPLETION.iter_unpack(raw):
+        for user_data, res, flags in batch:
             if flags & _CQE_F_MORE:
                 entry = ops.get(user_data)
             else:
                 entry = ops.pop(user_data, None)
             if entry is None:
-                continue
-            if run_inline_now and entry[1] is _INLINE:
-                entry[0](res, flags)
-            else:
-                batch.append((entry, res, flags))
-        return batch
-
-    def run_callbacks(self, batch):
-        for index, (entry, res, flags) in enumerate(batch):
+                continue  # its ring closed meanwhile, or a stale completion
             try:
                 entry[0](res, flags)
             except BaseException as exc:  # reported, never lost
                 if self.on_callback_error is None:
-                    self._deferred = batch[index + 1:]
+                    self._deferred = batch
                     raise
                 try:
                     self.on_callback_error(exc)
                 except BaseException:
-                    self._deferred = batch[index + 1:]
+                    self._deferred = batch
                     raise
 
     def close(self, drain_timeout=5.0):
@@ -463,11 +466,14 @@ class Ring:
             lib.ul_prep_cancel_all(ptr)
             deadline_turns = max(1, int(drain_timeout / 0.05))
             for _ in range(deadline_turns):
-                count = lib.ul_ring_turn(ptr, 50_000_000, self._completions, _BATCH)
+                count = lib.ul_ring_turn(ptr, 50_000_000, self._completions, _BATCH,
+                                         self._inline_count)
                 if count < 0 and count != -errno.EINTR:
                     break
-                for i in range(max(count, 0)):
-                    cqe = self._completions[i]
+                inlined = self._inline_count[0] if count > 0 else 0
+                reaped = [self._completions[i] for i in range(count - inlined)]
+                reaped += [self._completions[_BATCH - 1 - i] for i in range(inlined)]
+                for cqe in reaped:
                     entry = ops.get(cqe.user_data)
                     if entry is not None and len(entry) == 3 and cqe.res >= 0:
                         os.close(cqe.res)  # an fd nobody will receive now
@@ -476,7 +482,7 @@ class Ring:
                 if settled():
                     break
         if lib.ul_ring_sends_in_flight(ptr) or any(
-                entry[1] is not None and entry[1] is not _INLINE and entry[1] is not _EVENTS
+                entry[1] is not None and entry[1] is not _EVENTS
                 for entry in ops.values()):
             # The kernel still holds buffers we cannot account for: keep the
             # ring and the buffers alive forever rather than risk a write
