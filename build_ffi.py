@@ -16,11 +16,34 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
+# Pasted by cffi after its own #include <Python.h>, before the wrappers.
+# cffi releases and retakes the GIL around every C call; here every call but
+# ul_ring_turn only fills an SQE or copies a few bytes (no wait), and the
+# GIL handoff would cost as much as the call.  So ul_ring_turn, the one call
+# that can block, releases the GIL itself, and the wrappers' release macros
+# become plain blocks.  (Should cffi stop using those macros, calls simply
+# release the GIL again: slower, never wrong.)
 PRELUDE = """
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include "uring.h"
+
+static int ul_ring_turn_releasing_gil(struct ul_ring *ring, long long timeout_ns,
+                                      struct ul_completion *out, unsigned max,
+                                      unsigned *inline_count)
+{
+    int ret;
+    Py_BEGIN_ALLOW_THREADS
+    ret = (ul_ring_turn)(ring, timeout_ns, out, max, inline_count);
+    Py_END_ALLOW_THREADS
+    return ret;
+}
+#define ul_ring_turn(...) ul_ring_turn_releasing_gil(__VA_ARGS__)
+#undef Py_BEGIN_ALLOW_THREADS
+#define Py_BEGIN_ALLOW_THREADS {
+#undef Py_END_ALLOW_THREADS
+#define Py_END_ALLOW_THREADS }
 """
 
 

@@ -462,3 +462,28 @@ def test_ring_close_cancels_sends_and_tells_the_owners(pair):
     ring.close()
     assert owner.events == [(0, 0)]    # event 0: the queue went with the ring
     assert len(_ring._leaked_rings) == leaked_before
+
+
+def test_waiting_turn_lets_other_threads_run(ring):
+    """The one blocking C call releases the GIL (build_ffi.py keeps it held
+    around all the others): another thread runs Python in the middle of a
+    turn that waits in the kernel."""
+    import threading
+    import time
+    stamps = []
+
+    def record():
+        deadline = time.monotonic() + 0.4
+        while time.monotonic() < deadline:
+            stamps.append(time.monotonic())
+
+    ring.run_turn(0)                   # bind this thread first
+    worker = threading.Thread(target=record)
+    worker.start()
+    time.sleep(0.01)
+    started = time.monotonic()
+    ring.run_turn(0.2)                 # nothing completes: waits 0.2 s
+    worker.join()
+    # Holding the GIL, the wait would leave the worker at most one switch
+    # interval (5 ms) at the start.
+    assert any(started + 0.05 < stamp < started + 0.15 for stamp in stamps)
