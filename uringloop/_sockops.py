@@ -26,6 +26,8 @@ import socket
 import ssl
 import weakref
 
+from asyncio import exceptions
+
 from . import _sockaddr
 from ._uring import ffi
 
@@ -111,11 +113,16 @@ class RingSocketOpsMixin:
             raise OSError(errno.EBADF, "Bad file descriptor")
         return self.create_future(), fd
 
-    def _cancel_with_future(self, fut, user_data):
-        def on_done(fut):
-            if fut.cancelled():
-                self._ring.cancel(user_data)
-        fut.add_done_callback(on_done)
+    async def _await_op(self, fut, op):
+        """Await ``fut``; cancelled, cancel the ring operation ``op[0]``
+        names (a callback that resubmits updates it).  A done-callback on
+        the future would do the same at the cost of one more scheduled
+        callback per call."""
+        try:
+            return await fut
+        except exceptions.CancelledError:
+            self._ring.cancel(op[0])
+            raise
 
     async def sock_recv(self, sock, n):
         self._check_sock(sock)
@@ -141,7 +148,7 @@ class RingSocketOpsMixin:
                 # Every provided buffer is in use: this one call allocates.
                 nonlocal buf
                 buf = _new_uncleared("char[]", n)
-                self._cancel_with_future(fut, ring.submit_recv(fd, buf, n, on_recv))
+                op[0] = ring.submit_recv(fd, buf, n, on_recv)
                 return
             data = b""
             if res > 0:
@@ -157,8 +164,8 @@ class RingSocketOpsMixin:
             else:
                 fut.set_result(data)
 
-        self._cancel_with_future(fut, submit(*args, on_recv))
-        return await fut
+        op = [submit(*args, on_recv)]
+        return await self._await_op(fut, op)
 
     async def sock_recv_into(self, sock, buf):
         self._check_sock(sock)
@@ -182,9 +189,8 @@ class RingSocketOpsMixin:
                 fut.set_result(res)
             ffi.release(target)
 
-        ud = self._ring.submit_recv(fd, target, len(target), on_recv)
-        self._cancel_with_future(fut, ud)
-        return await fut
+        op = [self._ring.submit_recv(fd, target, len(target), on_recv)]
+        return await self._await_op(fut, op)
 
     async def _recvmsg(self, sock, target, nbytes, pinned=False):
         fut, fd = self._ring_future(sock)
@@ -212,9 +218,8 @@ class RingSocketOpsMixin:
             if pinned:
                 ffi.release(target)
 
-        ud = self._ring.submit_recvmsg(fd, msg, target, nbytes, on_recvmsg)
-        self._cancel_with_future(fut, ud)
-        return await fut
+        op = [self._ring.submit_recvmsg(fd, msg, target, nbytes, on_recvmsg)]
+        return await self._await_op(fut, op)
 
     async def sock_recvfrom(self, sock, bufsize):
         self._check_sock(sock)
@@ -241,7 +246,7 @@ class RingSocketOpsMixin:
         ring = self._ring
 
         def on_send(res, flags):
-            nonlocal sent, current
+            nonlocal sent
             if fut.done():
                 pass
             elif res < 0:
@@ -249,8 +254,8 @@ class RingSocketOpsMixin:
             elif sent + res < total:
                 sent += res
                 try:
-                    current = ring.submit_send(fd, source + sent, total - sent,
-                                               on_send, source)
+                    op[0] = ring.submit_send(fd, source + sent, total - sent,
+                                             on_send, source)
                     return
                 except OSError as exc:
                     fut.set_exception(exc)
@@ -259,13 +264,11 @@ class RingSocketOpsMixin:
             ffi.release(source)
 
         try:
-            current = ring.submit_send(fd, source, total, on_send, source)
+            op = [ring.submit_send(fd, source, total, on_send, source)]
         except BaseException:
             ffi.release(source)   # on_send refers to itself: a cycle holds it
             raise
-        # Cancel whichever send is in flight when the future is cancelled.
-        fut.add_done_callback(lambda f: f.cancelled() and ring.cancel(current))
-        return await fut
+        return await self._await_op(fut, op)
 
     async def sock_sendto(self, sock, data, address):
         self._check_sock(sock)
@@ -285,10 +288,9 @@ class RingSocketOpsMixin:
             else:
                 fut.set_result(res)
 
-        ud = self._ring.submit_sendmsg(fd, msg, source, len(source), sockaddr,
-                                       on_sendmsg, source)
-        self._cancel_with_future(fut, ud)
-        return await fut
+        op = [self._ring.submit_sendmsg(fd, msg, source, len(source), sockaddr,
+                                        on_sendmsg, source)]
+        return await self._await_op(fut, op)
 
     async def sock_connect(self, sock, address):
         self._check_sock(sock)
@@ -306,10 +308,10 @@ class RingSocketOpsMixin:
             else:
                 fut.set_result(None)
 
-        self._cancel_with_future(fut, self._ring.submit_connect(fd, sockaddr, on_connect))
+        op = [self._ring.submit_connect(fd, sockaddr, on_connect)]
         self._ring.submit_now()
         try:
-            return await fut
+            return await self._await_op(fut, op)
         finally:
             # Break the cycle future -> callback -> future, as asyncio does.
             fut = None
@@ -340,8 +342,8 @@ class RingSocketOpsMixin:
             elif not fut.done():
                 fut.set_result(self._claim(sock, (conn, address)))
 
-        self._cancel_with_future(fut, self._ring.submit_accept(fd, _ACCEPT_FLAGS, on_accept))
-        return await fut
+        op = [self._ring.submit_accept(fd, _ACCEPT_FLAGS, on_accept)]
+        return await self._await_op(fut, op)
 
     async def _resolve_for(self, sock, address):
         """Resolve a host name the way asyncio's sock_connect does, skipping
