@@ -6,7 +6,9 @@ it.  asyncio's ``BaseEventLoop`` machinery is reused as is (ready queue,
 timers, executors, DNS, TLS, signals, debug mode); the I/O hooks asyncio
 calls are overridden by the mixins: ``sock_*`` (``_sockops``), transports
 (``_stream``, ``_datagram``), accepting (``_server``), sendfile
-(``_sendfile``) and child processes (``_subprocess``).
+(``_sendfile``) and child processes (``_subprocess``); ``call_soon``,
+``call_at``/``call_later`` and ``create_task`` take the lean path of
+``_scheduling`` outside debug mode.
 
 Each iteration of ``_run_once`` calls ``selector.select(timeout)``, which
 is one ring turn: it submits every queued operation and waits until a
@@ -22,12 +24,12 @@ have completed.
 """
 import asyncio
 import platform
-from asyncio import events
 
 from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
 from ._ring import Ring, loop_setup_flags
+from ._scheduling import LeanSchedulingMixin
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
@@ -43,7 +45,7 @@ def _kernel_at_least(major, minor):
     return found >= (major, minor)
 
 
-class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
+class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
            RingSubprocessMixin, asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
@@ -64,16 +66,6 @@ class Loop(RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
 
     def _schedule_completions(self, batch):
         self.call_soon(self._ring.run_callbacks, batch)
-
-    def call_soon(self, callback, *args, context=None):
-        # Every task wakeup and completion batch comes through here: outside
-        # debug mode, skip the two helper calls of asyncio's version (the
-        # same in 3.11-3.13), which cost as much as the Handle itself.
-        if self._debug or self._closed:
-            return super().call_soon(callback, *args, context=context)
-        handle = events.Handle(callback, args, self, context)
-        self._ready.append(handle)
-        return handle
 
     def _report_ring_callback_error(self, exc):
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
