@@ -30,6 +30,8 @@
 #include "sendq.h"
 
 #define NO_THRESHOLD SIZE_MAX
+/* A drained buffer up to this size is kept for the next writes. */
+#define KEEP_CAPACITY (256 * 1024)
 
 struct ul_sendbuf {
     char *data;
@@ -237,8 +239,15 @@ int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
             struct ul_sendbuf done = q->sending;
             q->sending = q->queued;
             q->sent = 0;
+            if (done.cap > KEEP_CAPACITY) {
+                /* One big write must not pin its size for the life of
+                 * the connection. */
+                free(done.data);
+                done.data = NULL;
+                done.cap = 0;
+            }
+            done.len = 0;
             q->queued = done;
-            q->queued.len = 0;
         }
         if (q->sending.len > q->sent)
             start_send(q);   /* the rest, or what was queued meanwhile */
