@@ -375,61 +375,92 @@ static int kernel_has_work(struct ul_ring *r)
            (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
-int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *out, unsigned max,
-                 unsigned *inline_count)
+/* Enter the kernel for one wait of up to timeout_ns (see ul_ring_turn). */
+static int enter(struct ul_ring *r, long long timeout_ns)
 {
     struct io_uring *ring = &r->ring;
-    int ret = 0;
-
-    if (r->buffers.handed_out_count > 0)
-        recycle_buffers(&r->buffers);
-    if (r->sendqs.retry != NULL)
-        ul_sendq_retry(&r->sendqs);
-
     if (io_uring_cq_ready(ring) > 0 || timeout_ns == 0) {
         /* Completions are already waiting (or the caller must not block):
          * only enter the kernel if it holds work we have not seen. */
-        if (kernel_has_work(r))
-            ret = io_uring_submit_and_get_events(ring);
-    } else if (timeout_ns < 0) {
-        ret = io_uring_submit_and_wait(ring, 1);
-    } else {
-        struct __kernel_timespec ts = {
-            .tv_sec = timeout_ns / 1000000000LL,
-            .tv_nsec = timeout_ns % 1000000000LL,
-        };
-        struct io_uring_cqe *first;
-        ret = io_uring_submit_and_wait_timeout(ring, &first, 1, &ts, NULL);
+        return kernel_has_work(r) ? io_uring_submit_and_get_events(ring) : 0;
     }
-    /* ETIME: the timeout passed; EINTR: a signal arrived (its handler runs
-     * through the loop's wakeup fd); EBUSY/EAGAIN: the kernel wants us to
-     * reap before it accepts more.  None of them loses a completion. */
-    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
-        return ret;
+    if (timeout_ns < 0)
+        return io_uring_submit_and_wait(ring, 1);
+    struct __kernel_timespec ts = {
+        .tv_sec = timeout_ns / 1000000000LL,
+        .tv_nsec = timeout_ns % 1000000000LL,
+    };
+    struct io_uring_cqe *first;
+    return io_uring_submit_and_wait_timeout(ring, &first, 1, &ts, NULL);
+}
 
-    unsigned head, seen = 0, copied = 0, inlined = 0;
+/* Copy what the CQ holds into out (see ul_ring_turn), adding to the counts. */
+static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
+                 unsigned *copied, unsigned *inlined)
+{
+    struct io_uring *ring = &r->ring;
+    unsigned head, seen = 0;
     struct io_uring_cqe *cqe;
     io_uring_for_each_cqe(ring, head, cqe) {
-        if (copied + inlined == max)
+        if (*copied + *inlined == max)
             break;
         seen++;
         if (cqe->user_data == 0)
             continue;
         if (cqe->user_data & UL_SENDQ_TAG) {
             /* A send of a C-owned queue: Python sees it only as an event. */
-            copied += ul_sendq_complete(cqe->user_data, cqe->res, &out[copied]);
+            *copied += ul_sendq_complete(cqe->user_data, cqe->res, &out[*copied]);
             continue;
         }
         if (cqe->flags & IORING_CQE_F_BUFFER)
             r->buffers.handed_out[r->buffers.handed_out_count++] =
                 (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         struct ul_completion *slot =
-            (cqe->user_data & UL_INLINE_TAG) ? &out[max - 1 - inlined++] : &out[copied++];
+            (cqe->user_data & UL_INLINE_TAG) ? &out[max - 1 - (*inlined)++] : &out[(*copied)++];
         slot->user_data = cqe->user_data;
         slot->res = cqe->res;
         slot->flags = cqe->flags;
     }
     io_uring_cq_advance(ring, seen);
+}
+
+static long long monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *out, unsigned max,
+                 unsigned *inline_count)
+{
+    long long deadline = timeout_ns > 0 ? monotonic_ns() + timeout_ns : 0;
+    unsigned copied = 0, inlined = 0;
+
+    if (r->buffers.handed_out_count > 0)
+        recycle_buffers(&r->buffers);
+    for (;;) {
+        if (r->sendqs.retry != NULL)
+            ul_sendq_retry(&r->sendqs);
+        int ret = enter(r, timeout_ns);
+        /* ETIME: the timeout passed; EINTR: a signal arrived (its handler
+         * runs through the loop's wakeup fd); EBUSY/EAGAIN: the kernel
+         * wants us to reap before it accepts more.  None of them loses a
+         * completion. */
+        if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+            return ret;
+        reap(r, out, max, &copied, &inlined);
+        /* Woken only by completions handled here (sends of C-owned queues):
+         * wait on, rather than cost Python a loop iteration with nothing to
+         * do.  A signal or the timeout still returns at once. */
+        if (copied + inlined > 0 || timeout_ns == 0 || ret == -ETIME || ret == -EINTR)
+            break;
+        if (timeout_ns > 0) {
+            timeout_ns = deadline - monotonic_ns();
+            if (timeout_ns <= 0)
+                break;
+        }
+    }
     *inline_count = inlined;
     return (int)(copied + inlined);
 }

@@ -487,3 +487,19 @@ def test_waiting_turn_lets_other_threads_run(ring):
     # Holding the GIL, the wait would leave the worker at most one switch
     # interval (5 ms) at the start.
     assert any(started + 0.05 < stamp < started + 0.15 for stamp in stamps)
+
+
+def test_turn_woken_only_by_a_c_owned_send_waits_on(ring, pair):
+    """A send completion handled in C gives Python nothing to do: the turn
+    keeps waiting, but still ends at its timeout."""
+    import time
+    a, b = pair
+    owner = SendQueueOwner(ring, a.fileno())
+    ring.run_turn(0)
+    owner.write(b"ping")
+    started = time.monotonic()
+    ring.run_turn(0.2)
+    waited = time.monotonic() - started
+    assert owner.size() == 0 and owner.events == []   # the send did complete
+    assert 0.19 < waited < 1.0
+    assert recv_exactly(b, 4) == b"ping"
