@@ -2,7 +2,8 @@
 
 Hundreds of connections (server and clients on the same uringloop loop)
 keep more completions pending than one batch holds (256) and cycle
-through the shared provided receive buffers.  Each connection sends
+through the shared provided receive buffers, running the pool dry
+(ENOBUFS, re-armed receives) while it grows from its first 32 buffers.  Each connection sends
 payloads unique to it, so a byte from the wrong buffer or connection
 shows up as a mismatch, not just as a wrong count.
 """
