@@ -65,6 +65,8 @@ static size_t unconfirmed(const struct ul_sendq *q)
 
 static int append(struct ul_sendbuf *b, const void *data, size_t len)
 {
+    if (len == 0)
+        return 0;   /* memcpy may not be handed a NULL buffer, even empty */
     if (b->cap - b->len < len) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap - b->len < len) {
