@@ -7,8 +7,7 @@ target)`` (hand a completed receive to the protocol) and its write path:
 ``get_write_buffer_size()``, ``_writes_pending()`` (something written is
 not sent yet), ``_abort_writes()`` (drop what is queued and cancel the send
 in flight) and ``_release_writes()`` (True once no send of the transport is
-left in the kernel).  This base owns the invariants around
-them:
+left in the kernel).  This base owns the invariants around them:
 
 * a receive that completes while reading is paused is held and delivered
   by ``resume_reading()``, so pausing never loses data;
