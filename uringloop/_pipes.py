@@ -25,7 +25,7 @@ from asyncio import transports
 from asyncio.log import logger
 
 from ._sockops import _os_error
-from ._transport import ReadPausing, set_result_unless_cancelled
+from ._transport import ReadPausing, report_fatal_error, set_result_unless_cancelled
 from ._uring import ffi, lib
 
 _READ_SIZE = 256 * 1024
@@ -136,16 +136,8 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
 
     def _fatal_error(self, exc, message):
         # A pty whose other side closed reports EIO: its normal end.
-        if isinstance(exc, OSError) and exc.errno == errno.EIO:
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
+        report_fatal_error(self, exc, message,
+                           expected=isinstance(exc, OSError) and exc.errno == errno.EIO)
         self._close(exc)
 
     def _close(self, exc):

@@ -33,6 +33,22 @@ def set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
+def report_fatal_error(transport, exc, message, expected):
+    """Report the error that ends ``transport`` as asyncio's transports do:
+    an ``expected`` one (the peer or the OS ended the connection) only in
+    debug mode, anything else through the loop's exception handler."""
+    if expected:
+        if transport._loop.get_debug():
+            logger.debug("%r: %s", transport, message, exc_info=True)
+    else:
+        transport._loop.call_exception_handler({
+            "message": message,
+            "exception": exc,
+            "transport": transport,
+            "protocol": transport._protocol,
+        })
+
+
 class ReadPausing:
     """``pause_reading``/``resume_reading`` for a transport that keeps one
     receive in the kernel: a receive that completes while reading is paused
@@ -170,16 +186,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
         self._force_close(None)
 
     def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
+        report_fatal_error(self, exc, message, expected=isinstance(exc, OSError))
         self._force_close(exc)
 
     def _force_close(self, exc):
