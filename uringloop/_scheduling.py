@@ -42,6 +42,8 @@ class TimerHandle(events.TimerHandle):
     __slots__ = ()
 
     def __init__(self, when, callback, args, loop, context):
+        # Handle.__init__'s assignments written out again: calling it would
+        # cost the frame this class exists to save.
         self._context = copy_context() if context is None else context
         self._loop = loop
         self._callback = callback
