@@ -233,6 +233,16 @@ struct io_uring_sqe *ul_ring_sqe(struct ul_ring *r, int *error)
     return next_sqe(r, error);
 }
 
+/* An SQE's length field is 32 bits and a CQE's result a signed int: one
+ * socket operation moves at most this much (a short receive or send, which
+ * every caller already handles by looping), never a truncated length. */
+#define UL_MAX_IO_LEN ((size_t)1 << 30)
+
+static size_t cap_len(size_t len)
+{
+    return len > UL_MAX_IO_LEN ? UL_MAX_IO_LEN : len;
+}
+
 #define GET_SQE(r, sqe)                         \
     int error_ = 0;                             \
     struct io_uring_sqe *sqe = next_sqe((r), &error_); \
@@ -250,7 +260,7 @@ int ul_prep_nop(struct ul_ring *r, uint64_t user_data)
 int ul_prep_recv(struct ul_ring *r, int fd, void *buf, size_t len, int flags, uint64_t user_data)
 {
     GET_SQE(r, sqe);
-    io_uring_prep_recv(sqe, fd, buf, len, flags);
+    io_uring_prep_recv(sqe, fd, buf, cap_len(len), flags);
     io_uring_sqe_set_data64(sqe, user_data);
     return 0;
 }
@@ -282,7 +292,7 @@ int ul_prep_recv_provided(struct ul_ring *r, int fd, unsigned len, uint64_t user
 int ul_prep_send(struct ul_ring *r, int fd, const void *buf, size_t len, int flags, uint64_t user_data)
 {
     GET_SQE(r, sqe);
-    io_uring_prep_send(sqe, fd, buf, len, flags);
+    io_uring_prep_send(sqe, fd, buf, cap_len(len), flags);
     io_uring_sqe_set_data64(sqe, user_data);
     return 0;
 }
@@ -293,7 +303,7 @@ int ul_prep_recvmsg(struct ul_ring *r, int fd, struct ul_msg *msg, void *buf, si
     GET_SQE(r, sqe);
     memset(&msg->hdr, 0, sizeof(msg->hdr));
     msg->iov.iov_base = buf;
-    msg->iov.iov_len = len;
+    msg->iov.iov_len = cap_len(len);
     msg->hdr.msg_name = &msg->addr;
     msg->hdr.msg_namelen = sizeof(msg->addr);
     msg->hdr.msg_iov = &msg->iov;
@@ -311,7 +321,7 @@ int ul_prep_sendmsg(struct ul_ring *r, int fd, struct ul_msg *msg, const void *b
     GET_SQE(r, sqe);
     memset(&msg->hdr, 0, sizeof(msg->hdr));
     msg->iov.iov_base = (void *)buf;
-    msg->iov.iov_len = len;
+    msg->iov.iov_len = cap_len(len);
     if (addrlen > 0) {
         memcpy(&msg->addr, addr, addrlen);
         msg->hdr.msg_name = &msg->addr;
