@@ -127,7 +127,10 @@ class Ring:
         self._completions = ffi.new("struct ul_completion[]", _BATCH)
         self._completions_bytes = ffi.buffer(self._completions)
         self._inline_count = ffi.new("unsigned *")
-        self._deferred = None  # the rest of a batch a callback interrupted
+        # Batches whose callbacks have not all run yet, oldest first:
+        # deferred to the loop's ready queue, or cut short by an exception
+        # (see run_turn).
+        self._unfinished = []
         self._forked = False
         self.on_callback_error = None
         _live_rings.add(self)
@@ -373,11 +376,14 @@ class Ring:
         self._check_usable()
         if self._thread != threading.get_ident():
             self._bind_thread()
-        if self._deferred is not None:
-            # Completions left over when a callback raised KeyboardInterrupt
-            # or SystemExit: run them before waiting again.
-            deferred, self._deferred = self._deferred, None
-            self.run_callbacks(deferred)
+        while self._unfinished:
+            # Completions reaped earlier whose callbacks have not run: the
+            # loop was stopped before their ready-queue callback (an
+            # exception escaped another callback) or one of them raised.
+            # Their provided buffers go back to the kernel in the C call
+            # below, so their bytes must be delivered first; the ready-queue
+            # callback then finds the batch exhausted.
+            self.run_callbacks(self._unfinished[0])
             timeout = 0
         timeout_ns = -1 if timeout is None else max(0, int(timeout * 1e9))
         out = self._completions
@@ -388,11 +394,16 @@ class Ring:
             if count < 0:
                 raise OSError(-count, os.strerror(-count))
             inlined = inline_count[0]
-            if inlined:
-                self.run_callbacks(reversed(list(_COMPLETION.iter_unpack(
-                    out_bytes[(_BATCH - inlined) * _COMPLETION.size:]))))
+            batch = None
             if count > inlined:
                 batch = _COMPLETION.iter_unpack(out_bytes[:(count - inlined) * _COMPLETION.size])
+                self._unfinished.append(batch)
+            if inlined:
+                polls = reversed(list(_COMPLETION.iter_unpack(
+                    out_bytes[(_BATCH - inlined) * _COMPLETION.size:])))
+                self._unfinished.insert(0, polls)
+                self.run_callbacks(polls)
+            if batch is not None:
                 if defer is None:
                     self.run_callbacks(batch)
                 else:
@@ -409,7 +420,8 @@ class Ring:
         flags), releasing each ops-table entry (and with it the buffers it
         kept alive) unless more completions of that operation follow.  A
         callback error goes to ``on_callback_error``; without one (or if it
-        raises too) the rest of the batch waits for the next turn."""
+        raises too) the rest of the batch stays unfinished and runs first
+        thing next turn."""
         ops = self._ops
         for user_data, res, flags in batch:
             if flags & _CQE_F_MORE:
@@ -422,13 +434,10 @@ class Ring:
                 entry[0](res, flags)
             except BaseException as exc:  # reported, never lost
                 if self.on_callback_error is None:
-                    self._deferred = batch
                     raise
-                try:
-                    self.on_callback_error(exc)
-                except BaseException:
-                    self._deferred = batch
-                    raise
+                self.on_callback_error(exc)
+        if batch in self._unfinished:  # not if a turn ran it first
+            self._unfinished.remove(batch)
 
     def close(self, drain_timeout=5.0):
         """Cancel everything in flight, wait for the kernel to give every
@@ -459,6 +468,20 @@ class Ring:
                 ops.clear()
                 return
 
+        def forget(user_data, res, flags):
+            entry = ops.get(user_data)
+            if entry is not None and len(entry) == 3 and res >= 0:
+                os.close(res)  # an fd nobody will receive now
+            if not flags & _CQE_F_MORE:
+                ops.pop(user_data, None)
+
+        # Completions reaped but never run (the loop stopped first) are over
+        # as far as the kernel is concerned.
+        for batch in self._unfinished:
+            for completion in batch:
+                forget(*completion)
+        self._unfinished.clear()
+
         def settled():
             # Send queues' event entries live as long as their queues (freed
             # with the ring); what matters is that no send is in the kernel.
@@ -477,11 +500,7 @@ class Ring:
                 reaped = [self._completions[i] for i in range(count - inlined)]
                 reaped += [self._completions[_BATCH - 1 - i] for i in range(inlined)]
                 for cqe in reaped:
-                    entry = ops.get(cqe.user_data)
-                    if entry is not None and len(entry) == 3 and cqe.res >= 0:
-                        os.close(cqe.res)  # an fd nobody will receive now
-                    if not cqe.flags & _CQE_F_MORE:
-                        ops.pop(cqe.user_data, None)
+                    forget(cqe.user_data, cqe.res, cqe.flags)
                 if settled():
                     break
         if lib.ul_ring_sends_in_flight(ptr) or any(
