@@ -47,7 +47,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
 
     # -- reading -------------------------------------------------------
     def _start_reading(self):
-        if self._recv_op is not None or not self.is_reading():
+        if self._recv_op is not None or not self.is_reading() or self._held_results:
             return
         try:
             self._recv_op = self._ring.submit_recvmsg(

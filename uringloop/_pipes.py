@@ -78,7 +78,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         return self._closing
 
     def _start_reading(self):
-        if self._read_op is not None or not self.is_reading():
+        if self._read_op is not None or not self.is_reading() or self._held_results:
             return
         try:
             self._read_op = self._ring.submit(lib.ul_prep_read,
@@ -95,7 +95,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
             return
         # Copy now: the buffer is reused by the next read.
         result = ffi.unpack(self._buffer, res) if res > 0 else res
-        if self._paused:
+        if self._must_hold():
             self._held_results.append((result,))
         else:
             self._deliver(result)

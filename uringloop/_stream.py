@@ -90,7 +90,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         super().set_protocol(protocol)
 
     def _start_reading(self):
-        if self._recv_op is not None or not self.is_reading():
+        if self._recv_op is not None or not self.is_reading() or self._held_results:
             return
         if not self._buffered and self._loop._recv_multishot:
             try:
@@ -132,11 +132,11 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._conn_lost:
             self._close_socket_if_idle()
             return
+        if self._closing:
+            return  # no data after close(): only the sends still drain
         if res > 0:
             data = self._ring.receive_buffer(flags, res)
-            if self._paused or self._buffered:
-                result = (res, (data, _COPIED))
-            else:
+            if not (self._paused or self._held_results or self._buffered):
                 # The per-message path, kept flat: deliver and stay armed.
                 try:
                     self._protocol.data_received(data)
@@ -148,12 +148,13 @@ class RingStreamTransport(RingTransport, transports.Transport):
                 if self._recv_op is None:
                     self._start_reading()
                 return
+            result = (res, (data, _COPIED))
         elif res == -errno.ENOBUFS or res == -errno.ECANCELED:
             self._start_reading()  # buffers ran dry, or we cancelled
             return
         else:
             result = (res, None)  # end of stream or an error
-        if self._paused:
+        if self._must_hold():
             self._held_results.append(result)
         else:
             self._deliver(*result)

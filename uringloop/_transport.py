@@ -55,10 +55,19 @@ class ReadPausing:
     is held, in order, and delivered by ``resume_reading()``, so pausing
     never loses data.  Needs ``_loop``, ``_closing``, ``_paused``,
     ``_held_results`` (a list of argument tuples for ``_deliver``) and
-    ``_start_reading()``."""
+    ``_start_reading()``.
+
+    Wire order: a receive armed before a pause can still complete after
+    the resume (its cancellation may not have landed, and held results
+    wait for a ready-queue callback), so completions go to the protocol
+    directly only while nothing is held (see ``_must_hold``), and a
+    subclass starts no new receive while something is."""
 
     def is_reading(self):
         return not self._closing and not self._paused
+
+    def _must_hold(self):
+        return self._paused or bool(self._held_results)
 
     def pause_reading(self):
         if not self.is_reading():
@@ -72,20 +81,19 @@ class ReadPausing:
             return
         self._paused = False
         if self._held_results:
-            held, self._held_results = self._held_results, []
-            self._loop.call_soon(self._deliver_held, held)
+            self._loop.call_soon(self._deliver_held)
         else:
             self._start_reading()
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 
-    def _deliver_held(self, held):
-        for index, result in enumerate(held):
-            if self._paused or self._closing:
-                # Paused again by the protocol: keep the rest, in order.
-                self._held_results[:0] = held[index:]
-                return
-            self._deliver(*result)
+    def _deliver_held(self):
+        # The list is read afresh each time: a protocol callback may pause
+        # again (the rest stays held, in order), close (which clears it) or
+        # see more completions appended behind.
+        while self._held_results and not self._paused and not self._closing:
+            self._deliver(*self._held_results.pop(0))
+        self._start_reading()
 
 
 class RingTransport(ReadPausing, transports._FlowControlMixin):
@@ -161,7 +169,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             # close() cancelled this receive (-ECANCELED) while a send
             # drains: not a read error, and no data after close().
             return
-        if self._paused:
+        if self._must_hold():
             self._held_results.append((res, target))
             return
         self._deliver(res, target)
