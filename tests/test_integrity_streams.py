@@ -3,8 +3,9 @@ order, with EOF after the last one -- whatever the interleaving of
 pause_reading, resume_reading, completions still in flight and
 cancellations, and even when an exception stops the loop mid-turn.
 
-Each test runs on uringloop and on asyncio's own loop (the ``loop``
-fixture or both kinds explicitly), so asyncio shows the expected result.
+Each test runs on uringloop (in both ring modes) and on asyncio's own
+loop (the ``loop`` fixture or both kinds explicitly), so asyncio shows the
+expected result.
 Payloads are deterministic (seeded) and checked byte for byte.
 """
 import asyncio
@@ -17,6 +18,15 @@ import pytest
 from uringloop import _ring
 
 from .conftest import LOOP_KINDS, finish_strict_loop, new_strict_loop, run
+
+
+@pytest.fixture(autouse=True, params=["any-thread", "single-thread"])
+def ring_mode(request, monkeypatch):
+    """Every test runs in both ring modes: the default one and
+    SINGLE_ISSUER + DEFER_TASKRUN, where arriving data waits in the
+    kernel until the loop's next turn."""
+    monkeypatch.setenv("URINGLOOP_SINGLE_THREAD", "1" if request.param == "single-thread" else "0")
+    return request.param
 
 
 def _payload(seed, size):
@@ -292,16 +302,14 @@ class Recorder(asyncio.Protocol):
         self.received += data
 
 
-@pytest.mark.parametrize("single_thread", ["0", "1"])
 @pytest.mark.parametrize("kind", list(LOOP_KINDS))
-def test_keyboard_interrupt_mid_turn_delivers_reaped_bytes(monkeypatch, kind, single_thread):
+def test_keyboard_interrupt_mid_turn_delivers_reaped_bytes(monkeypatch, kind):
     """Issue 10.3: completions reaped in a turn whose callbacks were cut
     short by a KeyboardInterrupt are delivered with their own bytes when
     the loop runs again, although the next turn recycles buffers.  With a
     pool of two provided buffers (and DEFER_TASKRUN, which holds arriving
     data until the turn) the next connection's bytes land in the buffer of
     the undelivered ones at once."""
-    monkeypatch.setenv("URINGLOOP_SINGLE_THREAD", single_thread)
     monkeypatch.setattr(_ring, "_RECV_BUFFER_COUNT", 2)
     loop = new_strict_loop(kind)
     try:
