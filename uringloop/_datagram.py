@@ -51,7 +51,8 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             return
         try:
             self._recv_op = self._ring.submit_recvmsg(
-                self._sock_fd, self._recv_msg, self._recv_buffer, _MAX_DATAGRAM, self._on_recv)
+                self._sock_fd, self._recv_msg, self._recv_buffer, _MAX_DATAGRAM,
+                self._in_context(self._on_recv))
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on datagram transport")
             return
@@ -123,7 +124,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         try:
             self._send_op = self._ring.submit_sendmsg(
                 self._sock_fd, self._send_msg, datagram, len(datagram), sockaddr,
-                self._on_sent, datagram)
+                self._in_context(self._on_sent), datagram)
         except OSError as exc:
             self._fatal_error(exc, "Fatal write error on datagram transport")
 

@@ -16,6 +16,7 @@ child process protocol) depends on that; a ring write would only happen
 at the next turn, and a second write could not start before the first
 one's completion is reaped.
 """
+import contextvars
 import errno
 import os
 import stat
@@ -39,6 +40,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(extra)
         self._extra["pipe"] = pipe
+        self._context = contextvars.copy_context()
         self._loop = loop
         self._ring = loop._ring
         self._fileno = pipe.fileno()
@@ -83,7 +85,8 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         try:
             self._read_op = self._ring.submit(lib.ul_prep_read,
                                               (self._fileno, self._buffer, _READ_SIZE, -1),
-                                              self._on_read, self._buffer)
+                                              self._in_context(self._on_read),
+                                              self._buffer)
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on pipe transport")
 

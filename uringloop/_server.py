@@ -15,6 +15,7 @@ kernel before closing the listener, so the kernel has resolved (or
 dropped) the listener's fd before its number can be reused; connections
 that complete after the stop are closed on arrival.
 """
+import contextvars
 import errno
 import socket
 
@@ -33,8 +34,15 @@ class RingServerMixin:
                        sslcontext=None, server=None, backlog=100,
                        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
                        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # Each connection's callbacks run in a copy of the context that
+        # started serving (create_server's caller), as with asyncio.
+        context = contextvars.copy_context()
         serving = (protocol_factory, sock, sslcontext, server, backlog,
-                   ssl_handshake_timeout, ssl_shutdown_timeout)
+                   ssl_handshake_timeout, ssl_shutdown_timeout, context)
+        self._arm_accept(serving)
+
+    def _arm_accept(self, serving):
+        sock = serving[1]
         fd = sock.fileno()
 
         def on_accept(res, flags):
@@ -59,7 +67,7 @@ class RingServerMixin:
                                     self._retry_serving, fd, serving)
                 return
             if fd not in self._accepting:
-                self._start_serving(*serving)
+                self._arm_accept(serving)
 
         user_data = self._ring.submit_accept_multishot(fd, _ACCEPT_FLAGS, on_accept)
         self._accepting[fd] = user_data
@@ -67,10 +75,10 @@ class RingServerMixin:
     def _retry_serving(self, fd, serving):
         if fd in self._accepting and self._accepting[fd] is None:
             del self._accepting[fd]
-            self._start_serving(*serving)
+            self._arm_accept(serving)
 
     def _hand_over(self, conn_fd, serving):
-        protocol_factory, sock, sslcontext, server, _, hs_timeout, sd_timeout = serving
+        protocol_factory, sock, sslcontext, server, _, hs_timeout, sd_timeout, context = serving
         conn = socket.socket(sock.family, sock.type, sock.proto, fileno=conn_fd)
         conn.setblocking(False)
         try:
@@ -82,7 +90,7 @@ class RingServerMixin:
             logger.debug("%r got a new connection from %r: %r", server, peername, conn)
         self.create_task(self._accept_connection2(
             protocol_factory, conn, {"peername": peername}, sslcontext, server,
-            hs_timeout, sd_timeout))
+            hs_timeout, sd_timeout), context=context.copy())
 
     def _stop_serving(self, sock):
         user_data = self._accepting.pop(sock.fileno(), None)

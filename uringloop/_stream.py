@@ -26,6 +26,7 @@ an old completion and no buffer is released while the kernel holds it.
 Protocol callbacks run from the completion callbacks, i.e. inside the
 loop's select step, wrapped so that their errors take asyncio's paths.
 """
+import contextvars
 import errno
 import socket
 
@@ -73,11 +74,12 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._recv_buffer = None     # reused by every receive for a Protocol
         self._empty_waiter = None    # set while loop.sendfile owns the socket
         self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
+        self._writer_context = None  # where resume_writing() runs: see _on_write_pressure
         super().__init__(loop, sock, protocol, extra, server)
         # The write side lives in C (csrc/sendq.c); its events come back
         # through the ring like completions.
         self._sendq, self._sendq_events = self._ring.new_send_queue(
-            self._sock_fd, self._on_send_event)
+            self._sock_fd, self._in_context(self._on_send_event))
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -95,7 +97,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if not self._buffered and self._loop._recv_multishot:
             try:
                 self._recv_op = self._ring.submit_recv_multishot(
-                    self._sock_fd, self._on_recv_multishot)
+                    self._sock_fd, self._in_context(self._on_recv_multishot))
             except OSError as exc:
                 self._fatal_error(exc, "Fatal read error on socket transport")
             return
@@ -118,7 +120,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
             owner = None
         try:
             self._recv_op = self._ring.submit_recv(self._sock_fd, target, len(target),
-                                                   self._on_recv)
+                                                   self._in_context(self._on_recv))
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
@@ -240,6 +242,10 @@ class RingStreamTransport(RingTransport, transports.Transport):
         return _sendq_size(self._sendq) if self._sendq is not None else 0
 
     def _on_write_pressure(self, already_queued):
+        # asyncio runs resume_writing() from a writer handle made by the
+        # write() that could not send everything, i.e. in a copy of that
+        # caller's context.
+        self._writer_context = contextvars.copy_context()
         if already_queued:
             self._maybe_pause_protocol()
         else:
@@ -280,13 +286,19 @@ class RingStreamTransport(RingTransport, transports.Transport):
             return
         self._pressure_check = False
         if self._protocol_paused:
-            self._maybe_resume_protocol()
+            self._in_writer_context(self._maybe_resume_protocol)
         elif size > self._high_water:
-            self._maybe_pause_protocol()
+            self._in_writer_context(self._maybe_pause_protocol)
         if size == 0 and (self._closing or self._eof or self._empty_waiter is not None):
             self._on_write_drained()
         else:
             self._watch_send_queue()
+
+    def _in_writer_context(self, callback):
+        if self._writer_context is None:
+            callback()  # no write has pressed yet: the transport's context
+        else:
+            self._writer_context.run(callback)
 
     def _writes_pending(self):
         return self._sendq is not None and _sendq_size(self._sendq) > 0

@@ -17,7 +17,15 @@ left in the kernel).  This base owns the invariants around them:
 * the socket is closed only after ``connection_lost`` has run *and* no
   operation of this transport is left in the kernel, so a reused fd
   number never meets an old completion.
+
+Context: protocol callbacks run in a copy of the ``contextvars`` context
+current where the transport was created (``create_connection``'s caller,
+or ``create_server``'s for an accepted connection), as with asyncio, whose
+reader and writer handles copy it then; completion callbacks are entered
+through ``_in_context``.
 """
+import contextvars
+import functools
 import sys
 import warnings
 
@@ -66,6 +74,11 @@ class ReadPausing:
     def is_reading(self):
         return not self._closing and not self._paused
 
+    def _in_context(self, callback):
+        """``callback`` wrapped to run in the transport's context (a ring
+        completion otherwise runs in whatever context the loop has)."""
+        return functools.partial(self._context.run, callback)
+
     def _must_hold(self):
         return self._paused or bool(self._held_results)
 
@@ -81,7 +94,7 @@ class ReadPausing:
             return
         self._paused = False
         if self._held_results:
-            self._loop.call_soon(self._deliver_held)
+            self._loop.call_soon(self._deliver_held, context=self._context)
         else:
             self._start_reading()
         if self._loop.get_debug():
@@ -111,6 +124,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
                 self._extra["peername"] = sock.getpeername()
             except OSError:
                 self._extra["peername"] = None
+        self._context = contextvars.copy_context()
         self._sock = sock
         self._sock_fd = sock.fileno()
         self._ring = loop._ring
