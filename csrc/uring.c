@@ -398,7 +398,9 @@ int ul_ring_submit(struct ul_ring *r)
     /* Also run deferred task work (DEFER_TASKRUN), so that a cancellation
      * submitted here has let go of its file by the time we return. */
     int ret = io_uring_submit_and_get_events(&r->ring);
-    return ret < 0 ? ret : 0;
+    if (ret < 0)
+        return ret;
+    return io_uring_sq_ready(&r->ring) > 0;
 }
 
 /* True when entering the kernel could produce completions we cannot see

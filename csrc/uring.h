@@ -78,7 +78,9 @@ int ul_prep_recv_multishot(struct ul_ring *ring, int fd, uint64_t user_data);
 /* One receive of at most `len` bytes into a provided buffer. */
 int ul_prep_recv_provided(struct ul_ring *ring, int fd, unsigned len, uint64_t user_data);
 
-/* Submit queued SQEs now, without waiting or reaping. */
+/* Submit queued SQEs now, without waiting or reaping.  Returns 0 once
+ * every queued SQE is in the kernel, 1 if some are still queued (a kernel
+ * without IORING_SETUP_SUBMIT_ALL stops at a failing one). */
 int ul_ring_submit(struct ul_ring *ring);
 
 /* Operations whose user_data carries this bit complete "inline": the

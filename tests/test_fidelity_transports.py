@@ -208,3 +208,111 @@ def test_read_pipe_callbacks_run_in_the_pipes_context(loop):
     seen = run(loop, main())
     assert set(seen) == {"connection_made", "data_received", "eof_received", "connection_lost"}
     assert all(values == {"pipe"} for values in seen.values()), seen
+
+
+# -- close is as prompt as asyncio's ----------------------------------------
+
+async def _connected_pair(loop, protocol=asyncio.Protocol):
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    transport, proto = await loop.create_connection(protocol, *listener.getsockname())
+    peer, _ = await loop.sock_accept(listener)
+    listener.close()
+    await asyncio.sleep(0.01)  # reading has started
+    return transport, proto, peer
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_stream_close_releases_the_socket_after_one_iteration(loop, how):
+    """Issue 11.2: after close()/abort() and one ``await sleep(0)`` the
+    socket is closed (fileno() == -1) and the peer sees the end, as on
+    asyncio -- although uringloop's receive is still being cancelled."""
+
+    async def main():
+        transport, proto, peer = await _connected_pair(loop)
+        sock = transport.get_extra_info("socket")
+        getattr(transport, how)()
+        await asyncio.sleep(0)
+        fileno = sock.fileno()
+        peer.setblocking(False)
+        try:
+            end = peer.recv(100)
+        except ConnectionResetError:
+            end = b""
+        except BlockingIOError:
+            end = None
+        peer.close()
+        return fileno, end
+
+    fileno, end = run(loop, main())
+    assert fileno == -1
+    assert end == b""
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_datagram_close_releases_the_socket_after_one_iteration(loop, how):
+    async def main():
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        await asyncio.sleep(0.01)
+        sock = transport.get_extra_info("socket")
+        getattr(transport, how)()
+        await asyncio.sleep(0)
+        return sock.fileno()
+
+    assert run(loop, main()) == -1
+
+
+def test_close_after_writes_drain_releases_the_socket_promptly(loop):
+    """close() with data still queued: connection_lost and the socket's
+    close follow the drain, and the peer gets every byte, then EOF."""
+
+    async def main():
+        transport, proto, peer = await _connected_pair(loop)
+        sock = transport.get_extra_info("socket")
+        payload = os.urandom(4 << 20)
+        transport.write(payload)
+        transport.close()
+        received = bytearray()
+        while True:
+            chunk = await loop.sock_recv(peer, 1 << 20)
+            if not chunk:
+                break
+            received += chunk
+        for _ in range(100):
+            if sock.fileno() == -1:
+                break
+            await asyncio.sleep(0)
+        peer.close()
+        return bytes(received) == payload, sock.fileno()
+
+    assert run(loop, main()) == (True, -1)
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_cancelled_create_connection_with_sock_closes_it(loop, family, tmp_path):
+    async def main():
+        if family == "tcp":
+            listener = socket.create_server(("127.0.0.1", 0))
+            sock = socket.create_connection(listener.getsockname())
+            create = loop.create_connection
+        else:
+            path = str(tmp_path / "s")
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(path)
+            listener.listen()
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(path)
+            create = loop.create_unix_connection
+        sock.setblocking(False)
+        task = asyncio.create_task(create(asyncio.Protocol, sock=sock))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(3):
+            await asyncio.sleep(0)
+        listener.close()
+        return sock.fileno()
+
+    assert run(loop, main()) == -1

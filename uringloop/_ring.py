@@ -327,14 +327,18 @@ class Ring:
     def submit_now(self):
         """Hand queued operations to the kernel before the next turn, for
         operations whose effect a peer may be waiting on synchronously
-        (asyncio starts connect and send before returning to the loop)."""
+        (asyncio starts connect and send before returning to the loop).
+        True once every queued operation is in the kernel."""
+        if self._ptr is None:
+            return True  # closed: nothing is queued any more
         if self._forked:
-            return  # the SQ is the parent's: never submit into it
+            return False  # the SQ is the parent's: never submit into it
         if self._thread != threading.get_ident() and not self._bind_thread(strict=False):
-            return  # not the issuer thread: the next turn submits them
+            return False  # not the issuer thread: the next turn submits them
         rc = lib.ul_ring_submit(self._ptr)
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
+        return rc == 0
 
     def cancel(self, user_data):
         """Ask the kernel to cancel an operation.  Its entry (and buffers)

@@ -242,6 +242,20 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             self._close_socket_if_idle()
 
     def _close_socket_if_idle(self):
-        if self._sock is not None and self._recv_op is None and self._release_writes():
-            self._sock.close()
-            self._sock = None
+        # Called once connection_lost is scheduled: from then on the
+        # transport submits nothing more on this fd (its receive is
+        # cancelled, its sends drained or aborted).  What is still in the
+        # kernel holds the file itself and finds us by user_data, so once
+        # every queued SQE has been submitted the fd number may go now --
+        # the peer sees the FIN as promptly as with asyncio -- rather than
+        # after the cancellations complete.
+        if self._sock is None:
+            return
+        if not (self._recv_op is None and self._release_writes()):
+            try:
+                if not self._ring.submit_now():
+                    return  # closed again by the completions, see _on_recv
+            except OSError:
+                return
+        self._sock.close()
+        self._sock = None
