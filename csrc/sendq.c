@@ -3,9 +3,11 @@
  * kept out of Python on the per-message path.
  *
  * Data flow: ul_sendq_write copies the caller's bytes into the queue.  With
- * no send in flight they go into `sending` and a SEND is prepared at once
- * (the loop's next turn submits it); otherwise they are appended to
- * `queued`.  The send's completion comes back through ul_ring_turn, which
+ * no send in flight they go into `sending`, and the queue waits on the
+ * ring's start list: its SEND is prepared just before the ring next
+ * submits, so everything written until then (a turn's worth of callbacks)
+ * leaves in one send, as asyncio's back-to-back writes reach the peer
+ * together.  With a send in flight they are appended to `queued`.  The send's completion comes back through ul_ring_turn, which
  * hands it to ul_sendq_complete here instead of to Python: a partial send
  * resubmits the rest of `sending`; a full one swaps in `queued` as the
  * next send.  Python only gets an event when it asked to (DRAINED), when a
@@ -42,7 +44,7 @@ struct ul_sendq {
     struct ul_ring *ring;
     struct ul_sendq_list *list;
     struct ul_sendq *prev, *next;   /* list->all */
-    struct ul_sendq *retry_next;    /* list->retry, while on_retry */
+    struct ul_sendq *start_next;    /* list->to_start, while waiting_start */
     int fd;
     uint64_t owner;                 /* user_data of the owner's events */
     struct ul_sendbuf sending;      /* the kernel reads [sent, len) */
@@ -51,7 +53,7 @@ struct ul_sendq {
     size_t notify_threshold;
     int error;                      /* first failure (negative errno) */
     unsigned in_flight : 1;
-    unsigned on_retry : 1;
+    unsigned waiting_start : 1;
     unsigned aborted : 1;
     unsigned released : 1;
 };
@@ -85,18 +87,23 @@ static int append(struct ul_sendbuf *b, const void *data, size_t len)
     return 0;
 }
 
+static void wait_start(struct ul_sendq *q)
+{
+    if (!q->waiting_start) {
+        q->waiting_start = 1;
+        q->start_next = q->list->to_start;
+        q->list->to_start = q;
+    }
+}
+
 /* Prepare the SEND of what `sending` still holds; with the SQ full even
- * after submitting, wait on the retry list for the next turn. */
+ * after submitting, wait on the start list for the next turn. */
 static void start_send(struct ul_sendq *q)
 {
     int error = 0;
     struct io_uring_sqe *sqe = ul_ring_sqe(q->ring, &error);
     if (sqe == NULL) {
-        if (!q->on_retry) {
-            q->on_retry = 1;
-            q->retry_next = q->list->retry;
-            q->list->retry = q;
-        }
+        wait_start(q);
         return;
     }
     /* Cap a single send at INT_MAX: its result must fit the CQE's res. */
@@ -108,22 +115,22 @@ static void start_send(struct ul_sendq *q)
     q->list->in_flight++;
 }
 
-static void unlink_retry(struct ul_sendq *q)
+static void unlink_waiting(struct ul_sendq *q)
 {
-    if (!q->on_retry)
+    if (!q->waiting_start)
         return;
-    for (struct ul_sendq **p = &q->list->retry; *p != NULL; p = &(*p)->retry_next) {
+    for (struct ul_sendq **p = &q->list->to_start; *p != NULL; p = &(*p)->start_next) {
         if (*p == q) {
-            *p = q->retry_next;
+            *p = q->start_next;
             break;
         }
     }
-    q->on_retry = 0;
+    q->waiting_start = 0;
 }
 
 static void destroy(struct ul_sendq *q)
 {
-    unlink_retry(q);
+    unlink_waiting(q);
     if (q->prev != NULL)
         q->prev->next = q->next;
     else
@@ -159,11 +166,13 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
     if (q->released || q->aborted)
         return -EPIPE;
     int ret;
-    if (!q->in_flight && !q->on_retry && q->sending.len == q->sent) {
-        q->sending.len = q->sent = 0;
+    if (!q->in_flight) {
+        /* No SQE points into `sending` until the queue's send starts. */
+        if (q->sending.len == q->sent)
+            q->sending.len = q->sent = 0;
         ret = append(&q->sending, data, len);
         if (ret == 0 && len > 0)
-            start_send(q);
+            wait_start(q);
     } else {
         ret = append(&q->queued, data, len);
     }
@@ -185,7 +194,7 @@ int ul_sendq_abort(struct ul_sendq *q)
     q->aborted = 1;
     q->notify_threshold = NO_THRESHOLD;
     q->queued.len = 0;
-    unlink_retry(q);
+    unlink_waiting(q);
     if (!q->in_flight) {
         q->sending.len = q->sent = 0;
         return 0;
@@ -202,7 +211,7 @@ int ul_sendq_abort(struct ul_sendq *q)
 int ul_sendq_release(struct ul_sendq *q)
 {
     q->released = 1;
-    if (q->in_flight || q->on_retry)
+    if (q->in_flight || q->waiting_start)
         return 1;
     destroy(q);
     return 0;
@@ -257,7 +266,7 @@ int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
     if (q->released) {
         /* Even a released queue finishes sending what it holds: close()
          * loses nothing.  Its owner only waits for the end. */
-        if (q->in_flight || q->on_retry)
+        if (q->in_flight || q->waiting_start)
             return 0;
         event(q, UL_SENDQ_RELEASED, 0, out);
         destroy(q);
@@ -273,13 +282,13 @@ int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
     return 0;
 }
 
-void ul_sendq_retry(struct ul_sendq_list *list)
+void ul_sendq_start_waiting(struct ul_sendq_list *list)
 {
-    struct ul_sendq *q = list->retry;
-    list->retry = NULL;
+    struct ul_sendq *q = list->to_start;
+    list->to_start = NULL;
     while (q != NULL) {
-        struct ul_sendq *next = q->retry_next;
-        q->on_retry = 0;
+        struct ul_sendq *next = q->start_next;
+        q->waiting_start = 0;
         start_send(q);
         q = next;
     }

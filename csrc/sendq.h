@@ -17,11 +17,12 @@
 
 struct ul_sendq;
 
-/* Per ring: every live queue (freed with the ring), the queues waiting for
- * a free SQE, and how many sends the kernel holds. */
+/* Per ring: every live queue (freed with the ring), the queues whose next
+ * send waits for the ring's next submission (written to since, or the SQ
+ * was full), and how many sends the kernel holds. */
 struct ul_sendq_list {
     struct ul_sendq *all;
-    struct ul_sendq *retry;
+    struct ul_sendq *to_start;
     unsigned in_flight;
 };
 
@@ -32,8 +33,9 @@ struct io_uring_sqe *ul_ring_sqe(struct ul_ring *ring, int *error);
 /* A completion tagged UL_SENDQ_TAG: advance its queue.  Returns 1 and fills
  * `event` when the owner must hear about it, else 0. */
 int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *event);
-/* Start the sends that found the SQ full last time. */
-void ul_sendq_retry(struct ul_sendq_list *list);
+/* Prepare the sends of the queues waiting to start (called just before
+ * the ring submits). */
+void ul_sendq_start_waiting(struct ul_sendq_list *list);
 /* At ring destruction, when the kernel holds none of their buffers. */
 void ul_sendq_free_all(struct ul_sendq_list *list);
 

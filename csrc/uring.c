@@ -395,6 +395,8 @@ int ul_prep_cancel_all(struct ul_ring *r)
 
 int ul_ring_submit(struct ul_ring *r)
 {
+    if (r->sendqs.to_start != NULL)
+        ul_sendq_start_waiting(&r->sendqs);
     /* Also run deferred task work (DEFER_TASKRUN), so that a cancellation
      * submitted here has let go of its file by the time we return. */
     int ret = io_uring_submit_and_get_events(&r->ring);
@@ -479,8 +481,8 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
     if (r->buffers.handed_out_count > 0 || r->buffers.ran_out)
         recycle_buffers(&r->buffers);
     for (;;) {
-        if (r->sendqs.retry != NULL)
-            ul_sendq_retry(&r->sendqs);
+        if (r->sendqs.to_start != NULL)
+            ul_sendq_start_waiting(&r->sendqs);
         int ret = enter(r, timeout_ns);
         /* ETIME: the timeout passed; EINTR: a signal arrived (its handler
          * runs through the loop's wakeup fd); EBUSY/EAGAIN: the kernel
@@ -500,6 +502,12 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
                 break;
         }
     }
+    /* A send completion reaped above may have started the next send of
+     * its queue (the rest of a partial send, or what was written while it
+     * was in flight): hand it to the kernel now, not a whole Python
+     * iteration later. */
+    if (io_uring_sq_ready(&r->ring) > 0)
+        io_uring_submit(&r->ring);
     *inline_count = inlined;
     return (int)(copied + inlined);
 }

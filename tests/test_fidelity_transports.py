@@ -316,3 +316,61 @@ def test_cancelled_create_connection_with_sock_closes_it(loop, family, tmp_path)
         return sock.fileno()
 
     assert run(loop, main()) == -1
+
+
+class KeepOpenOnEof(Recording):
+    def eof_received(self):
+        self._note("eof_received")
+        return True  # keep writing after the peer's FIN, as a server may
+
+
+@pytest.mark.parametrize("protocol", [KeepOpenOnEof, Recording])
+def test_writing_to_a_closed_peer_reports_the_error(loop, protocol):
+    """Issue 11.5: writes to a peer that has gone (closed with our bytes
+    unread: a reset) end the connection with BrokenPipeError or
+    ConnectionResetError in connection_lost, not None."""
+
+    async def main():
+        transport, proto, peer = await _connected_pair(loop, protocol)
+        transport.write(b"unread")
+        await asyncio.sleep(0.01)
+        peer.close()
+        for _ in range(200):
+            if proto.lost.done():
+                break
+            transport.write(b"x" * 65536)
+            await asyncio.sleep(0.005)
+        return await proto.lost
+
+    exc = run(loop, main())
+    assert isinstance(exc, (BrokenPipeError, ConnectionResetError)), repr(exc)
+
+
+# -- writes leave as promptly as asyncio's ----------------------------------
+
+def test_back_to_back_writes_reach_the_peer_within_one_iteration(loop):
+    """Issue 11.3: write(a); write(b) in one callback: after one
+    iteration the peer has both, as on asyncio (whose write() sends at
+    once), not only a (b waiting for a's completion and another turn)."""
+
+    async def main():
+        transport, proto, peer = await _connected_pair(loop)
+        peer.setblocking(False)
+        arrived = []
+        for size in (1, 1000, 100_000):
+            a, b = b"a" * size, b"b" * size
+            transport.write(a)
+            transport.write(b)
+            await asyncio.sleep(0)
+            got = bytearray()
+            try:
+                while len(got) < 2 * size:
+                    got += peer.recv(1 << 20)
+            except BlockingIOError:
+                pass
+            arrived.append(bytes(got) == a + b)
+        transport.close()
+        peer.close()
+        return arrived
+
+    assert run(loop, main()) == [True, True, True]

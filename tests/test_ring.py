@@ -345,10 +345,12 @@ def test_send_queue_keeps_one_send_in_flight_and_coalesces(ring, pair):
     a, b = pair
     owner = SendQueueOwner(ring, a.fileno())
     assert owner.write(b"a" * 1000) == 1000
+    # The send starts when the ring next submits: until then writes join it.
+    assert lib.ul_ring_sends_in_flight(ring._ptr) == 0
+    assert owner.write(b"b" * 1000) == 2000
+    ring.submit_now()
     assert lib.ul_ring_sends_in_flight(ring._ptr) == 1
-    assert owner.write(b"b" * 1000) == 2000      # queued behind the first
-    assert owner.write(b"c" * 10) == 2010
-    assert lib.ul_ring_sends_in_flight(ring._ptr) == 1
+    assert owner.write(b"c" * 10) == 2010        # queued behind the send
     in_flight = []
     for _ in range(50):
         if owner.size() == 0:
