@@ -49,5 +49,11 @@ def install():
 
 def run(main, *, debug=None):
     """Run a coroutine on a new uringloop loop, like ``asyncio.run``."""
+    if asyncio._get_running_loop() is not None:
+        # asyncio.run()'s check and message; the coroutine will never run,
+        # so close it rather than leave a "never awaited" warning behind.
+        if asyncio.iscoroutine(main):
+            main.close()
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)

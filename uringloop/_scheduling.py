@@ -14,7 +14,8 @@ to the ``self._scheduled`` heap, which asyncio's ``_run_once`` consumes.
 The lean path is taken only outside debug mode and on an open loop (and,
 for tasks, without a task factory); anything else goes to asyncio's own
 method, so debug-mode checks, source tracebacks and error messages stay
-exactly asyncio's.  The private attributes used (``_ready``,
+exactly asyncio's (the extra frame of the method here is taken out of the
+source traceback, which asyncio trims to end at the caller's line).  The private attributes used (``_ready``,
 ``_scheduled``, ``_timer_cancelled_count``, ``_debug``, ``_closed``,
 ``_task_factory``, the handles' slots) are the same in CPython 3.11-3.13.
 """
@@ -68,19 +69,35 @@ class TimerHandle(events.TimerHandle):
         self._args = None
 
 
+def _hide_own_frame(scheduled):
+    """Take this module's frame out of a debug-mode source traceback (of a
+    handle, timer or task), so that it ends where asyncio's does: at the
+    line that scheduled it."""
+    traceback = scheduled._source_traceback
+    if traceback:
+        for index in range(len(traceback) - 1, -1, -1):
+            if traceback[index].filename == _THIS_FILE:
+                del traceback[index]
+                return
+
+
 class LeanSchedulingMixin:
     """For a subclass of ``asyncio.BaseEventLoop``."""
 
     def call_soon(self, callback, *args, context=None):
         if self._debug or self._closed:
-            return super().call_soon(callback, *args, context=context)
+            handle = super().call_soon(callback, *args, context=context)
+            _hide_own_frame(handle)
+            return handle
         handle = Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
 
     def call_at(self, when, callback, *args, context=None):
         if self._debug or self._closed or when is None:
-            return super().call_at(when, callback, *args, context=context)
+            timer = super().call_at(when, callback, *args, context=context)
+            _hide_own_frame(timer)
+            return timer
         timer = TimerHandle(when, callback, args, self, context)
         heapq.heappush(self._scheduled, timer)
         timer._scheduled = True
@@ -88,7 +105,9 @@ class LeanSchedulingMixin:
 
     def call_later(self, delay, callback, *args, context=None):
         if self._debug or self._closed or delay is None:
-            return super().call_later(delay, callback, *args, context=context)
+            timer = super().call_later(delay, callback, *args, context=context)
+            _hide_own_frame(timer)
+            return timer
         timer = TimerHandle(self.time() + delay, callback, args, self, context)
         heapq.heappush(self._scheduled, timer)
         timer._scheduled = True
@@ -96,5 +115,10 @@ class LeanSchedulingMixin:
 
     def create_task(self, coro, *, name=None, context=None):
         if self._debug or self._closed or self._task_factory is not None:
-            return super().create_task(coro, name=name, context=context)
+            task = super().create_task(coro, name=name, context=context)
+            _hide_own_frame(task)
+            return task
         return tasks.Task(coro, loop=self, name=name, context=context)
+
+
+_THIS_FILE = _hide_own_frame.__code__.co_filename

@@ -6,9 +6,13 @@ Data flow: ``_start_serving`` (asyncio's hook, same signature on 3.11 to
 a socket of the listener's family and handed to asyncio's own
 ``_accept_connection2``, which makes the protocol and the transport (and
 the TLS layer).  When the kernel ends the multishot (an error, or no
-``IORING_CQE_F_MORE``) it is re-armed; running out of fds (EMFILE and
-friends) is reported once and retried after asyncio's ACCEPT_RETRY_DELAY
-instead of spinning, exactly as asyncio's selector loop does.
+``IORING_CQE_F_MORE``) it is re-armed.  A failed accept is reported
+through the loop's exception handler and retried after asyncio's
+ACCEPT_RETRY_DELAY instead of spinning: running out of fds (EMFILE and
+friends) exactly as asyncio's selector loop does, and any other error
+(a listener shut down under the server) too, which asyncio reports on
+every iteration; only what asyncio's accept loop ignores (EAGAIN, EINTR,
+ECONNABORTED) re-arms at once.
 
 ``_stop_serving`` cancels the accept and pushes the cancellation to the
 kernel before closing the listener, so the kernel has resolved (or
@@ -22,9 +26,15 @@ import socket
 from asyncio import constants, trsock
 from asyncio.log import logger
 
+from ._sockops import _os_error
+
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _CQE_F_MORE = 1 << 1
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# What asyncio's accept loop takes for "nothing to accept now"; any other
+# error is reported and the accept waits ACCEPT_RETRY_DELAY, where asyncio
+# would report it on every loop iteration.
+_RETRY_AT_ONCE = (errno.EAGAIN, errno.EINTR, errno.ECONNABORTED)
 
 
 class RingServerMixin:
@@ -54,11 +64,11 @@ class RingServerMixin:
                 del self._accepting[fd]
             if res >= 0:
                 self._hand_over(res, serving)
-            elif -res in _OUT_OF_RESOURCES:
-                exc = OSError(-res, "accept failed")
+            elif -res not in _RETRY_AT_ONCE:
                 self.call_exception_handler({
-                    "message": "socket.accept() out of system resource",
-                    "exception": exc,
+                    "message": ("socket.accept() out of system resource"
+                                if -res in _OUT_OF_RESOURCES else "socket.accept() failed"),
+                    "exception": _os_error(res),
                     "socket": trsock.TransportSocket(sock),
                 })
                 if fd not in self._accepting:

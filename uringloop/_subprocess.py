@@ -33,13 +33,11 @@ abandoned as zombies: the loop's polls are cancelled and one daemon thread
 per close waits on their pidfds and reaps each as it exits, which is what
 the 3.11 default watcher's threads do for a closed loop.
 """
-import logging
 import os
 import select
 import threading
 from asyncio import unix_events
-
-logger = logging.getLogger("uringloop")
+from asyncio.log import logger
 
 _POLLIN = select.POLLIN
 _pidfd_usable = None

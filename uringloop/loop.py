@@ -94,6 +94,10 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
             return
         super().close()
         self._ring.close()
+        # The ring's one reference back to the loop: without it a closed
+        # loop is freed with its last reference, not by the cycle collector
+        # (asyncio's close drops the selector, whose hook is the other one).
+        self._ring.on_callback_error = None
 
 
 class SelectorLoop(asyncio.SelectorEventLoop):
