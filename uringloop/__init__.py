@@ -8,12 +8,18 @@
 ``new_event_loop()`` returns a :class:`Loop` on io_uring, or -- when io_uring
 cannot run here -- a :class:`SelectorLoop` after one warning; see
 ``_backend`` for the ``URINGLOOP_BACKEND`` switch.  ``loop.backend`` says
-which one you got.
+which one you got.  Importing never fails for want of liburing: without
+the C extension (``_extension``) the fallback is all there is.
 """
 import asyncio
 
-from ._backend import BackendUnavailableError
-from .loop import Loop, SelectorLoop
+from . import _extension
+from ._backend import BackendUnavailableError, SelectorLoop
+
+if _extension.load() is None:
+    from .loop import Loop
+else:
+    Loop = _extension.UnavailableLoop
 # Async file I/O (on the ring under a Loop, in the executor elsewhere).
 # ``open`` is left out of __all__ so that a star import cannot shadow the
 # built-in.

@@ -95,9 +95,3 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         super().close()
         self._ring.close()
 
-
-class SelectorLoop(asyncio.SelectorEventLoop):
-    """The fallback when io_uring is unavailable: asyncio's own selector
-    loop, labelled so that callers can tell which backend they got."""
-
-    backend = "selector"
