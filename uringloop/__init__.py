@@ -41,16 +41,34 @@ def new_event_loop():
     return Loop() if uring_usable() else SelectorLoop()
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """An event loop policy whose loops come from :func:`new_event_loop`."""
+def _policy_class():
+    # Python 3.14 deprecates the policy classes: asyncio warns when its
+    # DefaultEventLoopPolicy is looked up, so the subclass is made on first
+    # use of uringloop.EventLoopPolicy and importing uringloop stays silent.
+    cls = globals().get("EventLoopPolicy")
+    if cls is None:
+        class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+            """An event loop policy whose loops come from :func:`new_event_loop`."""
 
-    def _loop_factory(self):
-        return new_event_loop()
+            def _loop_factory(self):
+                return new_event_loop()
+
+        EventLoopPolicy.__module__ = __name__
+        EventLoopPolicy.__qualname__ = "EventLoopPolicy"
+        globals()["EventLoopPolicy"] = cls = EventLoopPolicy
+    return cls
+
+
+def __getattr__(name):
+    if name == "EventLoopPolicy":
+        return _policy_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def install():
-    """Make uringloop the loop of ``asyncio.run`` and ``asyncio.new_event_loop``."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    """Make uringloop the loop of ``asyncio.run`` and ``asyncio.new_event_loop``
+    (through an event loop policy, which Python 3.14 deprecates)."""
+    asyncio.set_event_loop_policy(_policy_class()())
 
 
 def run(main, *, debug=None):
