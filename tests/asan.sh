@@ -13,6 +13,10 @@ git ls-files -z --cached --others --exclude-standard | \
     xargs -0 cp --parents -t "$work" 2>/dev/null || cp -r csrc uringloop tests build_ffi.py pyproject.toml "$work"
 cd "$work"
 rm -f uringloop/_uring*.so
+# cffi compiles through setuptools, which a 3.12+ venv lacks unless
+# bootstrap put it there (the test extra).
+"$repo_root/.venv/bin/python" -c 'import setuptools' 2>/dev/null || {
+    echo "asan.sh: no setuptools in .venv: run tests/bootstrap.sh first" >&2; exit 1; }
 URINGLOOP_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -O1" \
 URINGLOOP_LDFLAGS="-fsanitize=address" \
     "$repo_root/.venv/bin/python" build_ffi.py >/dev/null

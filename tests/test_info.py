@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import uringloop
 from uringloop import __main__ as cli
 from uringloop._ring import OPCODES_USED
 
@@ -86,10 +87,19 @@ def test_bad_backend_value_is_a_usage_error():
     assert "Traceback" not in proc.stderr
 
 
-def test_command_is_required():
+def test_no_command_prints_the_help():
     proc = run_info()
-    assert proc.returncode == 2
-    assert "info" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m uringloop")
+    assert "info" in proc.stdout and "--version" in proc.stdout
+
+
+def test_version_names_the_distribution():
+    proc = run_info("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"uringloop-asyncio {uringloop.__version__}\n"
+    first = run_info("info").stdout.splitlines()[0]
+    assert first.startswith(f"uringloop-asyncio {uringloop.__version__} (import uringloop) ")
 
 
 _INFO_IN_SANDBOX = """

@@ -8,12 +8,18 @@
 ``new_event_loop()`` returns a :class:`Loop` on io_uring, or -- when io_uring
 cannot run here -- a :class:`SelectorLoop` after one warning; see
 ``_backend`` for the ``URINGLOOP_BACKEND`` switch.  ``loop.backend`` says
-which one you got.
+which one you got.  Importing never fails for want of liburing: without
+the C extension (``_extension``) the fallback is all there is.
 """
 import asyncio
 
-from ._backend import BackendUnavailableError
-from .loop import Loop, SelectorLoop
+from . import _extension
+from ._backend import BackendUnavailableError, SelectorLoop
+
+if _extension.load() is None:
+    from .loop import Loop
+else:
+    Loop = _extension.UnavailableLoop
 # Async file I/O (on the ring under a Loop, in the executor elsewhere).
 # ``open`` is left out of __all__ so that a star import cannot shadow the
 # built-in.
@@ -35,16 +41,34 @@ def new_event_loop():
     return Loop() if uring_usable() else SelectorLoop()
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """An event loop policy whose loops come from :func:`new_event_loop`."""
+def _policy_class():
+    # Python 3.14 deprecates the policy classes: asyncio warns when its
+    # DefaultEventLoopPolicy is looked up, so the subclass is made on first
+    # use of uringloop.EventLoopPolicy and importing uringloop stays silent.
+    cls = globals().get("EventLoopPolicy")
+    if cls is None:
+        class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+            """An event loop policy whose loops come from :func:`new_event_loop`."""
 
-    def _loop_factory(self):
-        return new_event_loop()
+            def _loop_factory(self):
+                return new_event_loop()
+
+        EventLoopPolicy.__module__ = __name__
+        EventLoopPolicy.__qualname__ = "EventLoopPolicy"
+        globals()["EventLoopPolicy"] = cls = EventLoopPolicy
+    return cls
+
+
+def __getattr__(name):
+    if name == "EventLoopPolicy":
+        return _policy_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def install():
-    """Make uringloop the loop of ``asyncio.run`` and ``asyncio.new_event_loop``."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    """Make uringloop the loop of ``asyncio.run`` and ``asyncio.new_event_loop``
+    (through an event loop policy, which Python 3.14 deprecates)."""
+    asyncio.set_event_loop_policy(_policy_class()())
 
 
 def run(main, *, debug=None):

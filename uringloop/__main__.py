@@ -1,5 +1,7 @@
 """``python -m uringloop info [--json]``: what io_uring offers here and what
-the loop takes from it.
+the loop takes from it.  ``--version`` names the distribution
+(``uringloop-asyncio``: the import name is ``uringloop``); no command
+prints the help.
 
 Data flow: the backend is chosen exactly as ``new_event_loop()`` chooses it
 (``_backend``), so the report can never disagree with the loop.  Only when
@@ -8,6 +10,8 @@ command open a ring of its own, made like the loop's, and read back the
 granted setup flags, feature bits, registered ring fd and the kernel's
 opcode probe; with ``URINGLOOP_BACKEND=selector`` it makes no io_uring
 syscall, because the sandboxes that need that setting kill on the first.
+When the C extension cannot be loaded (no liburing here), the report says
+so instead of failing: that is the reason the backend is the selector.
 
 The name tables follow the kernel's numbering in
 ``include/uapi/linux/io_uring.h``; a number newer than the table prints as
@@ -19,7 +23,10 @@ import os
 import platform
 import sys
 
-from . import __version__, _backend
+from . import __version__, _backend, _extension
+
+# The name on the package index (``pip install uringloop-asyncio``).
+DISTRIBUTION = "uringloop-asyncio"
 
 # IORING_OP_* in kernel order: the index is the opcode.
 OPCODE_NAMES = (
@@ -92,10 +99,9 @@ def _ring_report():
 def _liburing_version():
     # Loading the extension makes no io_uring syscall, so this is safe
     # even where the selector backend was forced.
-    try:
-        from ._uring import ffi, lib
-    except ImportError as exc:
-        return f"unknown (extension not loadable: {exc})"
+    if _extension.error is not None:
+        return f"unknown ({_extension.reason()})"
+    from ._uring import ffi, lib
     return ffi.string(lib.ul_liburing_build_version()).decode()
 
 
@@ -111,6 +117,7 @@ def collect():
     """Everything ``info`` reports, as plain data."""
     uname = os.uname()
     info = {
+        "distribution": DISTRIBUTION,
         "uringloop_version": __version__,
         "python": platform.python_version(),
         "kernel": {"release": uname.release, "version": uname.version,
@@ -148,7 +155,8 @@ def _names_line(names, value):
 def format_text(info):
     kernel = info["kernel"]
     lines = [
-        f"uringloop {info['uringloop_version']} on Python {info['python']}",
+        f"{info['distribution']} {info['uringloop_version']} (import uringloop) "
+        f"on Python {info['python']}",
         f"kernel:              Linux {kernel['release']} {kernel['machine']} ({kernel['version']})",
         f"liburing (build):    {info['liburing_build_version']}",
     ]
@@ -182,11 +190,16 @@ def format_text(info):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m uringloop")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version",
+                        version=f"{DISTRIBUTION} {__version__}")
+    commands = parser.add_subparsers(dest="command")
     info_cmd = commands.add_parser(
         "info", help="kernel, liburing, io_uring features and opcodes, chosen backend")
     info_cmd.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
         info = collect()
     except ValueError as exc:     # a bad URINGLOOP_BACKEND

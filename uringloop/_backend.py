@@ -9,8 +9,11 @@ warning plus a log record: Python prints it on stderr by default and
 ``logging.captureWarnings`` routes it to logging); ``uring`` raises
 instead of falling back; ``selector`` makes no io_uring syscall at all
 (some sandboxes kill the process on the first one).  The probe runs once
-per process.
+per process; a C extension that could not be loaded (``_extension``) is
+reported as its failure without touching the ring modules.
+``SelectorLoop``, the fallback, lives here so that it needs no C.
 """
+import asyncio
 import os
 import warnings
 
@@ -26,6 +29,13 @@ class BackendUnavailableError(RuntimeError):
     """``URINGLOOP_BACKEND=uring`` was asked for but io_uring cannot run."""
 
 
+class SelectorLoop(asyncio.SelectorEventLoop):
+    """The fallback when io_uring is unavailable: asyncio's own selector
+    loop, labelled so that callers can tell which backend they got."""
+
+    backend = "selector"
+
+
 def requested_backend():
     value = os.environ.get(_ENV, "auto").strip().lower() or "auto"
     if value not in _CHOICES:
@@ -38,7 +48,10 @@ def probe_ring():
     global _probe_error, _probed
     if _probed:
         return _probe_error
+    from . import _extension
     try:
+        if _extension.error is not None:
+            raise ImportError(_extension.reason())
         from ._ring import Ring
         ring = Ring(entries=8)
         try:

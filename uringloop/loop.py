@@ -99,9 +99,3 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # (asyncio's close drops the selector, whose hook is the other one).
         self._ring.on_callback_error = None
 
-
-class SelectorLoop(asyncio.SelectorEventLoop):
-    """The fallback when io_uring is unavailable: asyncio's own selector
-    loop, labelled so that callers can tell which backend they got."""
-
-    backend = "selector"
