@@ -15,7 +15,10 @@ offset -1 as EINVAL like ``pread``/``pwrite``, where ``os.preadv`` reads at
 the kernel's file position (an ``AsyncFile`` keeps its own); the pread
 family and ``fallocate`` on a closed file or one opened without the
 right mode raise the file's ValueError / UnsupportedOperation, not EBADF;
-``pread(n)`` of an absurd ``n`` allocates only what one read can fill.
+``pread(n)`` of an absurd ``n`` allocates only what one read can fill
+(os.pread: MemoryError); ``makedirs`` refuses a bad mode before making any
+parent; ``seek`` to an offset that fits off_t but not the file system
+succeeds and the next read or write fails (io's lseek fails at once).
 """
 import array
 import asyncio
