@@ -32,44 +32,23 @@ after the kernel has completed every request on it.
 import asyncio
 import errno
 import io
-import operator
 import os
 import stat as stat_module
 import warnings
 from collections import deque
 
 from . import _files_mode
-from ._files_ops import (CLOSED, MAX_RW, CallGroup, LineReading, Pinned, engine_for,
-                         fspath_bytes, new_uncleared, os_error, perform, size_arg)
+from ._files_args import (OFF_MAX, bytes_view, c_int, c_long, optional_size,
+                          seek_offset, ssize, vector_buffer, writable_buffer)
+from ._files_ops import (CLOSED, CLOSED_PLAIN, CallGroup, LineReading, Pinned, capped,
+                         capped_vecs, engine_for, fspath_bytes, new_uncleared, os_error,
+                         perform)
 from ._files_text import AsyncTextFile
 from ._uring import ffi
 
 # Reads at the position up to this size reuse the file's landing buffer.
 _REUSED_BUFFER_LIMIT = 8 << 20
-
-def _bytes_view(data):
-    if isinstance(data, str):
-        raise TypeError("a bytes-like object is required, not 'str'")
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
-def _pin_writable(pins, buffer, caller):
-    try:
-        return pins.pin(buffer, writable=True)
-    except (TypeError, BufferError):
-        raise TypeError(f"{caller}() argument must be read-write bytes-like object, "
-                        f"not {type(buffer).__name__}") from None
-
-
-def _offset_arg(offset):
-    offset = operator.index(offset)
-    if offset < 0:
-        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    return offset
+_WHENCES = (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END, os.SEEK_DATA, os.SEEK_HOLE)
 
 
 class _ReadAhead:
@@ -141,27 +120,19 @@ class _ReadAhead:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-class _Outgoing:
-    """Bytes on their way to the kernel: the file's buffered writes (which
-    must never be lost) followed by a caller's data (dropped if the caller
-    is cancelled).  Each part is ``[pinned pointer, start, end]``, pinned in
-    ``pins``."""
+class _Vectors:
+    """Pinned memory the kernel reads or fills front to back over one or
+    more requests: each part is ``[pinned pointer, start, end]``, and the
+    part from ``start`` on is still to move."""
 
-    __slots__ = ("parts", "buffered", "keep")
+    __slots__ = ("parts",)
 
-    def __init__(self, pins, buffered, data):
-        self.parts = []
-        self.buffered = buffered
-        keep = []
-        for part in (buffered, data):
-            if part is not None and len(part):
-                pinned = pins.pin(part)
-                keep.append(pinned)
-                self.parts.append([pinned, 0, len(pinned)])
-        self.keep = keep
+    def __init__(self, pinned):
+        self.parts = [[ptr, 0, len(ptr)] for ptr in pinned if len(ptr)]
 
     def vecs(self):
-        return [(ptr + start, end - start) for ptr, start, end in self.parts]
+        """The ``(pointer, length)`` pairs of the next request, capped."""
+        return capped_vecs([(ptr + start, end - start) for ptr, start, end in self.parts])
 
     def advance(self, nbytes):
         parts = self.parts
@@ -172,8 +143,26 @@ class _Outgoing:
             nbytes -= step
             if part[1] == part[2]:
                 parts.pop(0)
-                if self.buffered is not None:
-                    self.buffered = None   # the buffered part was the first
+
+
+class _Outgoing(_Vectors):
+    """Bytes on their way to the kernel: the file's buffered writes (which
+    must never be lost) followed by a caller's data (dropped if the caller
+    is cancelled), pinned in ``pins``."""
+
+    __slots__ = ("buffered", "keep")
+
+    def __init__(self, pins, buffered, data):
+        self.keep = [pins.pin(part) for part in (buffered, data)
+                     if part is not None and len(part)]
+        super().__init__(self.keep)
+        self.buffered = buffered
+
+    def advance(self, nbytes):
+        before = len(self.parts)
+        super().advance(nbytes)
+        if len(self.parts) < before:
+            self.buffered = None   # the buffered part was the first
 
     def unwritten_buffered(self):
         """What is left of the buffered part, and forget it (called once)."""
@@ -232,32 +221,38 @@ class AsyncFile(LineReading):
 
     def fileno(self):
         if self._closing:
-            raise ValueError(CLOSED)
+            raise ValueError(CLOSED_PLAIN)
         return self._fd
 
     def readable(self):
         if self._closing:
-            raise ValueError(CLOSED)
+            raise ValueError(CLOSED_PLAIN)
         return self._readable
 
     def writable(self):
         if self._closing:
-            raise ValueError(CLOSED)
+            raise ValueError(CLOSED_PLAIN)
         return self._writable
 
     def seekable(self):
         if self._closing:
-            raise ValueError(CLOSED)
+            raise ValueError(CLOSED_PLAIN)
         return self._seekable
 
     # -- taking turns ----------------------------------------------------
-    def _check(self, closed_message, need, unsupported=None):
-        if self._closing:
-            raise ValueError(closed_message)
+    def _require(self, need, unsupported=None):
+        """UnsupportedOperation unless the mode allows ``need``.  The binary
+        read and write methods call this first, as io's do (on a closed
+        file too: a BufferedWriter has no read at all)."""
         if need == "read" and not self._readable:
             raise io.UnsupportedOperation(unsupported or need)
         if need in ("write", "truncate") and not self._writable:
             raise io.UnsupportedOperation(unsupported or need)
+
+    def _check(self, closed_message, need, unsupported=None):
+        if self._closing:
+            raise ValueError(closed_message)
+        self._require(need, unsupported)
 
     async def _begin(self, need=None, closed_message=CLOSED, unsupported=None):
         """Wait for this file's turn at its position; pair with _end().
@@ -297,14 +292,15 @@ class AsyncFile(LineReading):
     async def _fill(self, request):
         """One read of up to ``request`` bytes at the position, into the
         read-ahead; returns the count (0 at end of file)."""
-        request = min(request, MAX_RW)
+        request = capped(request)
         if request <= _REUSED_BUFFER_LIMIT:
             # Reads at the position take turns (and wait for a cancelled
             # one's completion), so one landing buffer serves them all; a
             # fresh multi-MiB buffer per read costs page faults every time.
             buf = self._landing
             if buf is None or len(buf) < request:
-                buf = self._landing = new_uncleared("char[]", max(request, self._chunk))
+                size = max(request, min(self._chunk, _REUSED_BUFFER_LIMIT))
+                buf = self._landing = new_uncleared("char[]", size)
         else:
             buf = new_uncleared("char[]", request)
         offset = self._pos if self._seekable else -1
@@ -324,8 +320,9 @@ class AsyncFile(LineReading):
     def _at_eof(self, request, res):
         # A short read of a regular file means end of file when the size
         # seen at open agrees; anything else is confirmed by a read of 0
-        # (files in /proc report size 0 and return short reads).
-        return res == 0 or (res < request and self._regular and
+        # (files in /proc report size 0 and return short reads).  Short
+        # means short of what _fill asked for: at most the cap.
+        return res == 0 or (res < capped(request) and self._regular and
                             0 < self._size_hint <= self._pos)
 
     async def _before_read(self):
@@ -352,10 +349,15 @@ class AsyncFile(LineReading):
         return ahead.take(n)
 
     async def read(self, n=-1):
-        """Up to ``n`` bytes (all that is left if ``n`` < 0 or None); fewer
-        only at end of file (or, unbuffered, after one read)."""
-        n = size_arg(n)
-        await self._begin("read")
+        """Up to ``n`` bytes (all that is left if ``n`` is -1 or None);
+        fewer only at end of file (or, unbuffered, after one read).  Other
+        negative ``n`` are a ValueError, as for io.BufferedReader; an
+        unbuffered file takes them for -1, as io.FileIO does."""
+        n = optional_size(n)
+        self._require("read")
+        if n < -1 and self._chunk:
+            raise ValueError("read length must be non-negative or -1")
+        await self._begin("read", "read of closed file")
         try:
             return await self._read_locked(n)
         finally:
@@ -398,7 +400,7 @@ class AsyncFile(LineReading):
             ffi.memmove(target, ahead.take(got), got)
         try:
             while got < want and (self._chunk or not got):
-                missing = min(want - got, MAX_RW)
+                missing = capped(want - got)
                 if missing >= self._chunk:
                     res = await self._read_into(target + got, missing, target, pins)
                     got += res
@@ -422,9 +424,11 @@ class AsyncFile(LineReading):
         return the count (fewer only at end of file or, unbuffered, after
         one read).  Beyond what is read ahead, the kernel writes straight
         into ``buffer``: no copy."""
+        writable_buffer(buffer, "readinto")
+        self._require("read")
         with Pinned() as pins:
-            target = _pin_writable(pins, buffer, "readinto")
-            await self._begin("read")
+            target = pins.pin(buffer, writable=True)
+            await self._begin("read", "readinto of closed file")
             try:
                 return await self._readinto_locked(target, pins)
             finally:
@@ -432,8 +436,9 @@ class AsyncFile(LineReading):
 
     async def read1(self, n=-1):
         """At most one kernel read: what is buffered, else one refill."""
-        n = size_arg(n)
-        await self._begin("read")
+        n = ssize(n)
+        self._require("read", "read1")
+        await self._begin("read", "read of closed file", "read1")
         try:
             return await self._read1_locked(n)
         finally:
@@ -458,8 +463,9 @@ class AsyncFile(LineReading):
 
     async def readline(self, size=-1):
         """One line including its ``b"\\n"`` (or up to ``size`` bytes)."""
-        size = size_arg(size)
-        await self._begin("read")
+        size = optional_size(size)
+        self._require("read")
+        await self._begin("read", "readline of closed file")
         try:
             return await self._readline_locked(size)
         finally:
@@ -505,18 +511,20 @@ class AsyncFile(LineReading):
 
             while out.parts:
                 offset = -1 if self._appending or not self._seekable else self._pos
-                vecs = out.vecs()
-                if len(vecs) == 1:
-                    method = self._engine.write
-                    args = (self._fd, vecs[0][0], vecs[0][1], offset, out.keep)
-                else:
-                    method, args = self._engine.writev, (self._fd, vecs, offset, out.keep)
+                method, args = self._write_request(out.vecs(), offset, out.keep)
                 res = await self._perform(method, args, positioned=True,
                                           on_cqe=on_cqe, on_abandon=on_abandon, pins=pins)
                 if res <= 0:
                     self._requeue(out)
                     raise (self._error(res) if res < 0 else
                            OSError(errno.EIO, "write made no progress"))
+
+    def _write_request(self, vecs, offset, keep):
+        """WRITE for one buffer, WRITEV for more: the engine method and its
+        arguments."""
+        if len(vecs) == 1:
+            return self._engine.write, (self._fd, vecs[0][0], vecs[0][1], offset, keep)
+        return self._engine.writev, (self._fd, vecs, offset, keep)
 
     async def _write_locked(self, view):
         self._drop_ahead()
@@ -529,16 +537,13 @@ class AsyncFile(LineReading):
     async def write(self, data):
         """Write all of ``data`` (buffered up to the buffer size); returns
         its length."""
-        view = _bytes_view(data)
+        self._require("write")
+        view = bytes_view(data)
         await self._begin("write", "write to closed file")
         try:
             return await self._write_locked(view)
         finally:
             self._end()
-
-    async def writelines(self, lines):
-        for line in lines:
-            await self.write(line)
 
     async def flush(self):
         await self._begin(None, "flush of closed file")
@@ -566,19 +571,28 @@ class AsyncFile(LineReading):
             target = offset
         elif whence == os.SEEK_CUR:
             target = self._logical_pos() + offset
-        else:
+        elif whence == os.SEEK_END:
             target = await self._file_size() + offset
-        if target < 0:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        else:
+            # SEEK_DATA, SEEK_HOLE: only the file system knows the answer.
+            target = await self._perform(self._engine.lseek, (self._fd, offset, whence))
+            if target < 0:
+                raise self._error(target)
+        if not 0 <= target <= OFF_MAX:
+            raise os_error(-errno.EINVAL)
         self._ahead.clear()
         self._pos = target
         return target
 
     async def seek(self, offset, whence=os.SEEK_SET):
-        """Move the position; returns it.  Whence 0, 1 or 2 as in io."""
-        offset = operator.index(offset)
-        if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
+        """Move the position; returns it.  Whence as in io: SEEK_SET,
+        SEEK_CUR, SEEK_END, SEEK_DATA or SEEK_HOLE."""
+        whence = c_int(whence)
+        if whence not in _WHENCES:
             raise ValueError(f"whence value {whence} unsupported")
+        if self._closing:
+            raise ValueError("seek of closed file")
+        offset = seek_offset(offset)
         await self._begin(None, "seek of closed file")
         try:
             return await self._seek_locked(offset, whence)
@@ -587,7 +601,7 @@ class AsyncFile(LineReading):
 
     async def tell(self):
         """The position, once the operations before this call are done."""
-        await self._begin()
+        await self._begin(None, CLOSED_PLAIN)
         try:
             if not self._seekable:
                 raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
@@ -614,9 +628,10 @@ class AsyncFile(LineReading):
         """Resize the file to ``size`` (default: the position); the
         position does not move.  Runs ftruncate in the executor: liburing
         2.3 has no io_uring opcode for it."""
+        self._check("truncate of closed file", "truncate")
         if size is not None:
-            size = operator.index(size)
-        await self._begin("truncate")
+            size = c_long(size)
+        await self._begin("truncate", "truncate of closed file")
         try:
             return await self._truncate_locked(size)
         finally:
@@ -628,79 +643,95 @@ class AsyncFile(LineReading):
         if not self._seekable:
             raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
 
+    async def _pread_pieces(self, n, offset):
+        """The chunks of one pread of ``n`` bytes: a single read unless
+        ``n`` is over the cap, then capped reads until one comes back
+        short (end of file) or fails after some bytes arrived."""
+        pieces = []
+        while n:
+            want = capped(n)
+            buf = new_uncleared("char[]", want)
+            res = await self._perform(self._engine.read, (self._fd, buf, want, offset, buf),
+                                      reading=True)
+            if res < 0:
+                if pieces:
+                    break
+                raise self._error(res)
+            pieces.append(ffi.unpack(buf, res))
+            if res < want:
+                break
+            n -= res
+            offset += res
+        return pieces
+
     async def pread(self, n, offset):
-        """Up to ``n`` bytes at ``offset`` with one read (fewer only at end
-        of file), like ``os.pread``; the position does not move.  Many
-        preads of one file run in the kernel at once."""
-        n = operator.index(n)
-        offset = _offset_arg(offset)
+        """Up to ``n`` bytes at ``offset`` (fewer only at end of file),
+        like ``os.pread``; the position does not move.  Many preads of one
+        file run in the kernel at once."""
+        n, offset = ssize(n), c_long(offset)
         self._check_explicit("read")
-        if n < 0:
-            raise ValueError("negative buffersize in pread")
+        if n < 0 or offset < 0:
+            raise os_error(-errno.EINVAL)
         if self._pending:
             await self.flush()
-        if n == 0:
-            return b""
-        n = min(n, MAX_RW)
-        buf = new_uncleared("char[]", n)
-        res = await self._perform(self._engine.read, (self._fd, buf, n, offset, buf), reading=True)
-        if res < 0:
-            raise self._error(res)
-        return ffi.unpack(buf, res)
+        pieces = await self._pread_pieces(n, offset)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def preadv(self, buffers, offset):
-        """Read into writable ``buffers`` at ``offset`` with one readv;
-        returns the byte count, like ``os.preadv``."""
-        offset = _offset_arg(offset)
+        """Fill writable ``buffers`` from ``offset`` on (less only at end
+        of file); returns the byte count, like ``os.preadv``."""
+        offset = c_long(offset)
+        buffers = [vector_buffer(b, writable=True) for b in buffers]
         self._check_explicit("read")
+        if offset < 0:
+            raise os_error(-errno.EINVAL)
         with Pinned() as pins:
-            pinned = [_pin_writable(pins, b, "preadv") for b in buffers]
+            pinned = [pins.pin(b, writable=True) for b in buffers]
             if self._pending:
                 await self.flush()
-            if not pinned:
-                return 0
-            vecs = [(p, len(p)) for p in pinned]
-            res = await self._perform(self._engine.readv, (self._fd, vecs, offset, pinned),
-                                      reading=True, pins=pins)
-        if res < 0:
-            raise self._error(res)
-        return res
+            into, total = _Vectors(pinned), 0
+            while into.parts:
+                vecs = into.vecs()
+                res = await self._perform(self._engine.readv, (self._fd, vecs, offset, pinned),
+                                          reading=True, pins=pins)
+                if res < 0:
+                    if total:
+                        break
+                    raise self._error(res)
+                total += res
+                offset += res
+                if res < sum(nbytes for _, nbytes in vecs):
+                    break
+                into.advance(res)
+        return total
 
-    async def _pwrite_all(self, parts, offset):
+    async def _pwrite_all(self, views, offset):
         with Pinned() as pins:
-            pinned = [pins.pin(p) for p in parts if len(memoryview(p))]
-            out = [[p, 0, len(p)] for p in pinned]
-            total = sum(len(p) for p in pinned)
+            pinned = [pins.pin(view) for view in views]
+            out = _Vectors(pinned)
+            total = sum(len(view) for view in views)
             ahead_start = self._pos - self._ahead.size
             if self._ahead.size and offset < self._pos and offset + total > ahead_start:
                 self._ahead_stale = True
-            while out:
-                vecs = [(p + start, end - start) for p, start, end in out]
-                if len(vecs) == 1:
-                    method = self._engine.write
-                    args = (self._fd, vecs[0][0], vecs[0][1], offset, pinned)
-                else:
-                    method, args = self._engine.writev, (self._fd, vecs, offset, pinned)
+            while out.parts:
+                method, args = self._write_request(out.vecs(), offset, pinned)
                 res = await self._perform(method, args, pins=pins)
                 if res <= 0:
                     raise (self._error(res) if res < 0 else
                            OSError(errno.EIO, "write made no progress"))
                 offset += res
-                while res:
-                    step = min(res, out[0][2] - out[0][1])
-                    out[0][1] += step
-                    res -= step
-                    if out[0][1] == out[0][2]:
-                        out.pop(0)
+                out.advance(res)
             return total
 
     async def pwrite(self, data, offset):
         """Write all of ``data`` at ``offset`` (short writes resubmit the
         rest); the position does not move.  With O_APPEND ("a" modes)
         Linux appends instead, as os.pwrite does."""
-        view = _bytes_view(data)
-        offset = _offset_arg(offset)
+        view = bytes_view(data)
+        offset = c_long(offset)
         self._check_explicit("write")
+        if offset < 0:
+            raise os_error(-errno.EINVAL)
         if self._pending:
             await self.flush()
         return await self._pwrite_all([view], offset)
@@ -708,9 +739,11 @@ class AsyncFile(LineReading):
     async def pwritev(self, buffers, offset):
         """Write every buffer of ``buffers`` at ``offset`` and on; returns
         the total."""
-        views = [_bytes_view(b) for b in buffers]
-        offset = _offset_arg(offset)
+        offset = c_long(offset)
+        views = [vector_buffer(b, writable=False) for b in buffers]
         self._check_explicit("write")
+        if offset < 0:
+            raise os_error(-errno.EINVAL)
         if self._pending:
             await self.flush()
         return await self._pwrite_all(views, offset)
@@ -738,10 +771,10 @@ class AsyncFile(LineReading):
     async def fallocate(self, offset, length):
         """Allocate disk space for ``[offset, offset + length)``, growing
         the file if needed (fallocate(2) mode 0, like os.posix_fallocate)."""
-        offset, length = _offset_arg(offset), operator.index(length)
+        offset, length = c_long(offset), c_long(length)
         self._check(CLOSED, "write")
-        if length <= 0:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        if offset < 0 or length <= 0:
+            raise os_error(-errno.EINVAL)
         res = await self._perform(self._engine.fallocate, (self._fd, offset, length))
         if res < 0:
             raise self._error(res)

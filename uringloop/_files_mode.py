@@ -11,10 +11,11 @@ import codecs
 import functools
 import io
 import locale
-import operator
 import os
 import warnings
 from typing import NamedTuple
+
+from ._files_args import c_int
 
 # Read-ahead and write-buffer size when the caller does not choose one.
 # Larger than io.DEFAULT_BUFFER_SIZE because every refill is a trip through
@@ -58,7 +59,7 @@ def _text_encoding(encoding):
 def parse(mode, buffering, encoding, errors, newline):
     if not isinstance(mode, str):
         raise TypeError(f"open() argument 'mode' must be str, not {type(mode).__name__}")
-    buffering = operator.index(buffering)
+    buffering = c_int(buffering)
     _check_optional_str("encoding", encoding)
     _check_optional_str("errors", errors)
     _check_optional_str("newline", newline)

@@ -3,8 +3,10 @@ offers: the io_uring ring of a ``uringloop.Loop``, or the default executor
 of any other loop (plain ``os.*`` calls in threads).
 
 What this module owns: the two engines, the :class:`Call` that lets one
-coroutine await one operation and survive being cancelled, and the small
-helpers every file API needs (path encoding, OSError construction, the
+coroutine await one operation and survive being cancelled, the cap on the
+bytes one read or write request may move (:func:`capped`,
+:func:`capped_vecs`: callers loop over the rest), and the small helpers
+every file API needs (path encoding, OSError construction, the
 ``os.stat_result`` built from a ``statx``).
 
 Data flow: a caller hands an engine method its arguments, including the
@@ -23,39 +25,58 @@ the last of them.
 """
 import asyncio
 import errno
-import operator
 import os
 
+from ._files_args import optional_size
 from ._uring import ffi, lib
 
 AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
 _AT_REMOVEDIR = 0x200
 _AT_EMPTY_PATH = 0x1000
-# The kernel moves at most this much per read/write call (MAX_RW_COUNT).
-MAX_RW = 0x7FFFF000
+# The most one read or write request moves.  An SQE's length is 32 bits
+# (a longer one would not even reach the kernel), and Linux moves at most
+# MAX_RW_COUNT (0x7ffff000) bytes per call anyway; 1 GiB keeps every
+# request well inside both, page aligned.  Every file operation asks for
+# at most this much and loops over the rest.
+MAX_RW = 1 << 30
 
+# io's messages for a closed file: IOBase's (the text layer's too) and the
+# one fileno(), tell() and friends give.
 CLOSED = "I/O operation on closed file."
+CLOSED_PLAIN = "I/O operation on closed file"
 
 new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
-def size_arg(n):
-    """A ``read(n)``-style argument: an int, or None for "everything"."""
-    if n is None:
-        return -1
-    try:
-        return operator.index(n)
-    except TypeError:
-        raise TypeError(f"argument should be integer or None, not '{type(n).__name__}'") from None
+def capped(nbytes):
+    """How much of ``nbytes`` one request may move."""
+    return min(nbytes, MAX_RW)
+
+
+def capped_vecs(vecs):
+    """The leading part of ``(pointer, length)`` pairs one request may
+    move, the last pair shortened if needed."""
+    out, left = [], MAX_RW
+    for ptr, nbytes in vecs:
+        if nbytes > left:
+            if left:
+                out.append((ptr, left))
+            break
+        out.append((ptr, nbytes))
+        left -= nbytes
+    return out
 
 
 class LineReading:
-    """``readlines``, ``async for`` and ``__anext__`` on top of a file's own
-    ``readline`` (binary and text files share them)."""
+    """``readlines``, ``writelines``, ``async for`` and ``__anext__`` on top
+    of a file's own ``readline`` and ``write`` (binary and text files share
+    them)."""
 
     async def readlines(self, hint=-1):
-        hint = size_arg(hint)
+        hint = optional_size(hint)
+        if self.closed:
+            raise ValueError(CLOSED)
         lines, total = [], 0
         while True:
             line = await self.readline()
@@ -66,10 +87,20 @@ class LineReading:
             if 0 < hint <= total:
                 return lines
 
+    async def writelines(self, lines):
+        if self.closed:
+            raise ValueError(CLOSED)
+        for line in lines:
+            await self.write(line)
+
     def __aiter__(self):
+        if self.closed:
+            raise ValueError(CLOSED)
         return self
 
     async def __anext__(self):
+        if self.closed:
+            raise ValueError(CLOSED)
         line = await self.readline()
         if not line:
             raise StopAsyncIteration
@@ -178,6 +209,10 @@ class RingEngine:
     def ftruncate(self, fd, length, cb):
         return self._threads.ftruncate(fd, length, cb)
 
+    def lseek(self, fd, offset, whence, cb):
+        # SEEK_DATA/SEEK_HOLE may read extent maps from disk; no opcode.
+        return self._threads.lseek(fd, offset, whence, cb)
+
     def statx(self, path, fd, follow_symlinks, cb):
         """Stat ``path`` or, when it is None, the open file ``fd``."""
         buf = ffi.new("struct ul_statx_buf *")
@@ -218,7 +253,9 @@ class RingEngine:
 
     def mkdirat(self, path, mode, cb):
         cpath = ffi.new("char[]", path)
-        return self._ring.submit(lib.ul_prep_mkdirat, (AT_FDCWD, cpath, mode), cb, cpath)
+        # mode_t is unsigned: -1 means all bits, as os.mkdir converts it.
+        return self._ring.submit(lib.ul_prep_mkdirat, (AT_FDCWD, cpath, mode & 0xFFFFFFFF), cb,
+                                 cpath)
 
 
 def _negative_errno(func, *args):
@@ -326,6 +363,9 @@ class ThreadEngine:
 
     def ftruncate(self, fd, length, cb):
         return self._run(cb, os.ftruncate, fd, length)
+
+    def lseek(self, fd, offset, whence, cb):
+        return self._run(cb, os.lseek, fd, offset, whence)
 
     def statx(self, path, fd, follow_symlinks, cb):
         if path is None:

@@ -3,7 +3,8 @@
 ``read_bytes``, ``write_bytes``, ``read_text``, ``write_text``.
 
 What this module owns: these coroutines and their ``os``-compatible
-errors (the subclass picked by errno, ``filename``/``filename2`` set).
+errors (the subclass picked by errno, ``filename``/``filename2`` set;
+arguments refused with ``os``'s exception types before any operation).
 
 Data flow: each call encodes its path(s), runs one operation on the
 running loop's engine (``statx``, ``unlinkat``, ``renameat``, ``mkdirat``
@@ -16,6 +17,7 @@ import os
 import stat as stat_module
 
 from ._files import open as _open
+from ._files_args import c_int, fd_number
 from ._files_ops import engine_for, fspath_bytes, os_error, perform
 
 
@@ -30,7 +32,10 @@ async def _run(method_name, args, filename, filename2=None):
 async def stat(path, *, follow_symlinks=True):
     """``os.stat`` through statx: a path, or an open file descriptor."""
     if isinstance(path, int):
-        return await _run("statx", (None, path, True), path)
+        fd = fd_number(path)
+        if not follow_symlinks:
+            raise ValueError("stat: cannot use fd and follow_symlinks together")
+        return await _run("statx", (None, fd, True), fd)
     return await _run("statx", (fspath_bytes(path), None, follow_symlinks), os.fspath(path))
 
 
@@ -52,7 +57,8 @@ async def rename(src, dst):
 
 async def mkdir(path, mode=0o777):
     """``os.mkdir``."""
-    await _run("mkdirat", (fspath_bytes(path), mode), os.fspath(path))
+    encoded, mode = fspath_bytes(path), c_int(mode)
+    await _run("mkdirat", (encoded, mode), os.fspath(path))
 
 
 async def _is_dir(path):
@@ -65,7 +71,9 @@ async def _is_dir(path):
 async def makedirs(name, mode=0o777, exist_ok=False):
     """``os.makedirs``: create ``name`` and any missing parents (which get
     mode 0o777, as in os.makedirs since Python 3.7).  Tries the leaf first,
-    so an existing parent costs no extra operation."""
+    so an existing parent costs no extra operation.  Unlike os.makedirs,
+    a bad ``mode`` is refused before any directory is made."""
+    mode = c_int(mode)
     try:
         await mkdir(name, mode)
         return

@@ -30,7 +30,8 @@ import operator
 import os
 from collections import deque
 
-from ._files_ops import CLOSED, LineReading, size_arg
+from ._files_args import c_int, c_long, optional_size, ssize, type_name
+from ._files_ops import CLOSED, LineReading
 
 _COOKIE_BITS = 64
 _PLAIN_LIMIT = 1 << _COOKIE_BITS
@@ -98,6 +99,11 @@ class AsyncTextFile(LineReading):
     @property
     def closed(self):
         return self.buffer.closed
+
+    @property
+    def engine(self):
+        """``"io_uring"`` or ``"executor"``: where this file's I/O runs."""
+        return self.buffer.engine
 
     @property
     def newlines(self):
@@ -169,12 +175,13 @@ class AsyncTextFile(LineReading):
         return at + len(newline) if at >= 0 else -1
 
     # -- reading -----------------------------------------------------------
-    async def _begin(self, need=None, closed_message=CLOSED):
-        await self.buffer._begin(need, closed_message, _UNSUPPORTED.get(need))
+    async def _begin(self, need=None):
+        # io.TextIOWrapper checks for a closed file first, then the mode.
+        await self.buffer._begin(need, CLOSED, _UNSUPPORTED.get(need))
 
     async def read(self, n=-1):
         """Up to ``n`` characters; all that is left if ``n`` < 0 or None."""
-        n = size_arg(n)
+        n = optional_size(n)
         await self._begin("read")
         try:
             if n < 0:
@@ -192,7 +199,7 @@ class AsyncTextFile(LineReading):
     async def readline(self, size=-1):
         """One line with its line ending (translated to "\\n" when newline
         is None), or at most ``size`` characters."""
-        size = size_arg(size)
+        size = ssize(size)
         await self._begin("read")
         try:
             # Offsets relative to _used: _decode_more may rebase _chars.
@@ -276,6 +283,9 @@ class AsyncTextFile(LineReading):
     async def seek(self, cookie, whence=os.SEEK_SET):
         """``seek(cookie)`` with a value from ``tell()``, ``seek(0, 1)`` or
         ``seek(0, 2)``, as ``io.TextIOWrapper`` allows."""
+        whence = c_int(whence)
+        if self.closed:
+            raise ValueError(CLOSED)
         cookie = operator.index(cookie)
         if whence not in (os.SEEK_SET, os.SEEK_CUR, os.SEEK_END):
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
@@ -330,8 +340,8 @@ class AsyncTextFile(LineReading):
     async def write(self, s):
         """Encode and write ``s`` (buffered); returns ``len(s)``."""
         if not isinstance(s, str):
-            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        await self._begin("write", "write to closed file")
+            raise TypeError(f"write() argument must be str, not {type_name(s)}")
+        await self._begin("write")
         try:
             await self._rewind()
             text = s
@@ -344,18 +354,17 @@ class AsyncTextFile(LineReading):
         finally:
             self.buffer._end()
 
-    async def writelines(self, lines):
-        for line in lines:
-            await self.write(line)
-
     async def flush(self):
+        if self.closed:
+            raise ValueError(CLOSED)
         await self.buffer.flush()
 
     async def truncate(self, size=None):
         """Resize to ``size`` bytes (default: the current position); the
         position does not move."""
+        self.buffer._check(CLOSED, "truncate", _UNSUPPORTED["truncate"])
         if size is not None:
-            size = operator.index(size)
+            size = c_long(size)
         await self._begin("truncate")
         try:
             await self._rewind()
