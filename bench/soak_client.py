@@ -2,6 +2,7 @@
 and verifies every byte that comes back.
 
     python -m bench.soak_client --ports JSON --seconds T --seed S [--workers W]
+                                [--styles protocol,tls,...] [--behaviours echo,abort,...]
 
 Always on asyncio's default loop, whatever loop the server runs, so that a
 bug of the loop under test cannot hide itself on both ends.
@@ -53,6 +54,7 @@ import sys
 import time
 
 STREAM_STYLES = ("protocol", "buffered", "streams", "tls", "sock")
+ALL_STYLES = STREAM_STYLES + ("udp",)
 BEHAVIOURS = {"echo": 30, "half_close": 15, "slow_reader": 10, "abort": 12,
               "cancel": 12, "connect_abort": 6}
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -160,6 +162,8 @@ class Client:
         self.ports = json.loads(args.ports)
         self.seed = args.seed
         self.workers = args.workers
+        self.styles = tuple(args.styles.split(","))
+        self.behaviours = {name: BEHAVIOURS[name] for name in args.behaviours.split(",")}
         self.stats = Stats()
         self.tls = ssl.create_default_context()
         self.tls.check_hostname = False
@@ -188,19 +192,22 @@ class Client:
         number = 0
         while time.monotonic() < self.deadline:
             number += 1
-            style = rng.choice(STREAM_STYLES + ("udp",))
+            style = rng.choice(self.styles)
             if style == "udp":
                 behaviour = "burst"
             else:
-                behaviour = rng.choices(list(BEHAVIOURS), list(BEHAVIOURS.values()))[0]
+                behaviour = rng.choices(list(self.behaviours), list(self.behaviours.values()))[0]
                 if behaviour == "half_close" and style == "tls":
                     behaviour = "echo"   # TLS has no half-close
             session = Session(self.stats, f"{style}/{behaviour} #{index}.{number}")
             self.stats.sessions[f"{style}/{behaviour}"] += 1
+            # The session's own generator: how long it runs cannot change
+            # the choices of the sessions after it.
+            session_rng = random.Random(rng.getrandbits(64))
             if style == "udp":
-                coro = self.udp_session(rng, session)
+                coro = self.udp_session(session_rng, session)
             else:
-                coro = self.stream_session(rng, session, style, behaviour)
+                coro = self.stream_session(session_rng, session, style, behaviour)
             await self.watch(session, coro)
 
     async def watch(self, session, coro):
@@ -270,7 +277,8 @@ class Client:
         pauses = [rng.random() < 0.2 and rng.uniform(0, 0.005) for _ in messages]
         write = asyncio.ensure_future(self.write(session, writer, messages, pauses,
                                                  half_close=behaviour == "half_close"))
-        read = asyncio.ensure_future(self.read(session, reader, rng, slow,
+        read_rng = random.Random(rng.getrandbits(64))   # the reading task's own
+        read = asyncio.ensure_future(self.read(session, reader, read_rng, slow,
                                                until_eof=behaviour == "half_close"))
         try:
             if behaviour in ("abort", "cancel"):
@@ -400,6 +408,10 @@ def main():
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--styles", default=",".join(ALL_STYLES),
+                        help="the servers to use, comma-separated")
+    parser.add_argument("--behaviours", default=",".join(BEHAVIOURS),
+                        help="the stream behaviours to use, comma-separated")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(Client(args).run(args.seconds))), flush=True)
 

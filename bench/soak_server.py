@@ -35,6 +35,7 @@ unless the loop is not the one asked for (2).
 """
 import argparse
 import asyncio
+import collections
 import json
 import os
 import random
@@ -52,6 +53,9 @@ STREAM_LIMIT = 1024
 DISCONNECTS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 TLS_DISCONNECTS = DISCONNECTS + (ssl.SSLError,)
 HIGH_WATER_MARKS = (None, 1024, 16 * 1024, 64 * 1024, 256 * 1024)
+# Half the connections get a small kernel send buffer, so that the echo
+# backs up into the transport (or sock_sendall) instead of the kernel.
+SEND_BUFFERS = (None, 4096, 16 * 1024, 64 * 1024)
 # Receive sizes (BufferedProtocol buffers, stream reads, sock_recv sizes):
 # now and then tiny, mostly not, so a session of megabytes still ends.
 READ_SIZES = (1, 7, 512, 4096, 65536)
@@ -59,6 +63,32 @@ READ_WEIGHTS = (1, 1, 4, 10, 30)
 CHURN_CHANCE = 0.05
 CANCEL_CHANCE = 0.15
 DETAILS_KEPT = 20
+
+
+def raised_at(exc):
+    """Where an exception came from: its innermost frames, briefly."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    if not frames:
+        return ""
+    return " (raised at " + " <- ".join(
+        f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(frames)) + ")"
+
+
+def is_stdlib_double_connection_lost(exc):
+    """CPython's own race (3.11 to 3.13), seen on its own loop too: in
+    ``_SelectorSocketTransport._write_ready`` of a closing transport,
+    ``_maybe_resume_protocol()`` lets an SSLProtocol write again; that write
+    fails (the peer reset), ``_force_close`` schedules
+    ``_call_connection_lost(exc)``, and ``_write_ready`` then calls
+    ``_call_connection_lost(None)`` itself without counting it in
+    ``_conn_lost``: the scheduled call finds ``_sock`` None.  TLS servers
+    run on that transport on both loops (``_make_ssl_transport``)."""
+    if not isinstance(exc, AttributeError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return (bool(frames) and frames[-1].name == "_call_connection_lost"
+            and os.path.basename(frames[-1].filename) == "selector_events.py"
+            and "'NoneType' object has no attribute 'close'" in str(exc))
 
 
 class Soak:
@@ -70,27 +100,31 @@ class Soak:
         self.styles = {name: {"connections": 0, "bytes": 0, "disconnects": 0, "open": set()}
                        for name in STREAM_STYLES}
         self.styles["udp"] = {"datagrams": 0, "bytes": 0, "refused": 0}
+        self.events = collections.Counter()   # what the flow control and cancels did
         self.unexpected = []
         self.unexpected_count = 0
         self.handler_calls = []
         self.handler_count = 0
+        self.stdlib_double_connection_lost = 0
         self.tasks = set()
         loop.set_exception_handler(self.exception_handler)
 
     def exception_handler(self, loop, context):
-        self.handler_count += 1
         exc = context.get("exception")
-        line = f"{context.get('message')}: {exc!r}" if exc else str(context.get("message"))
+        loop.default_exception_handler(context)
+        if is_stdlib_double_connection_lost(exc):
+            self.stdlib_double_connection_lost += 1
+            return
+        self.handler_count += 1
+        line = (f"{context.get('message')}: {exc!r}{raised_at(exc)}" if exc
+                else str(context.get("message")))
         if len(self.handler_calls) < DETAILS_KEPT:
             self.handler_calls.append(line)
-        loop.default_exception_handler(context)
 
     def fail(self, style, what, exc):
         self.unexpected_count += 1
         if len(self.unexpected) < DETAILS_KEPT:
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-            self.unexpected.append(f"{style}: {what}: {exc!r}{where}")
+            self.unexpected.append(f"{style}: {what}: {exc!r}{raised_at(exc)}")
         print(f"soak_server: {style}: {what}: {exc!r}", file=sys.stderr, flush=True)
 
     def opened(self, style, conn):
@@ -111,6 +145,12 @@ class Soak:
     def read_size(self):
         return self.rng.choices(READ_SIZES, READ_WEIGHTS)[0]
 
+    def setup_socket(self, sock):
+        set_nodelay(sock)
+        size = self.rng.choice(SEND_BUFFERS)
+        if size is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
     def spawn(self, coro):
         task = self.loop.create_task(coro)
         self.tasks.add(task)
@@ -121,9 +161,10 @@ class Soak:
                   for name, stats in self.styles.items()}
         for name, count in open_at_stop.items():
             styles[name]["open_at_stop"] = count
-        return {"styles": styles,
+        return {"styles": styles, "events": dict(self.events),
                 "unexpected": self.unexpected, "unexpected_count": self.unexpected_count,
-                "handler_calls": self.handler_calls, "handler_count": self.handler_count}
+                "handler_calls": self.handler_calls, "handler_count": self.handler_count,
+                "stdlib_double_connection_lost": self.stdlib_double_connection_lost}
 
 
 class FlowControl:
@@ -136,10 +177,11 @@ class FlowControl:
         high = soak.rng.choice(HIGH_WATER_MARKS)
         if high is not None:
             transport.set_write_buffer_limits(high=high)
-        set_nodelay(transport.get_extra_info("socket"))
+        soak.setup_socket(transport.get_extra_info("socket"))
         soak.opened(style, transport)
 
     def pause(self, reason):
+        self.soak.events[f"{self.style} pause ({reason})"] += 1
         if not self.paused and not self.transport.is_closing():
             self.transport.pause_reading()
         self.paused.add(reason)
@@ -204,7 +246,7 @@ class EchoBufferedProtocol(FlowControl, asyncio.BufferedProtocol):
 def stream_handler(soak, style):
     async def echo(reader, writer):
         soak.opened(style, writer)
-        set_nodelay(writer.get_extra_info("socket"))
+        soak.setup_socket(writer.get_extra_info("socket"))
         high = soak.rng.choice(HIGH_WATER_MARKS)
         if high is not None:
             writer.transport.set_write_buffer_limits(high=high)
@@ -224,7 +266,7 @@ def stream_handler(soak, style):
     return echo
 
 
-async def cancel_or_take(soak, make_op):
+async def cancel_or_take(soak, kind, make_op):
     """Starts the operation and, now and then, cancels it while it is
     pending, then starts it again.  The cancel happens in a task step woken
     by a timer or ``sleep(0)``: on asyncio's loop a receive or accept that
@@ -241,6 +283,7 @@ async def cancel_or_take(soak, make_op):
         await asyncio.sleep(soak.rng.uniform(0, 0.002))
     if not task.done():
         task.cancel()
+        soak.events[f"sock {kind} cancelled while pending"] += 1
     await asyncio.wait({task})
     if task.cancelled():
         return await make_op()
@@ -251,12 +294,12 @@ async def serve_sock(soak, listener):
     loop = soak.loop
     while True:
         try:
-            conn, _ = await cancel_or_take(soak, lambda: loop.sock_accept(listener))
+            conn, _ = await cancel_or_take(soak, "accept", lambda: loop.sock_accept(listener))
         except Exception as exc:
             soak.fail("sock", "sock_accept", exc)
             continue
         conn.setblocking(False)
-        set_nodelay(conn)
+        soak.setup_socket(conn)
         soak.spawn(sock_echo(soak, conn))
 
 
@@ -269,10 +312,10 @@ async def sock_echo(soak, conn):
         while True:
             size = soak.read_size()
             if soak.rng.random() < 0.5:
-                data = await cancel_or_take(soak, lambda: loop.sock_recv(conn, size))
+                data = await cancel_or_take(soak, "recv", lambda: loop.sock_recv(conn, size))
             else:
                 view = memoryview(buffer)[:size]
-                n = await cancel_or_take(soak, lambda: loop.sock_recv_into(conn, view))
+                n = await cancel_or_take(soak, "recv_into", lambda: loop.sock_recv_into(conn, view))
                 data = bytes(view[:n])
             if not data:
                 break
