@@ -14,9 +14,12 @@ left in the kernel).  This base owns the invariants around them:
 * ``close()`` stops reading and lets the send in flight (and everything
   queued behind it) finish before ``connection_lost(None)``; ``abort()``
   and fatal errors drop the queue and cancel both operations;
-* the socket is closed only after ``connection_lost`` has run *and* no
-  operation of this transport is left in the kernel, so a reused fd
-  number never meets an old completion.
+* the socket is closed once ``connection_lost`` has run and nothing of
+  this transport waits in the submission queue: an operation the kernel
+  already holds (a cancelled receive, an aborted send) pins the file, not
+  the fd number, and its completion finds the transport by user_data, so
+  a reused fd number never meets an old operation while the peer sees
+  the close as promptly as with asyncio.
 
 Context: protocol callbacks run in a copy of the ``contextvars`` context
 current where the transport was created (``create_connection``'s caller,
@@ -244,11 +247,8 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
     def _close_socket_if_idle(self):
         # Called once connection_lost is scheduled: from then on the
         # transport submits nothing more on this fd (its receive is
-        # cancelled, its sends drained or aborted).  What is still in the
-        # kernel holds the file itself and finds us by user_data, so once
-        # every queued SQE has been submitted the fd number may go now --
-        # the peer sees the FIN as promptly as with asyncio -- rather than
-        # after the cancellations complete.
+        # cancelled, its sends drained or aborted), so once every queued
+        # SQE is in the kernel the fd may go (see the module header).
         if self._sock is None:
             return
         if not (self._recv_op is None and self._release_writes()):
