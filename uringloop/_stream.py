@@ -20,11 +20,12 @@ completely (``close()``, ``write_eof()``, sendfile), or a failed send.
 The write buffer size is every byte the kernel has not confirmed.
 
 Closing: ``close()`` stops reading and lets queued writes finish;
-``abort()`` drops them.  The socket itself is closed only when no operation
-of this transport is left in the kernel, so a reused fd number never meets
-an old completion and no buffer is released while the kernel holds it.
-Protocol callbacks run from the completion callbacks, i.e. inside the
-loop's select step, wrapped so that their errors take asyncio's paths.
+``abort()`` drops them.  The socket is closed with ``connection_lost``,
+once nothing of this transport waits in the submission queue (the rule is
+in _transport.py); buffers the kernel still holds stay in the ops table or
+the send queue until their completions.  Protocol callbacks run from the
+completion callbacks, in the transport's context, wrapped so that their
+errors take asyncio's paths.
 """
 import contextvars
 import errno
