@@ -205,7 +205,8 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             raise
         except BaseException as exc:
             self._loop.call_exception_handler({
-                "message": f"Exception in callback {method.__qualname__}()",
+                "message": f"Exception in callback "
+                           f"{getattr(method, '__qualname__', method)!s}()",
                 "exception": exc,
                 "transport": self,
                 "protocol": self._protocol,
