@@ -72,6 +72,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         self._eof = False            # write_eof() called
+        self._write_shut = False     # shutdown(SHUT_WR) done
         self._recv_buffer = None     # reused by every receive for a Protocol
         self._empty_waiter = None    # set while loop.sendfile owns the socket
         self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
@@ -326,6 +327,11 @@ class RingStreamTransport(RingTransport, transports.Transport):
             self._shutdown_write()
 
     def _shutdown_write(self):
+        # write_eof() shuts down at once when nothing is queued; a DRAINED
+        # event asked for earlier (write pressure) may still arrive after.
+        if self._write_shut:
+            return
+        self._write_shut = True
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
