@@ -712,7 +712,7 @@ BAD_INPUT = [
 def _cases():
     for method, kinds, argsets in BAD_INPUT:
         for kind in kinds:
-            for index, args in enumerate(argsets):
+            for index in range(len(argsets)):
                 yield pytest.param(method, kind, index, id=f"{method}-{kind}-{index}")
 
 

@@ -127,6 +127,11 @@ class Op:
         self.abandoned = True
         return True
 
+    def fail(self, exc):
+        """For ``complete``: the op failed; its caller hears, if still there."""
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
     def resubmit(self, user_data):
         """``complete`` queued the op again under ``user_data``."""
         self.user_data = user_data

@@ -26,7 +26,7 @@ _UNIX_PATH_MAX = 108
 _SO_PEERNAME = getattr(socket, "SO_PEERNAME", 28)
 _PEER_SIZES = {socket.AF_INET: _SOCKADDR_IN.size, socket.AF_INET6: _SOCKADDR_IN6.size}
 _ANY = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
-_closed_probes = {}   # (family, type) -> a closed socket of that kind
+_closed_probes = {}   # family -> a closed socket of that family
 
 
 def _numeric_host(family, host):
@@ -38,7 +38,7 @@ def _numeric_host(family, host):
         return "255.255.255.255"
     try:
         socket.inet_pton(family, host)
-    except OSError:
+    except (OSError, ValueError):   # ValueError: an embedded NUL
         return None
     return host
 
@@ -81,16 +81,16 @@ def check(sock, address, caller):
 
 def _check_by_cpython(sock, address, caller):
     """Let CPython's own parser judge ``address``: the same method of a
-    closed socket of the same kind parses it exactly as the real call would,
+    closed socket of the same family parses it exactly as the real call would,
     then fails with EBADF without touching anything.  A host name is
     swapped for a numeric one first, so that no lookup blocks the loop
     (the caller resolves it asynchronously)."""
-    key = (sock.family, sock.type)
-    probe = _closed_probes.get(key)
+    probe = _closed_probes.get(sock.family)
     if probe is None:
-        probe = socket.socket(sock.family, sock.type)
+        # Datagram: any process may create one (the parsing is the family's).
+        probe = socket.socket(sock.family, socket.SOCK_DGRAM)
         probe.close()
-        _closed_probes[key] = probe
+        _closed_probes[sock.family] = probe
     if (sock.family != socket.AF_UNIX and type(address) is tuple and address
             and type(address[0]) is str and _numeric_host(sock.family, address[0]) is None
             and "%" not in address[0]):

@@ -134,9 +134,7 @@ class _Recv(Op):
             self.resubmit(loop._ring.submit_recv(self.fd, buf, self.nbytes, self))
             return
         if res < 0:
-            if not fut.done():
-                fut.set_exception(_os_error(res))
-            return
+            return self.fail(_os_error(res))
         data = b""
         if res:
             # Copied now: a provided buffer goes back to the kernel next turn.
@@ -174,9 +172,7 @@ class _RecvInto(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            if not fut.done():
-                fut.set_exception(_os_error(res))
-            return
+            return self.fail(_os_error(res))
         loop = self.loop
         target = self.target
         if fut.done():
@@ -224,9 +220,7 @@ class _RecvMsg(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            if not fut.done():
-                fut.set_exception(_os_error(res))
-            return
+            return self.fail(_os_error(res))
         msg = self.msg
         addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)), msg.hdr.msg_namelen)
         loop = self.loop
@@ -263,9 +257,7 @@ class _Accept(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            if not fut.done():
-                fut.set_exception(_os_error(res))
-            return
+            return self.fail(_os_error(res))
         sock = self.sock
         try:
             # As socket.accept builds it (no syscalls to detect the kind).
