@@ -508,6 +508,9 @@ class RingSocketOpsMixin:
 
     def close(self):
         super().close()
+        # asyncio's close drops its timers; this one would keep the loop in a
+        # reference cycle (the ring settles the ops themselves, see _op).
+        self._closed_scan_timer = None
         # Connections accepted for a caller that never came back: nobody
         # else can close them now.
         unclaimed, self._unclaimed = self._unclaimed, None
