@@ -446,8 +446,10 @@ class Ring:
     def close(self, drain_timeout=5.0):
         """Cancel everything in flight, wait for the kernel to give every
         buffer back, then release the ring.  Callbacks are not run (but
-        send queue owners are told their queue is gone); an fd that an
-        accept or open completing now returns is closed here."""
+        send queue owners are told their queue is gone, and a callback
+        with a ``ring_closed(res)`` method gets that call once its
+        operation is over); an fd that an accept or open completing now
+        returns is closed here."""
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
@@ -472,12 +474,23 @@ class Ring:
                 ops.clear()
                 return
 
+        def release(entry, res):
+            # The callback will never run: an operation object that holds
+            # what only the kernel needed (a pinned buffer, a pipe) lets go
+            # of it in its ring_closed(res) (see _op.Op).
+            ring_closed = getattr(entry[0], "ring_closed", None)
+            if ring_closed is not None:
+                ring_closed(res)
+
         def forget(user_data, res, flags):
             entry = ops.get(user_data)
-            if entry is not None and len(entry) == 3 and res >= 0:
+            if entry is None:
+                return
+            if len(entry) == 3 and res >= 0:
                 os.close(res)  # an fd nobody will receive now
             if not flags & _CQE_F_MORE:
-                ops.pop(user_data, None)
+                del ops[user_data]
+                release(entry, res)
 
         # Completions reaped but never run (the loop stopped first) are over
         # as far as the kernel is concerned.
@@ -519,6 +532,8 @@ class Ring:
         # Whatever is left (polls, no-ops, accepts) touches no user memory,
         # e.g. a ring whose io_uring_enter a seccomp filter denies: the
         # kernel cancels those itself when the ring goes away.
+        for entry in ops.values():
+            release(entry, -errno.ECANCELED)
         ops.clear()
         lib.ul_ring_destroy(ptr)
 

@@ -13,7 +13,10 @@ just past the last byte sent.
 
 The pipe belongs to one call.  If the call is cancelled while a splice is
 in the kernel, the pipe is closed only after that splice completes, so the
-kernel never resolves a pipe fd number that has been reused.
+kernel never resolves a pipe fd number that has been reused.  Each splice
+and each wait for the socket is an ``Op`` (_op.py): a socket closed under
+one gets it cancelled, and a loop closed under one closes the pipe when
+the ring is done with it (``ring_closed``), as its completion would have.
 """
 import errno
 import fcntl
@@ -22,8 +25,9 @@ import os
 import select
 import stat
 
-from asyncio import exceptions, tasks
+from asyncio import exceptions
 
+from ._op import Op
 from ._sockops import _os_error
 
 _PIPE_SIZE = 1 << 20
@@ -55,6 +59,64 @@ class _SplicePipe:
             os.close(self.read_end)
             os.close(self.write_end)
             self.read_end = self.write_end = -1
+
+
+class _Splice(Op):
+    """One splice of a sendfile: file -> pipe, or pipe -> socket."""
+    __slots__ = ("pipe", "fd_in", "off_in", "nbytes", "moved")
+
+    def __init__(self, loop, sock, pipe, fd_in, off_in, fd_out, nbytes):
+        super().__init__(loop, sock, fd_out)
+        self.pipe = pipe
+        self.fd_in = fd_in
+        self.off_in = off_in
+        self.nbytes = nbytes
+        self.moved = 0   # by a splice whose caller was cancelled
+
+    def submit(self):
+        self.pipe.ops_in_flight += 1   # undone by release, whatever happens
+        return self.loop._ring.submit_splice(self.fd_in, self.off_in, self.fd, -1,
+                                             self.nbytes, self)
+
+    def complete(self, res, flags):
+        fut = self.fut
+        if fut.done():
+            self.moved = max(res, 0)
+        elif res < 0:
+            fut.set_exception(_os_error(res))
+        else:
+            fut.set_result(res)
+
+    def unclaim(self, result):
+        self.moved = result
+
+    def release(self):
+        self.pipe.op_done()
+
+    def ring_closed(self, res):
+        self.pipe.released = True   # its sendfile can never go on
+        super().ring_closed(res)
+
+
+class _WaitWritable(Op):
+    """A full non-blocking socket: wait until it takes more."""
+    __slots__ = ("pipe",)
+
+    def __init__(self, loop, sock, fd, pipe):
+        super().__init__(loop, sock, fd)
+        self.pipe = pipe
+
+    def submit(self):
+        return self.loop._ring.submit_poll(self.fd, select.POLLOUT, self)
+
+    def complete(self, res, flags):
+        # An error shows up again in the splice that follows.
+        if not self.fut.done():
+            self.fut.set_result(None)
+
+    def ring_closed(self, res):
+        super().ring_closed(res)
+        self.pipe.release()   # its sendfile can never go on
 
 
 class _ReadOnly:
@@ -106,28 +168,33 @@ class RingSendfileMixin:
         if not stat.S_ISREG(mode):
             raise exceptions.SendfileNotAvailableError("not a regular file")
         self._check_closed()
+        fd = sock.fileno()
+        if fd < 0:
+            # What os.sendfile tells asyncio: it falls back to plain sends,
+            # which report the closed socket.
+            raise exceptions.SendfileNotAvailableError("the socket is closed")
         pipe = _SplicePipe()
         total = 0   # bytes that reached the socket: what the position reflects
-        state = self._sendfiles[sock.fileno()] = _SendfileState()
+        state = self._sendfiles[fd] = _SendfileState()
         try:
             while not count or total < count:
                 want = pipe.capacity if not count else min(pipe.capacity, count - total)
                 if state.stopped:
                     raise ConnectionError("the transport was closed during sendfile")
-                pending = await self._splice(pipe, fileno, offset + total, pipe.write_end,
-                                             want, state)
+                pending = await self._splice(sock, pipe, fileno, offset + total,
+                                             pipe.write_end, want, state)
                 if pending == 0:
                     break  # end of file
                 while pending:
                     if state.stopped:
                         raise ConnectionError("the transport was closed during sendfile")
                     try:
-                        sent = await self._splice(pipe, pipe.read_end, -1, sock.fileno(),
-                                                  pending, state)
+                        sent = await self._splice(sock, pipe, pipe.read_end, -1,
+                                                  sock.fileno(), pending, state)
                     except BlockingIOError:
                         # The socket is non-blocking and full: wait until it
                         # takes more, as asyncio's os.sendfile path does.
-                        await self._wait_writable(sock.fileno(), state)
+                        await self._wait_writable(sock, pipe, state)
                         continue
                     except exceptions.CancelledError as exc:
                         total += getattr(exc, "moved", 0)  # sent despite the cancel
@@ -143,9 +210,11 @@ class RingSendfileMixin:
                 raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
             raise
         finally:
-            del self._sendfiles[sock.fileno()]
+            # By the fd it started on: the socket may be closed by now.
+            del self._sendfiles[fd]
             pipe.release()
-            if total > 0:
+            # (Not if the file was closed meanwhile: its fd may be another's.)
+            if total > 0 and not getattr(file, "closed", False):
                 os.lseek(fileno, offset + total, os.SEEK_SET)
         return total
 
@@ -155,49 +224,22 @@ class RingSendfileMixin:
         state = self._sendfiles.get(fd)
         if state is not None:
             state.stopped = True
-            if state.current is not None:
-                self._ring.cancel(state.current)
+            op = state.current
+            if op is not None and not op.settled:
+                self._ring.cancel(op.user_data)
 
-    async def _wait_writable(self, fd, state):
-        fut = self.create_future()
+    async def _wait_writable(self, sock, pipe, state):
+        op = state.current = _WaitWritable(self, sock, sock.fileno(), pipe)
+        await op.run()
 
-        def on_poll(res, flags):
-            # An error shows up again in the splice that follows.
-            if not fut.done():
-                fut.set_result(None)
-
-        user_data = state.current = self._ring.submit_poll(fd, select.POLLOUT, on_poll)
+    async def _splice(self, sock, pipe, fd_in, off_in, fd_out, nbytes, state):
+        op = state.current = _Splice(self, sock, pipe, fd_in, off_in, fd_out, nbytes)
         try:
-            await fut
-        except BaseException:
-            if fut.cancelled():
-                self._ring.cancel(user_data)
-            raise
-
-    async def _splice(self, pipe, fd_in, off_in, fd_out, nbytes, state):
-        fut = self.create_future()
-
-        def on_splice(res, flags):
-            pipe.op_done()
-            if fut.done():
-                return
-            if res < 0:
-                fut.set_exception(_os_error(res))
-            else:
-                fut.set_result(res)
-
-        user_data = state.current = self._ring.submit_splice(fd_in, off_in, fd_out, -1,
-                                                             nbytes, on_splice)
-        pipe.ops_in_flight += 1
-        try:
-            return await tasks.shield(fut)
+            return await op.run()
         except exceptions.CancelledError as exc:
             # The kernel may move bytes before the cancellation lands: wait
             # for its answer, so the caller can count what reached the
             # socket (the file position must say exactly that).
-            self._ring.cancel(user_data)
-            try:
-                exc.moved = await fut
-            except (OSError, exceptions.CancelledError):
-                exc.moved = 0
+            await op.wait_settled()
+            exc.moved = op.moved
             raise

@@ -2,15 +2,18 @@
 (recv, send, recvmsg, sendmsg, connect, accept) instead of a readiness wait
 followed by a syscall.
 
-Data flow: a method checks its arguments as asyncio does, pins the memory
-the kernel will use (a fresh buffer, or the caller's buffer via
-``ffi.from_buffer``), submits the operation with a completion callback and
-awaits a future.  The ring's ops table keeps the pinned memory until the
-completion arrives, so cancelling the future (which submits
-``ASYNC_CANCEL``) never frees memory the kernel may still write.  A
-caller's buffer is unpinned (``ffi.release``) by that same completion, not
-left to the garbage collector: a memoryview still exporting to a cdata
-crashes CPython if the cycle collector clears the memoryview first.
+Data flow: a method checks its arguments as asyncio does (the same
+exception, in the same order: the socket, its arguments as the socket
+method would parse them, then a closed socket or loop), pins the memory the
+kernel will use (a fresh buffer, or the caller's buffer via
+``ffi.from_buffer``) and runs one ``Op`` (see _op.py for the lifecycle
+every method shares: submission, cancellation, settling, release).  The
+ring's ops table keeps the pinned memory until the completion arrives, so
+cancelling (which submits ``ASYNC_CANCEL``) never frees memory the kernel
+may still write.  A caller's buffer is unpinned (``ffi.release``) when the
+op settles, not left to the garbage collector: a memoryview still
+exporting to a cdata crashes CPython if the cycle collector clears the
+memoryview first.
 
 A receive or accept cancelled too late completes with what it took off
 the socket (data, an empty datagram or EOF, a connection); the kernel
@@ -18,35 +21,358 @@ cannot take that back, while asyncio would have left it for the next
 caller.  So it is kept per socket ("unclaimed") and handed to the next
 receive/accept on that socket, oldest first: a live completion that finds
 older unclaimed data delivers that and queues its own behind.
+
+A socket closed by the user while an op is in flight would stay open in
+the kernel (the op holds the file): before the loop may block (and every
+few milliseconds under load), ops whose socket reports ``fileno() == -1``
+are cancelled (see ``_watch_closed_sockets``), so the peer sees the close
+as with asyncio.
 """
 import collections
 import errno
+import operator
 import os
 import socket
 import ssl
+import sys
 import weakref
 
-from asyncio import exceptions
-
 from . import _sockaddr
+from ._op import Op
 from ._uring import ffi
 
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+# The most one receive asks of the kernel (csrc caps every socket op there
+# too): recv may return less than asked, so a larger request just gets
+# what a receive brings, without allocating the difference.
+_MAX_RECV = 1 << 30
+# How often the ops in flight are checked for a socket closed under them
+# (see _watch_closed_sockets), and up to how many are checked every turn.
+_CLOSED_SOCKET_SCAN = 0.002
+_SCAN_ALWAYS = 16
 
 
 def _os_error(res):
     return OSError(-res, os.strerror(-res))
 
 
-def _pin(data, writable=False):
+def _type_name(obj):
+    return "None" if obj is None else type(obj).__name__
+
+
+def _pin(data):
+    """``data`` as socket.send takes it (same exceptions), pinned."""
     try:
-        return ffi.from_buffer(data, require_writable=writable)
-    except BufferError:
-        # What socket.recv_into raises for a read-only buffer.
-        raise TypeError(f"a read-write bytes-like object is required, "
-                        f"not {type(data).__name__!r}") from None
+        return ffi.from_buffer(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not "
+                        f"{type(data).__name__!r}") from None
+
+
+def _pin_writable(buf, method):
+    """``buf`` as socket.<method> takes a buffer to fill, pinned."""
+    try:
+        return ffi.from_buffer(buf, require_writable=True)
+    except (TypeError, BufferError):
+        raise TypeError(f"{method}() argument 1 must be read-write bytes-like "
+                        f"object, not {_type_name(buf)}") from None
+
+
+def _buffer_size(n, method):
+    """``n`` as socket.<method> parses a buffer size (same exceptions)."""
+    n = operator.index(n)
+    if n < 0:
+        raise ValueError(f"negative buffersize in {method}")
+    if n > sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return n
+
+
+def _repin(buf, nbytes):
+    """The first ``nbytes`` of a caller's buffer, copied."""
+    view = ffi.from_buffer(buf)
+    try:
+        return ffi.unpack(view, nbytes)
+    finally:
+        ffi.release(view)
+
+
+# -- the operations (lifecycle in _op.Op) --------------------------------
+
+class _Recv(Op):
+    """sock_recv: into a provided buffer (nothing to allocate per call), or
+    a buffer of its own when the kernel has none."""
+    __slots__ = ("nbytes", "buf")
+    claims = True
+
+    def __init__(self, loop, sock, fd, nbytes):
+        super().__init__(loop, sock, fd)
+        self.nbytes = nbytes
+        self.buf = None
+
+    def claim(self):
+        claimed = self.loop._claim(self.sock)
+        return None if claimed is None else self.loop._fit(self.sock, claimed, self.nbytes)[0]
+
+    def submit(self):
+        loop = self.loop
+        if loop._recv_multishot:
+            return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
+        self.buf = buf = _new_uncleared("char[]", self.nbytes)
+        return loop._ring.submit_recv(self.fd, buf, self.nbytes, self)
+
+    def complete(self, res, flags):
+        fut = self.fut
+        loop = self.loop
+        if res == -errno.ENOBUFS and self.buf is None and not fut.done():
+            if self.closed_under():
+                return
+            # Every provided buffer is in use: this one call allocates.
+            self.buf = buf = _new_uncleared("char[]", self.nbytes)
+            self.resubmit(loop._ring.submit_recv(self.fd, buf, self.nbytes, self))
+            return
+        if res < 0:
+            return self.fail(_os_error(res))
+        data = b""
+        if res:
+            # Copied now: a provided buffer goes back to the kernel next turn.
+            buf = self.buf
+            data = loop._ring.receive_buffer(flags, res) if buf is None else ffi.unpack(buf, res)
+        if fut.done():
+            loop._keep_unclaimed(self.sock, (data, None))
+        elif loop._unclaimed:
+            fut.set_result(loop._fit(self.sock, loop._claim(self.sock, (data, None)),
+                                     self.nbytes)[0])
+        else:
+            fut.set_result(data)
+
+    def unclaim(self, result):
+        self.loop._keep_unclaimed(self.sock, (result, None), oldest=True)
+
+
+class _RecvInto(Op):
+    """sock_recv_into: straight into the caller's buffer, pinned till settled."""
+    __slots__ = ("buf", "target")
+    claims = True
+
+    def __init__(self, loop, sock, fd, buf, target):
+        super().__init__(loop, sock, fd)
+        self.buf = buf
+        self.target = target
+
+    def claim(self):
+        claimed = self.loop._claim_into(self.sock, self.target, len(self.target))
+        return None if claimed is None else claimed[0]
+
+    def submit(self):
+        return self.loop._ring.submit_recv(self.fd, self.target, len(self.target), self)
+
+    def complete(self, res, flags):
+        fut = self.fut
+        if res < 0:
+            return self.fail(_os_error(res))
+        loop = self.loop
+        target = self.target
+        if fut.done():
+            loop._keep_unclaimed(self.sock, (ffi.unpack(target, res), None))
+        elif loop._unclaimed:
+            item = (ffi.unpack(target, res), None)
+            fut.set_result(loop._claim_into(self.sock, target, len(target), item)[0])
+        else:
+            fut.set_result(res)
+
+    def release(self):
+        ffi.release(self.target)
+
+    def unclaim(self, result):
+        self.loop._keep_unclaimed(self.sock, (_repin(self.buf, result), None), oldest=True)
+
+
+class _RecvMsg(Op):
+    """sock_recvfrom (``buf`` None: a buffer of its own, the result carries
+    bytes) and sock_recvfrom_into (the caller's ``buf``, pinned as
+    ``target``; the result carries a count)."""
+    __slots__ = ("buf", "target", "nbytes", "msg")
+    claims = True
+
+    def __init__(self, loop, sock, fd, buf, target, nbytes):
+        super().__init__(loop, sock, fd)
+        self.buf = buf
+        self.target = target
+        self.nbytes = nbytes
+        self.msg = None
+
+    def _result(self, nbytes, addr):
+        if self.buf is None:
+            return ffi.unpack(self.target, nbytes), addr
+        return nbytes, addr
+
+    def claim(self):
+        claimed = self.loop._claim_into(self.sock, self.target, self.nbytes)
+        return None if claimed is None else self._result(*claimed)
+
+    def submit(self):
+        self.msg = msg = ffi.new("struct ul_msg *")
+        return self.loop._ring.submit_recvmsg(self.fd, msg, self.target, self.nbytes, self)
+
+    def complete(self, res, flags):
+        fut = self.fut
+        if res < 0:
+            return self.fail(_os_error(res))
+        msg = self.msg
+        addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)), msg.hdr.msg_namelen)
+        loop = self.loop
+        target = self.target
+        if fut.done():
+            loop._keep_unclaimed(self.sock, (ffi.unpack(target, res), addr))
+        elif loop._unclaimed:
+            item = (ffi.unpack(target, res), addr)
+            fut.set_result(self._result(*loop._claim_into(self.sock, target, self.nbytes, item)))
+        else:
+            fut.set_result(self._result(res, addr))
+
+    def release(self):
+        if self.buf is not None:
+            ffi.release(self.target)
+
+    def unclaim(self, result):
+        nbytes, addr = result
+        if self.buf is not None:
+            result = (_repin(self.buf, nbytes), addr)
+        self.loop._keep_unclaimed(self.sock, result, oldest=True)
+
+
+class _Accept(Op):
+    __slots__ = ()
+    claims = True
+
+    def claim(self):
+        return self.loop._claim(self.sock)
+
+    def submit(self):
+        return self.loop._ring.submit_accept(self.fd, _ACCEPT_FLAGS, self)
+
+    def complete(self, res, flags):
+        fut = self.fut
+        if res < 0:
+            return self.fail(_os_error(res))
+        sock = self.sock
+        try:
+            # As socket.accept builds it (no syscalls to detect the kind).
+            conn = socket.socket(sock.family, sock.type, sock.proto, fileno=res)
+        except BaseException:
+            os.close(res)
+            raise
+        try:
+            conn.setblocking(False)
+            item = (conn, _sockaddr.peername(conn))
+        except BaseException:
+            conn.close()
+            raise
+        loop = self.loop
+        if fut.done():
+            loop._keep_unclaimed(sock, item)
+        else:
+            fut.set_result(loop._claim(sock, item))
+
+    def discard(self, res):
+        if res >= 0:
+            os.close(res)  # for a listener closed under it: refused, as asyncio's
+
+    def unclaim(self, result):
+        self.loop._keep_unclaimed(self.sock, result, oldest=True)
+
+
+class _SendAll(Op):
+    __slots__ = ("source", "sent")
+
+    def __init__(self, loop, sock, fd, source):
+        super().__init__(loop, sock, fd)
+        self.source = source
+        self.sent = 0
+
+    def submit(self):
+        source = self.source
+        return self.loop._ring.submit_send(self.fd, source, len(source), self, source)
+
+    def complete(self, res, flags):
+        fut = self.fut
+        if fut.done():
+            return
+        if res < 0:
+            fut.set_exception(_os_error(res))
+            return
+        source = self.source
+        sent = self.sent + res
+        if sent < len(source):
+            # A short send (the kernel sends at most 1 GiB at a time): the rest.
+            if self.closed_under():
+                return
+            self.sent = sent
+            self.resubmit(self.loop._ring.submit_send(self.fd, source + sent,
+                                                      len(source) - sent, self, source))
+            return
+        fut.set_result(None)
+
+    def release(self):
+        ffi.release(self.source)
+
+
+class _SendTo(Op):
+    __slots__ = ("source", "sockaddr")
+
+    def __init__(self, loop, sock, fd, source, sockaddr):
+        super().__init__(loop, sock, fd)
+        self.source = source
+        self.sockaddr = sockaddr
+
+    def submit(self):
+        source = self.source
+        return self.loop._ring.submit_sendmsg(self.fd, ffi.new("struct ul_msg *"), source,
+                                              len(source), self.sockaddr, self, source)
+
+    def complete(self, res, flags):
+        fut = self.fut
+        if fut.done():
+            return
+        if res < 0:
+            fut.set_exception(_os_error(res))
+        else:
+            fut.set_result(res)
+
+    def release(self):
+        ffi.release(self.source)
+
+
+class _Connect(Op):
+    __slots__ = ("sockaddr", "address")
+
+    def __init__(self, loop, sock, fd, sockaddr, address):
+        super().__init__(loop, sock, fd)
+        self.sockaddr = sockaddr
+        self.address = address
+
+    def submit(self):
+        ring = self.loop._ring
+        user_data = ring.submit_connect(self.fd, self.sockaddr, self)
+        # asyncio's connect has started before sock_connect first yields.
+        ring.submit_now()
+        return user_data
+
+    def complete(self, res, flags):
+        fut = self.fut
+        if fut.done():
+            return
+        if res >= 0:
+            fut.set_result(None)
+        elif self.sock.type == socket.SOCK_STREAM and self.sock.family in _IP_FAMILIES:
+            # What asyncio reports for a TCP connect that failed after
+            # EINPROGRESS; other sockets fail at once, with the plain message.
+            fut.set_exception(OSError(-res, f"Connect call failed {self.address}"))
+        else:
+            fut.set_exception(_os_error(res))
 
 
 class RingSocketOpsMixin:
@@ -54,6 +380,14 @@ class RingSocketOpsMixin:
 
     _unclaimed = None   # socket -> deque of (data or conn, address)
 
+    def __init__(self, *args, **kwargs):
+        self._sock_ops = set()      # ops in flight (see _op.Op)
+        self._cancelling = {}       # socket -> cancelled receives not settled yet
+        self._next_closed_scan = 0.0
+        self._closed_scan_timer = None
+        super().__init__(*args, **kwargs)
+
+    # -- unclaimed results --------------------------------------------
     def _keep_unclaimed(self, sock, item, oldest=False):
         if self._unclaimed is None:
             self._unclaimed = weakref.WeakKeyDictionary()
@@ -95,267 +429,192 @@ class RingSocketOpsMixin:
         ffi.memmove(target, data, len(data))
         return len(data), addr
 
-    def _check_sock(self, sock):
+    async def _after_cancelled_receives(self, sock):
+        """Wait until no cancelled receive of ``sock`` may still bring data:
+        a new one must not go into the kernel behind it (see _op)."""
+        while True:
+            ops = self._cancelling.get(sock)
+            if not ops:
+                return
+            await ops[0].wait_settled()
+
+    # -- checks, in asyncio's order -------------------------------------
+    def _check_sock(self, sock, *attributes):
+        """What asyncio checks before it uses ``sock``: not an SSL socket,
+        non-blocking in debug mode, and (for an object that is no socket)
+        the attributes it uses first, in its order."""
         if isinstance(sock, ssl.SSLSocket):
             raise TypeError("Socket cannot be of type SSLSocket")
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
+        if not isinstance(sock, socket.socket):
+            for attribute in attributes:
+                getattr(sock, attribute)
 
-    def _ring_future(self, sock):
-        """A future for one ring operation on ``sock``, and its fd."""
-        self._check_closed()
-        fd = sock.fileno()
-        if self._transports:
-            # asyncio's check costs a KeyError per call; with no transport
-            # at all (a pure sock_* server) there is nothing to check.
-            self._ensure_fd_no_transport(fd)
-        if fd < 0:
-            raise OSError(errno.EBADF, "Bad file descriptor")
-        return self.create_future(), fd
-
-    async def _await_op(self, fut, op):
-        """Await ``fut``; cancelled, cancel the ring operation ``op[0]``
-        names (a callback that resubmits updates it).  A done-callback on
-        the future would do the same at the cost of one more scheduled
-        callback per call."""
+    def _sock_fd(self, sock, pinned=None):
+        """The fd to run an op on; ``pinned`` is unpinned if there is none."""
         try:
-            return await fut
-        except exceptions.CancelledError:
-            self._ring.cancel(op[0])
+            self._check_closed()
+            fd = sock.fileno()
+            if self._transports:
+                # asyncio's check costs a KeyError per call; with no transport
+                # at all (a pure sock_* server) there is nothing to check.
+                self._ensure_fd_no_transport(fd)
+            if fd < 0:
+                raise OSError(errno.EBADF, "Bad file descriptor")
+        except BaseException:
+            if pinned is not None:
+                ffi.release(pinned)
             raise
+        return fd
 
-    async def sock_recv(self, sock, n):
-        self._check_sock(sock)
-        fut, fd = self._ring_future(sock)
-        claimed = self._claim(sock)
-        if claimed is not None:
-            return self._fit(sock, claimed, n)[0]
-        ring = self._ring
-        if self._recv_multishot and n > 0:
-            # Into a provided buffer: nothing to allocate per call.  The
-            # bytes are copied out in the callback, before the buffer returns
-            # to the kernel at the next turn.
-            buf = None
-            submit = ring.submit_recv_provided
-            args = (fd, n)
-        else:
-            buf = _new_uncleared("char[]", max(n, 1))
-            submit = ring.submit_recv
-            args = (fd, buf, n)
-
-        def on_recv(res, flags):
-            if res == -errno.ENOBUFS and not fut.done():
-                # Every provided buffer is in use: this one call allocates.
-                nonlocal buf
-                buf = _new_uncleared("char[]", n)
-                op[0] = ring.submit_recv(fd, buf, n, on_recv)
-                return
-            data = b""
-            if res > 0:
-                data = ring.receive_buffer(flags, res) if buf is None else ffi.unpack(buf, res)
-            if fut.done():
-                if fut.cancelled() and res >= 0:
-                    self._keep_unclaimed(sock, (data, None))
-            elif res < 0:
-                fut.set_exception(_os_error(res))
-            elif self._unclaimed:
-                item = self._claim(sock, (data, None))
-                fut.set_result(self._fit(sock, item, n)[0])
+    # -- sockets closed under their ops ----------------------------------
+    def _run_once(self):
+        ops = self._sock_ops
+        if ops:
+            # Abandon the ops whose socket the user closed (see
+            # _op.Op.abandon) before the loop may block: a closed socket
+            # must not wait for some unrelated wake-up.  With few ops, a
+            # check each time costs less than the timer below would.
+            if not self._ready and len(ops) <= _SCAN_ALWAYS:
+                for op in ops:
+                    if op.sock.fileno() < 0:
+                        self._abandon_ops_of_closed_sockets()
+                        break
             else:
-                fut.set_result(data)
+                self._watch_closed_sockets()
+        super()._run_once()
 
-        op = [submit(*args, on_recv)]
-        return await self._await_op(fut, op)
+    def _watch_closed_sockets(self):
+        """With many ops, a scan (a fileno() call per op) runs at most every
+        _CLOSED_SOCKET_SCAN seconds, and a timer makes a loop that would
+        block meanwhile wake for the next one.  (A pending timer makes each
+        wait of the ring a timed one, which costs about as much as checking
+        _SCAN_ALWAYS ops.)"""
+        now = self.time()
+        if now >= self._next_closed_scan:
+            self._abandon_ops_of_closed_sockets()
+        elif not self._ready and self._closed_scan_timer is None:
+            self._closed_scan_timer = self.call_at(self._next_closed_scan,
+                                                   self._closed_scan_due)
+
+    def _abandon_ops_of_closed_sockets(self):
+        self._next_closed_scan = self.time() + _CLOSED_SOCKET_SCAN
+        for op in [op for op in self._sock_ops if op.sock.fileno() < 0]:
+            op.abandon()
+
+    def _closed_scan_due(self):
+        self._closed_scan_timer = None  # the next turn scans
+
+    def close(self):
+        super().close()
+        # asyncio's close drops its timers; this one would keep the loop in a
+        # reference cycle (the ring settles the ops themselves, see _op).
+        self._closed_scan_timer = None
+        # Connections accepted for a caller that never came back: nobody
+        # else can close them now.
+        unclaimed, self._unclaimed = self._unclaimed, None
+        for queue in (unclaimed or {}).values():
+            for item, _ in queue:
+                if isinstance(item, socket.socket):
+                    item.close()
+
+    # -- the methods ------------------------------------------------------
+    async def sock_recv(self, sock, n):
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock, "recv")
+        if type(n) is not int or not 0 < n <= _MAX_RECV:
+            n = _buffer_size(n, "recv")
+            if n == 0:
+                return b""   # socket.recv(0) returns at once
+            n = min(n, _MAX_RECV)
+        return await _Recv(self, sock, self._sock_fd(sock), n).run()
 
     async def sock_recv_into(self, sock, buf):
-        self._check_sock(sock)
-        fut, fd = self._ring_future(sock)
-        target = _pin(buf, writable=True)
-        claimed = self._claim_into(sock, target, len(target))
-        if claimed is not None:
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock, "recv_into")
+        target = _pin_writable(buf, "recv_into")
+        if not len(target):
             ffi.release(target)
-            return claimed[0]
-
-        def on_recv(res, flags):
-            if fut.done():
-                if fut.cancelled() and res >= 0:
-                    self._keep_unclaimed(sock, (ffi.unpack(target, res), None))
-            elif res < 0:
-                fut.set_exception(_os_error(res))
-            elif self._unclaimed:
-                item = (ffi.unpack(target, res), None)
-                fut.set_result(self._claim_into(sock, target, len(target), item)[0])
-            else:
-                fut.set_result(res)
-            ffi.release(target)
-
-        op = [self._ring.submit_recv(fd, target, len(target), on_recv)]
-        return await self._await_op(fut, op)
-
-    async def _recvmsg(self, sock, target, nbytes, pinned=False):
-        fut, fd = self._ring_future(sock)
-        claimed = self._claim_into(sock, target, nbytes)
-        if claimed is not None:
-            if pinned:
-                ffi.release(target)
-            return claimed
-        msg = ffi.new("struct ul_msg *")
-
-        def on_recvmsg(res, flags):
-            if res >= 0:
-                addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)),
-                                        msg.hdr.msg_namelen)
-            if fut.done():
-                if fut.cancelled() and res >= 0:
-                    self._keep_unclaimed(sock, (ffi.unpack(target, res), addr))
-            elif res < 0:
-                fut.set_exception(_os_error(res))
-            elif self._unclaimed:
-                item = (ffi.unpack(target, res), addr)
-                fut.set_result(self._claim_into(sock, target, nbytes, item))
-            else:
-                fut.set_result((res, addr))
-            if pinned:
-                ffi.release(target)
-
-        op = [self._ring.submit_recvmsg(fd, msg, target, nbytes, on_recvmsg)]
-        return await self._await_op(fut, op)
+            return 0         # socket.recv_into of an empty buffer returns at once
+        fd = self._sock_fd(sock, target)
+        return await _RecvInto(self, sock, fd, buf, target).run()
 
     async def sock_recvfrom(self, sock, bufsize):
-        self._check_sock(sock)
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock, "recvfrom")
+        if type(bufsize) is not int or not 0 <= bufsize <= _MAX_RECV:
+            bufsize = min(_buffer_size(bufsize, "recvfrom"), _MAX_RECV)
+        fd = self._sock_fd(sock)
         buf = _new_uncleared("char[]", max(bufsize, 1))
-        nbytes, addr = await self._recvmsg(sock, buf, bufsize)
-        return ffi.unpack(buf, nbytes), addr
+        return await _RecvMsg(self, sock, fd, None, buf, bufsize).run()
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
-        self._check_sock(sock)
-        target = _pin(buf, writable=True)
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock)
         if not nbytes:
-            nbytes = len(target)
-        elif nbytes > len(target):
+            nbytes = len(buf)          # asyncio's default, before the call
+        if type(sock) is not socket.socket:
+            self._check_sock(sock, "recvfrom_into")
+        target = _pin_writable(buf, "recvfrom_into")
+        try:
+            nbytes = _buffer_size(nbytes, "recvfrom_into")
+            if nbytes > len(target):
+                raise ValueError("nbytes is greater than the length of the buffer")
+        except BaseException:
             ffi.release(target)
-            raise ValueError("nbytes is greater than the length of the buffer")
-        return await self._recvmsg(sock, target, nbytes, pinned=True)
+            raise
+        fd = self._sock_fd(sock, target)
+        return await _RecvMsg(self, sock, fd, buf, target, min(nbytes, _MAX_RECV)).run()
 
     async def sock_sendall(self, sock, data):
-        self._check_sock(sock)
-        fut, fd = self._ring_future(sock)
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock, "send")
         source = _pin(data)
-        total = len(source)
-        sent = 0
-        ring = self._ring
-
-        def on_send(res, flags):
-            nonlocal sent
-            if fut.done():
-                pass
-            elif res < 0:
-                fut.set_exception(_os_error(res))
-            elif sent + res < total:
-                sent += res
-                try:
-                    op[0] = ring.submit_send(fd, source + sent, total - sent,
-                                             on_send, source)
-                    return
-                except OSError as exc:
-                    fut.set_exception(exc)
-            else:
-                fut.set_result(None)
-            ffi.release(source)
-
-        try:
-            op = [ring.submit_send(fd, source, total, on_send, source)]
-        except BaseException:
-            ffi.release(source)   # on_send refers to itself: a cycle holds it
-            raise
-        return await self._await_op(fut, op)
+        fd = self._sock_fd(sock, source)
+        return await _SendAll(self, sock, fd, source).run()
 
     async def sock_sendto(self, sock, data, address):
-        self._check_sock(sock)
-        if sock.family in _IP_FAMILIES:
-            address = await self._resolve_for(sock, address)
-        sockaddr = _sockaddr.pack(sock.family, address)
-        fut, fd = self._ring_future(sock)
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock, "sendto")
         source = _pin(data)
-        msg = ffi.new("struct ul_msg *")
-
-        def on_sendmsg(res, flags):
+        try:
+            family = sock.family
+            address = _sockaddr.check(sock, address, "sendto")
+            if family in _IP_FAMILIES and _sockaddr.needs_resolving(family, address):
+                address = await self._resolve_host(sock, address)
+            sockaddr = _sockaddr.pack(family, address)
+        except BaseException:
             ffi.release(source)
-            if fut.done():
-                return
-            if res < 0:
-                fut.set_exception(_os_error(res))
-            else:
-                fut.set_result(res)
-
-        op = [self._ring.submit_sendmsg(fd, msg, source, len(source), sockaddr,
-                                        on_sendmsg, source)]
-        return await self._await_op(fut, op)
+            raise
+        fd = self._sock_fd(sock, source)
+        return await _SendTo(self, sock, fd, source, sockaddr).run()
 
     async def sock_connect(self, sock, address):
-        self._check_sock(sock)
-        if sock.family in _IP_FAMILIES:
-            address = await self._resolve_for(sock, address)
-        sockaddr = _sockaddr.pack(sock.family, address)
-        fut, fd = self._ring_future(sock)
-
-        def on_connect(res, flags):
-            # None: sock_connect already returned (cancelled) and cleared it.
-            if fut is None or fut.done():
-                return
-            if res < 0:
-                fut.set_exception(OSError(-res, f"Connect call failed {address}"))
-            else:
-                fut.set_result(None)
-
-        op = [self._ring.submit_connect(fd, sockaddr, on_connect)]
-        self._ring.submit_now()
-        try:
-            return await self._await_op(fut, op)
-        finally:
-            # Break the cycle future -> callback -> future, as asyncio does.
-            fut = None
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock, "family")
+        family = sock.family
+        if family in _IP_FAMILIES:
+            # asyncio's own resolution step, so that what it accepts (a port
+            # given as "80") and refuses (an address that is no tuple) is
+            # exactly the same; numeric hosts skip the resolver.
+            resolved = await self._ensure_resolved(address, family=family, type=sock.type,
+                                                   proto=sock.proto, loop=self)
+            address = resolved[0][4]
+        sockaddr = _sockaddr.pack(family, _sockaddr.check(sock, address, "connect"))
+        return await _Connect(self, sock, self._sock_fd(sock), sockaddr, address).run()
 
     async def sock_accept(self, sock):
-        self._check_sock(sock)
-        fut, fd = self._ring_future(sock)
-        claimed = self._claim(sock)
-        if claimed is not None:
-            return claimed
+        if type(sock) is not socket.socket or self._debug:
+            self._check_sock(sock, "fileno", "accept")
+        return await _Accept(self, sock, self._sock_fd(sock)).run()
 
-        def on_accept(res, flags):
-            if res < 0:
-                if not fut.done():
-                    fut.set_exception(_os_error(res))
-                return
-            conn = socket.socket(fileno=res)
-            conn.setblocking(False)
-            try:
-                address = conn.getpeername()
-            except OSError as exc:
-                conn.close()
-                if not fut.done():
-                    fut.set_exception(exc)
-                return
-            if fut.cancelled():
-                self._keep_unclaimed(sock, (conn, address))
-            elif not fut.done():
-                fut.set_result(self._claim(sock, (conn, address)))
-
-        op = [self._ring.submit_accept(fd, _ACCEPT_FLAGS, on_accept)]
-        return await self._await_op(fut, op)
-
-    async def _resolve_for(self, sock, address):
-        """Resolve a host name the way asyncio's sock_connect does, skipping
-        the resolver for numeric addresses."""
+    async def _resolve_host(self, sock, address):
+        """A checked IP address whose host is a name, resolved as
+        socket.sendto would resolve it, without blocking the loop."""
         host, port = address[:2]
-        try:
-            socket.inet_pton(sock.family, host.partition("%")[0])
-            return address
-        except (OSError, TypeError, AttributeError):
-            pass
         infos = await self.getaddrinfo(host, port, family=sock.family,
                                        type=sock.type, proto=sock.proto)
         if not infos:
             raise OSError(f"getaddrinfo({host!r}) returned empty list")
-        return infos[0][4]
+        return (infos[0][4][0], port) + tuple(address[2:])
