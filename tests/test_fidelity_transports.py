@@ -374,3 +374,58 @@ def test_back_to_back_writes_reach_the_peer_within_one_iteration(loop):
         return arrived
 
     assert run(loop, main()) == [True, True, True]
+
+
+# -- TLS runs on the ring transports ----------------------------------------
+
+def test_tls_echo_runs_on_the_ring(loop, tmp_path):
+    """ssl= streams: every byte echoed through TLS, and on uringloop the
+    TLS layer sits on the ring's stream transport, not on asyncio's
+    selector transport (asyncio's _make_ssl_transport builds that one
+    directly)."""
+    import ssl
+
+    from bench.soak import make_cert
+
+    from uringloop._stream import RingStreamTransport
+
+    certfile, _ = make_cert(str(tmp_path))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(certfile)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    payload = os.urandom(1 << 20)
+
+    async def main():
+        raw_transports = []
+
+        async def echo(reader, writer):
+            raw_transports.append(writer.transport._ssl_protocol._transport)
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
+        reader, writer = await asyncio.open_connection(
+            *server.sockets[0].getsockname(), ssl=client_ctx)
+        raw_transports.append(writer.transport._ssl_protocol._transport)
+
+        async def send():
+            writer.write(payload)
+            await writer.drain()
+
+        sender = asyncio.create_task(send())
+        echoed = await reader.readexactly(len(payload))
+        await sender
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return echoed == payload, {type(t) for t in raw_transports}
+
+    same, kinds = run(loop, main(), timeout=60)
+    assert same
+    if loop.is_uring:
+        assert kinds == {RingStreamTransport}

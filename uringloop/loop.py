@@ -24,6 +24,7 @@ have completed.
 """
 import asyncio
 import platform
+from asyncio import constants, sslproto
 
 from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
@@ -79,6 +80,22 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
                                extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return RingStreamTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None,
+                            server=None,
+                            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # asyncio's own version (same on 3.11 to 3.13) builds its selector
+        # transport directly rather than through _make_socket_transport:
+        # TLS would bypass the ring.
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        RingStreamTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
