@@ -28,7 +28,7 @@ def test_stub_matches_the_runtime(tmp_path):
 
 
 def test_every_exported_name_exists_and_is_typed():
-    with open(os.path.join(REPO, "uringloop", "__init__.pyi")) as f:
+    with open(os.path.join(os.path.dirname(uringloop.__file__), "__init__.pyi")) as f:
         stub = f.read()
     for name in [*uringloop.__all__, "open", "__version__"]:
         assert hasattr(uringloop, name), name
