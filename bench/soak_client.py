@@ -65,6 +65,7 @@ UDP_TRIES = 4
 UDP_WAIT = 0.2
 STALL_SECONDS = 20
 DETAILS_KEPT = 20
+HISTORY_BYTES = 8 * 1024 * 1024
 SEQ = struct.Struct("!Q")
 
 
@@ -80,22 +81,25 @@ class Stats:
         self.mismatches = 0
         self.unexpected = 0
         self.details = []
+        self.by_kind = collections.Counter()       # "mismatch style/behaviour" -> count
         self.udp = collections.Counter()
 
-    def record(self, kind, what):
+    def record(self, kind, session, what):
         if kind == "mismatch":
             self.mismatches += 1
         else:
             self.unexpected += 1
+        self.by_kind[f"{kind} {session.kind}"] += 1
         if len(self.details) < DETAILS_KEPT:
-            self.details.append(f"{kind}: {what}")
+            self.details.append(f"{kind}: {session.label}: {what}")
 
     def report(self):
         return {"sessions": dict(self.sessions), "connections": sum(
                     n for key, n in self.sessions.items() if not key.startswith("udp")),
                 "bytes_sent": self.bytes_sent, "bytes_verified": self.bytes_verified,
                 "mismatches": self.mismatches, "unexpected": self.unexpected,
-                "udp": dict(self.udp), "details": self.details}
+                "udp": dict(self.udp), "by_kind": dict(self.by_kind),
+                "details": self.details}
 
 
 class Mismatch(Exception):
@@ -105,12 +109,15 @@ class Mismatch(Exception):
 class Session:
     """One connection: what was sent and not yet seen back, and progress."""
 
-    def __init__(self, stats, label):
+    def __init__(self, stats, kind, label):
         self.stats = stats
+        self.kind = kind                      # "style/behaviour"
         self.label = label
         self.total = 0                        # bytes the session means to send
         self.pending = collections.deque()   # bytes sent, not yet verified
         self.head = 0                         # verified bytes of pending[0]
+        self.history = collections.deque()   # the last verified chunks, for diagnosis
+        self.history_bytes = 0
         self.sent = 0
         self.verified = 0
         self.progress = time.monotonic()
@@ -136,17 +143,29 @@ class Session:
             self.stats.bytes_verified += n
             view = view[n:]
             if self.head == len(chunk):
-                self.pending.popleft()
+                self.history.append(self.pending.popleft())
+                self.history_bytes += len(chunk)
                 self.head = 0
+                while self.history_bytes - len(self.history[0]) >= HISTORY_BYTES:
+                    self.history_bytes -= len(self.history.popleft())
 
     def mismatch(self, got):
-        expected = b"".join(self.pending)[self.head:]
-        first = next(i for i, (a, b) in enumerate(zip(expected, got)) if a != b)
+        """Raises a Mismatch saying where the received bytes differ and where
+        in this connection's stream, if anywhere, they come from."""
+        stream = b"".join(self.history) + b"".join(self.pending)
+        here = self.history_bytes + self.head   # the next byte expected, in stream
+        first = next(i for i, (a, b) in enumerate(zip(stream[here:], got)) if a != b)
         offset = self.verified + first
         probe = got[first:first + 32]
-        found = expected.find(probe, first + 1) if len(probe) >= 16 else -1
-        where = (f"they appear {found - first} bytes further on in what was sent"
-                 if found >= 0 else "they are nowhere in what is still unverified")
+        ahead = stream.find(probe, here + first + 1) if len(probe) >= 16 else -1
+        behind = stream.rfind(probe, 0, here + first) if len(probe) >= 16 else -1
+        if ahead >= 0:
+            where = (f"they were sent {ahead - here - first} bytes later "
+                     f"(later data delivered first: reordered or lost)")
+        elif behind >= 0:
+            where = f"they repeat bytes sent {here + first - behind} bytes earlier"
+        else:
+            where = "they are nowhere in what this connection sent (foreign bytes)"
         raise Mismatch(f"byte {offset} of {self.sent} sent differs (all before it matched); "
                        f"{where}")
 
@@ -199,7 +218,8 @@ class Client:
                 behaviour = rng.choices(list(self.behaviours), list(self.behaviours.values()))[0]
                 if behaviour == "half_close" and style == "tls":
                     behaviour = "echo"   # TLS has no half-close
-            session = Session(self.stats, f"{style}/{behaviour} #{index}.{number}")
+            session = Session(self.stats, f"{style}/{behaviour}",
+                              f"{style}/{behaviour} #{index}.{number}")
             self.stats.sessions[f"{style}/{behaviour}"] += 1
             # The session's own generator: how long it runs cannot change
             # the choices of the sessions after it.
@@ -224,18 +244,17 @@ class Client:
             if not task.done() and time.monotonic() - session.progress > STALL_SECONDS:
                 task.cancel()
                 await asyncio.wait({task})
-                self.stats.record("unexpected", f"{session.label}: no progress for "
-                                  f"{STALL_SECONDS} s, {session.verified} of "
-                                  f"{session.sent} bytes echoed")
+                self.stats.record("unexpected", session, f"no progress for {STALL_SECONDS} s, "
+                                  f"{session.verified} of {session.sent} bytes echoed")
                 return
         try:
             task.result()
         except Mismatch as exc:
-            self.stats.record("mismatch", f"{session.label}: {exc}")
+            self.stats.record("mismatch", session, str(exc))
         except Exception as exc:
             if not session.dropping:
-                self.stats.record("unexpected", f"{session.label}: {exc!r} after "
-                                  f"{session.verified} of {session.sent} bytes echoed")
+                self.stats.record("unexpected", session, f"{exc!r} after {session.verified} "
+                                  f"of {session.sent} bytes echoed")
 
     async def connect(self, style, rcvbuf=None):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

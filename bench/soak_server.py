@@ -1,11 +1,12 @@
 """The soak's server process: echo servers of every style on one event loop.
 
-    python -m bench.soak_server --loop uringloop|asyncio --seed S [--cert PEM]
+    python -m bench.soak_server --loop uringloop|asyncio --cert PEM [--seed S]
 
 Owns: the six echo servers (below), each on its own ephemeral port of
 127.0.0.1, all on the loop under test; counting what they did; recording
 every call of the loop's exception handler and every exception a handler
-did not expect.  It checks nothing about the data: the clients
+did not expect (a protocol fed data or EOF while its reading is paused
+counts as one).  It checks nothing about the data: the clients
 (bench/soak_client.py) verify every byte; the orchestrator (bench/soak.py)
 samples this process's RSS and fds from /proc.
 
@@ -13,12 +14,14 @@ samples this process's RSS and fds from /proc.
             reading while the transport is over its (small, random) write
             high-water mark, and now and then pauses and resumes reading
             for a few milliseconds on its own (pause/resume churn)
-  buffered  ``asyncio.BufferedProtocol`` with a per-connection buffer of
-            1 B to 64 KiB, same flow control and churn
+  buffered  ``asyncio.BufferedProtocol`` handing out buffers of 1 B to
+            64 KiB, same flow control and churn
   streams   ``asyncio.start_server`` with ``limit=1024``, so the
             StreamReader pauses its transport all the time; reads of
             random sizes, ``write`` + ``drain``
-  tls       the same over TLS (``--cert``: one PEM with key and cert)
+  tls       the same over TLS (``--cert``: one PEM with key and cert); on
+            both loops this runs on asyncio's own ``_SelectorSocketTransport``
+            (``_make_ssl_transport``), over uringloop's poll requests there
   sock      ``loop.sock_accept`` / ``sock_recv`` / ``sock_recv_into`` /
             ``sock_sendall``; some receives and accepts are cancelled while
             pending and retried (see ``cancel_or_take``)
@@ -53,7 +56,7 @@ STREAM_LIMIT = 1024
 DISCONNECTS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 TLS_DISCONNECTS = DISCONNECTS + (ssl.SSLError,)
 HIGH_WATER_MARKS = (None, 1024, 16 * 1024, 64 * 1024, 256 * 1024)
-# Half the connections get a small kernel send buffer, so that the echo
+# Most connections get a small kernel send buffer, so that the echo
 # backs up into the transport (or sock_sendall) instead of the kernel.
 SEND_BUFFERS = (None, 4096, 16 * 1024, 64 * 1024)
 # Receive sizes (BufferedProtocol buffers, stream reads, sock_recv sizes):
@@ -102,6 +105,7 @@ class Soak:
         self.styles["udp"] = {"datagrams": 0, "bytes": 0, "refused": 0}
         self.events = collections.Counter()   # what the flow control and cancels did
         self.unexpected = []
+        self.by_kind = collections.Counter()  # kind of unexpected event -> count
         self.unexpected_count = 0
         self.handler_calls = []
         self.handler_count = 0
@@ -116,6 +120,7 @@ class Soak:
             self.stdlib_double_connection_lost += 1
             return
         self.handler_count += 1
+        self.by_kind[f"exception handler: {context.get('message')}: {type(exc).__name__}"] += 1
         line = (f"{context.get('message')}: {exc!r}{raised_at(exc)}" if exc
                 else str(context.get("message")))
         if len(self.handler_calls) < DETAILS_KEPT:
@@ -123,6 +128,7 @@ class Soak:
 
     def fail(self, style, what, exc):
         self.unexpected_count += 1
+        self.by_kind[f"{style}: {what}: {type(exc).__name__}"] += 1
         if len(self.unexpected) < DETAILS_KEPT:
             self.unexpected.append(f"{style}: {what}: {exc!r}{raised_at(exc)}")
         print(f"soak_server: {style}: {what}: {exc!r}", file=sys.stderr, flush=True)
@@ -164,7 +170,8 @@ class Soak:
         return {"styles": styles, "events": dict(self.events),
                 "unexpected": self.unexpected, "unexpected_count": self.unexpected_count,
                 "handler_calls": self.handler_calls, "handler_count": self.handler_count,
-                "stdlib_double_connection_lost": self.stdlib_double_connection_lost}
+                "stdlib_double_connection_lost": self.stdlib_double_connection_lost,
+                "by_kind": dict(self.by_kind)}
 
 
 class FlowControl:
