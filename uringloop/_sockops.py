@@ -49,9 +49,11 @@ _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 # what a receive brings, without allocating the difference.
 _MAX_RECV = 1 << 30
 # How often the ops in flight are checked for a socket closed under them
-# (see _watch_closed_sockets), and up to how many are checked every turn.
+# (see _watch_closed_sockets), up to how many are checked every turn, and
+# how far apart the checks drift while the loop has nothing else to do.
 _CLOSED_SOCKET_SCAN = 0.002
 _SCAN_ALWAYS = 16
+_IDLE_SCAN_LIMIT = 0.02
 
 
 def _os_error(res):
@@ -385,6 +387,7 @@ class RingSocketOpsMixin:
         self._cancelling = {}       # socket -> cancelled receives not settled yet
         self._next_closed_scan = 0.0
         self._closed_scan_timer = None
+        self._idle_scan_delay = _CLOSED_SOCKET_SCAN
         super().__init__(*args, **kwargs)
 
     # -- unclaimed results --------------------------------------------
@@ -494,9 +497,16 @@ class RingSocketOpsMixin:
         now = self.time()
         if now >= self._next_closed_scan:
             self._abandon_ops_of_closed_sockets()
-        elif not self._ready and self._closed_scan_timer is None:
-            self._closed_scan_timer = self.call_at(self._next_closed_scan,
-                                                   self._closed_scan_due)
+        if self._ready:
+            self._idle_scan_delay = _CLOSED_SOCKET_SCAN
+        elif self._closed_scan_timer is None:
+            # Idle: each wake-up that finds nothing doubles the next wait
+            # (up to _IDLE_SCAN_LIMIT), so a quiet server with many ops
+            # pending does not wake 500 times a second.
+            self._closed_scan_timer = self.call_at(
+                max(self._next_closed_scan, now + self._idle_scan_delay),
+                self._closed_scan_due)
+            self._idle_scan_delay = min(2 * self._idle_scan_delay, _IDLE_SCAN_LIMIT)
 
     def _abandon_ops_of_closed_sockets(self):
         self._next_closed_scan = self.time() + _CLOSED_SOCKET_SCAN
