@@ -23,4 +23,9 @@
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)       /* kernel 6.12 */
 #endif
 
+/* Opcodes are enum members, invisible to #ifdef; these are the kernel's
+ * numbers (include/uapi/linux/io_uring.h) for the ones liburing 2.3's
+ * enum stops short of. */
+#define UL_IORING_OP_FTRUNCATE 55                /* kernel 6.9 */
+
 #endif
