@@ -18,9 +18,11 @@ from .test_backend import (NR_IO_URING_ENTER, NR_IO_URING_REGISTER,
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_info(*args, backend=None):
-    env = dict(os.environ)
-    env.pop("URINGLOOP_BACKEND", None)
+def run_info(*args, backend=None, env=None):
+    knobs = env or {}
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("URINGLOOP_") or name == "URINGLOOP_SINGLE_THREAD"}
+    env.update(knobs)
     if backend is not None:
         env["URINGLOOP_BACKEND"] = backend
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
@@ -35,6 +37,9 @@ def test_text_report():
     lines = out.splitlines()
     assert f"Linux {os.uname().release}" in out
     assert "liburing (build):    2." in out
+    # The runtime library, not only the headers built against.
+    assert any(l.startswith("liburing (runtime):  2.") for l in lines)
+    assert any(l.startswith("RLIMIT_MEMLOCK:      ") for l in lines)
     assert "backend:             io_uring" in lines
     assert any(l.startswith("setup flags granted:") and "CQSIZE" in l for l in lines)
     features = next(l for l in lines if l.startswith("features:"))
@@ -43,13 +48,59 @@ def test_text_report():
     single_issuer = any(l.startswith("setup flags granted:") and "SINGLE_ISSUER" in l
                         for l in lines)
     assert f"registered ring fd:  {'yes' if single_issuer else 'no'}" in lines
+    assert "ring entries:        SQ 1024, CQ 4096" in lines
+    assert "provided buffers:    512 x 128 KiB" in lines
+    # What a fresh loop turned on, from the probe: all of it on 6.18.
+    for name in ("multishot_recv", "multishot_accept", "buffer_ring", "ftruncate"):
+        assert any(l.split() == [name, "on"] for l in lines), name
+    assert any(l.split()[:2] == ["sqpoll", "off:"] for l in lines)
+    # A summary of the opcodes, not one line each.
+    assert any(l.startswith("opcodes:             63 supported by the kernel") for l in lines)
+    unused = " ".join(l for l in lines if l.startswith(("unused (", " " * 21)))
+    for name in ("TEE", "TIMEOUT", "SEND_ZC", "WAITID", "BIND", "PIPE"):
+        assert name in unused.split(), name
+    assert "  * RECV" not in lines and len(lines) < 50
+    assert "NOT supported" not in out
+
+
+def test_opcodes_lists_them_all():
+    proc = run_info("info", "--opcodes")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
     # Every op the loop uses is supported here and starred.
-    for name in ("RECV", "SEND", "RECVMSG", "SENDMSG", "ACCEPT", "CONNECT", "POLL_ADD"):
+    for name in ("RECV", "SEND", "RECVMSG", "SENDMSG", "ACCEPT", "CONNECT", "POLL_ADD",
+                 "FTRUNCATE"):
         assert f"  * {name}" in lines, name
     # Supported but unused ops are listed too, by name, unstarred.
     for name in ("TEE", "TIMEOUT", "SEND_ZC", "WAITID", "BIND", "PIPE"):
         assert f"    {name}" in lines, name
-    assert "NOT supported" not in out
+
+
+def test_knobs_show_and_shape_the_reported_loop():
+    proc = run_info("info", "--json", env={
+        "URINGLOOP_DISABLE": "multishot_accept,ftruncate", "URINGLOOP_SQ_ENTRIES": "64",
+        "URINGLOOP_BUFFERS": "16x4k"})
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["knobs"] == {"URINGLOOP_BUFFERS": "16x4k",
+                             "URINGLOOP_DISABLE": "multishot_accept,ftruncate",
+                             "URINGLOOP_SQ_ENTRIES": "64"}
+    ring = info["ring"]
+    assert (ring["sq_entries"], ring["cq_entries"]) == (64, 256)
+    assert ring["buffers"] == {"count": 16, "size": 4096}
+    assert ring["paths"]["multishot_accept"] == "off: URINGLOOP_DISABLE"
+    assert ring["paths"]["ftruncate"] == "off: URINGLOOP_DISABLE"
+    assert ring["paths"]["multishot_recv"] == "on"
+    text = run_info("info", env={"URINGLOOP_SQPOLL": "5"}).stdout
+    assert "knobs set:           URINGLOOP_SQPOLL=5" in text.splitlines()
+    assert any(l.split() == ["sqpoll", "on"] for l in text.splitlines())
+
+
+def test_bad_knob_is_a_usage_error():
+    proc = run_info("info", env={"URINGLOOP_DISABLE": "nonsense"})
+    assert proc.returncode == 2
+    assert "URINGLOOP_DISABLE: unknown nonsense" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_json_report():
@@ -66,6 +117,10 @@ def test_json_report():
     assert supported[:len(cli.OPCODE_NAMES)] == list(cli.OPCODE_NAMES)
     assert ring["opcodes_used"] == list(OPCODES_USED)
     assert ring["opcodes_used_but_unsupported"] == []
+    assert set(ring["opcodes_available_unused"]) == set(supported) - set(OPCODES_USED)
+    assert info["liburing_runtime_version"].startswith("2.")
+    assert set(info["rlimit_memlock"]) == {"soft", "hard"}
+    assert ring["paths"]["multishot_recv"] == "on"
     assert ring["features"] & 0b10  # NODROP
     assert ring["setup_flag_names"] == cli.bit_names(ring["setup_flags"],
                                                      cli.SETUP_FLAG_NAMES)
