@@ -195,6 +195,18 @@ unsigned ul_ring_features(struct ul_ring *r) { return r->features; }
 unsigned ul_ring_setup_flags(struct ul_ring *r) { return r->setup_flags; }
 int ul_ring_registered_fd(struct ul_ring *r) { return r->registered_fd; }
 void ul_ring_skip_registered_fd(struct ul_ring *r) { r->skip_registered_fd = 1; }
+
+int ul_ring_register_napi(struct ul_ring *r, unsigned busy_poll_us, int prefer_busy_poll)
+{
+    struct ul_io_uring_napi napi;
+    memset(&napi, 0, sizeof(napi));
+    napi.busy_poll_to = busy_poll_us;
+    napi.prefer_busy_poll = prefer_busy_poll != 0;
+    /* The kernel writes the previous settings back into napi. */
+    if (syscall(__NR_io_uring_register, r->ring.ring_fd, UL_IORING_REGISTER_NAPI, &napi, 1) < 0)
+        return -errno;
+    return 0;
+}
 unsigned ul_ring_sq_entries(struct ul_ring *r) { return r->ring.sq.ring_entries; }
 unsigned ul_ring_cq_entries(struct ul_ring *r) { return r->ring.cq.ring_entries; }
 const char *ul_liburing_build_version(void) { return UL_LIBURING_VERSION; }

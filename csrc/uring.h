@@ -46,6 +46,9 @@ unsigned ul_ring_setup_flags(struct ul_ring *ring);
 int ul_ring_registered_fd(struct ul_ring *ring);
 /* Called before ul_ring_bind_thread: never register the ring fd. */
 void ul_ring_skip_registered_fd(struct ul_ring *ring);
+/* NAPI busy polling (kernel 6.9): a wait polls the NIC queues of the
+ * ring's sockets for up to busy_poll_us before sleeping. */
+int ul_ring_register_napi(struct ul_ring *ring, unsigned busy_poll_us, int prefer_busy_poll);
 unsigned ul_ring_sq_entries(struct ul_ring *ring);
 unsigned ul_ring_cq_entries(struct ul_ring *ring);
 int ul_ring_probe(struct ul_ring *ring, unsigned char *supported, int size);

@@ -3,7 +3,7 @@ off with ``URINGLOOP_DISABLE`` and the loop still serving a real echo --
 stream ``Protocol`` and ``BufferedProtocol`` transports, ``sock_*`` calls,
 accepts -- and truncating a file; and the knobs that shape the ring
 (``URINGLOOP_SQ_ENTRIES``, ``_CQ_ENTRIES``, ``_BUFFERS``, ``_SQPOLL``,
-``_SINGLE_THREAD``) each through the same echo.  ``ring_stats()`` shows
+``_SINGLE_THREAD``, ``_NAPI``) each through the same echo.  ``ring_stats()`` shows
 which path the loop really took (a multishot accept is one ACCEPT SQE for
 every connection; without it, one per connection)."""
 import asyncio
@@ -212,7 +212,7 @@ def test_a_misspelt_path_is_an_error(monkeypatch, value, message):
     ("URINGLOOP_SQ_ENTRIES", "lots"), ("URINGLOOP_CQ_ENTRIES", "8"),
     ("URINGLOOP_BUFFERS", "512"), ("URINGLOOP_BUFFERS", "500x4k"),
     ("URINGLOOP_BUFFERS", "8x0"), ("URINGLOOP_BUFFERS", "8x2G"),
-    ("URINGLOOP_SQPOLL", "-1"),
+    ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"),
 ])
 def test_a_bad_knob_is_an_error_not_a_silent_fallback(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -254,3 +254,11 @@ def test_single_thread(monkeypatch, tmp_path):
     paths = stats["config"]["paths"]
     assert paths["single_issuer"] == "on" and paths["registered_ring_fd"] == "on"
     assert paths["coop_taskrun"] == "off: DEFER_TASKRUN instead (URINGLOOP_SINGLE_THREAD=1)"
+
+
+def test_napi(monkeypatch, tmp_path):
+    """Registered and harmless; on loopback there is no NIC queue to poll,
+    so it changes nothing there."""
+    _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_NAPI="50")
+    assert stats["config"]["paths"]["napi"] == "on"
+    assert stats["config"]["knobs"]["URINGLOOP_NAPI"] == "50"

@@ -18,6 +18,7 @@ Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
   URINGLOOP_BUFFERS=COUNTxSIZE  provided receive buffers, e.g. 512x128k (the default)
   URINGLOOP_SINGLE_THREAD=1     SINGLE_ISSUER + DEFER_TASKRUN (``_ring.loop_setup_flags``)
   URINGLOOP_SQPOLL=IDLE_MS      a kernel thread polls the SQ, sleeping after IDLE_MS idle
+  URINGLOOP_NAPI=USEC           NAPI busy polling for up to USEC per wait (real NICs only)
 
 Data flow: ``Loop.__init__`` calls :func:`read_knobs`, makes its ring with
 :meth:`Knobs.ring_arguments`, then :func:`configure` reads back what the
@@ -68,6 +69,7 @@ OPT_IN = {
                       "URINGLOOP_SINGLE_THREAD=1"),
     "sqpoll": ("IORING_SETUP_SQPOLL: a kernel thread submits", "5.11 (unprivileged)",
                "URINGLOOP_SQPOLL=IDLE_MS"),
+    "napi": ("IORING_REGISTER_NAPI busy polling", "6.9", "URINGLOOP_NAPI=USEC"),
 }
 
 _DEFAULT_SQ_ENTRIES = 1024
@@ -81,7 +83,8 @@ class Knobs:
     """What the environment asks of a new loop's ring."""
 
     def __init__(self, disabled=frozenset(), sq_entries=_DEFAULT_SQ_ENTRIES, cq_entries=0,
-                 buffers=None, single_thread=False, sqpoll_idle_ms=None, environment=None):
+                 buffers=None, single_thread=False, sqpoll_idle_ms=None, napi_busy_poll_us=None,
+                 environment=None):
         self.environment = environment or {}  # the URINGLOOP_* variables read
         self.disabled = frozenset(disabled)
         self.sq_entries = sq_entries
@@ -89,6 +92,7 @@ class Knobs:
         self.buffers = buffers            # (count, size); None: _ring's default pool
         self.single_thread = single_thread
         self.sqpoll_idle_ms = sqpoll_idle_ms
+        self.napi_busy_poll_us = napi_busy_poll_us
 
     def setup_candidates(self):
         """IORING_SETUP_* sets to ask for, best first, without disabled bits.
@@ -176,10 +180,14 @@ def read_knobs(environ=os.environ):
     sqpoll = None
     if "URINGLOOP_SQPOLL" in environ:
         sqpoll = _count("URINGLOOP_SQPOLL", environ["URINGLOOP_SQPOLL"], 1, 60_000)
+    napi = None
+    if "URINGLOOP_NAPI" in environ:
+        napi = _count("URINGLOOP_NAPI", environ["URINGLOOP_NAPI"], 1, 1_000_000)
     return Knobs(disabled=parse_disabled(environ.get("URINGLOOP_DISABLE", "")),
                  sq_entries=sq_entries, cq_entries=cq_entries, buffers=buffers,
                  single_thread=environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1",
-                 sqpoll_idle_ms=sqpoll, environment=knobs_in_environment(environ))
+                 sqpoll_idle_ms=sqpoll, napi_busy_poll_us=napi,
+                 environment=knobs_in_environment(environ))
 
 
 def knobs_in_environment(environ=os.environ):
@@ -323,6 +331,15 @@ def configure(ring, knobs):
         off["sqpoll"] = "the kernel refused the setup flag"
     else:
         off["sqpoll"] = f"not asked for ({OPT_IN['sqpoll'][2]})"
+
+    if knobs.napi_busy_poll_us is None:
+        off["napi"] = f"not asked for ({OPT_IN['napi'][2]})"
+    else:
+        rc = ring.register_napi(knobs.napi_busy_poll_us)
+        if rc < 0:
+            off["napi"] = f"the kernel refused the registration ({os.strerror(-rc)})"
+        else:
+            on.add("napi")
 
     if "registered_ring_fd" in disabled:
         ring.skip_registered_fd()

@@ -164,6 +164,11 @@ class Ring:
     def cq_entries(self):
         return lib.ul_ring_cq_entries(self._ptr)
 
+    def register_napi(self, busy_poll_us):
+        """Busy-poll the NIC queues for up to ``busy_poll_us`` per wait;
+        0 or a negative errno."""
+        return lib.ul_ring_register_napi(self._ptr, busy_poll_us, 0)
+
     def skip_registered_fd(self):
         """Never register the ring fd (call before the first turn)."""
         lib.ul_ring_skip_registered_fd(self._ptr)
