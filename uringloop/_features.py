@@ -33,9 +33,9 @@ import re
 import socket
 import time
 
-from ._ring import (_SETUP_COOP_TASKRUN, _SETUP_DEFER_TASKRUN, _SETUP_FALLBACKS,
-                    _SETUP_SINGLE_ISSUER, _SETUP_SQPOLL, _SETUP_SUBMIT_ALL,
-                    _SETUP_TASKRUN_FLAG, Ring, loop_setup_flags)
+# The ring module needs the C extension; reading knobs must not (``python
+# -m uringloop info`` lists them where the extension cannot load), so the
+# functions that touch a ring import it themselves.
 
 _CQE_F_MORE = 1 << 1
 _CQE_F_BUFFER = 1 << 0
@@ -97,6 +97,8 @@ class Knobs:
     def setup_candidates(self):
         """IORING_SETUP_* sets to ask for, best first, without disabled bits.
         SQPOLL cannot be combined with the task-run flags (EINVAL)."""
+        from ._ring import (_SETUP_COOP_TASKRUN, _SETUP_FALLBACKS, _SETUP_SQPOLL,
+                            _SETUP_SUBMIT_ALL, _SETUP_TASKRUN_FLAG, loop_setup_flags)
         if self.sqpoll_idle_ms is not None:
             first = [_SETUP_SQPOLL | _SETUP_SUBMIT_ALL, _SETUP_SQPOLL]
         else:
@@ -276,6 +278,7 @@ def multishot_support():
     call only; the kernel is the same for the rest of the process)."""
     global _multishot
     if _multishot is None:
+        from ._ring import Ring
         results = {}
         try:
             ring = Ring(entries=8)
@@ -296,6 +299,7 @@ def multishot_support():
 
 
 def _setup_flag_reason(knobs, granted, name):
+    from ._ring import _SETUP_DEFER_TASKRUN, _SETUP_SQPOLL
     if name in knobs.disabled:
         return "URINGLOOP_DISABLE"
     if granted & _SETUP_SQPOLL and name == "coop_taskrun":
@@ -308,6 +312,7 @@ def _setup_flag_reason(knobs, granted, name):
 def configure(ring, knobs):
     """Decide every optional path of a loop on ``ring`` (made from
     ``knobs``), registering what the chosen ones need; a Features."""
+    from ._ring import _SETUP_COOP_TASKRUN, _SETUP_SINGLE_ISSUER, _SETUP_SQPOLL, _SETUP_SUBMIT_ALL
     on, off = set(), {}
     granted = ring.setup_flags
     disabled = knobs.disabled
