@@ -39,8 +39,7 @@ import textwrap
 
 from . import __version__, _backend, _extension
 from ._features import knobs_in_environment
-from ._names import (FEATURE_NAMES, OPCODE_NAMES, SETUP_FLAG_NAMES, bit_names,
-                     opcode_name)
+from ._names import FEATURE_NAMES, SETUP_FLAG_NAMES, bit_names, opcode_name
 
 # The name on the package index (``pip install uringloop-asyncio``).
 DISTRIBUTION = "uringloop-asyncio"
