@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import uringloop
-from uringloop import _names as names
+from uringloop import _names as name_tables
 from uringloop._ring import OPCODES_USED
 
 from .test_backend import (NR_IO_URING_ENTER, NR_IO_URING_REGISTER,
@@ -116,7 +116,7 @@ def test_json_report():
     supported = ring["opcodes_supported"]
     assert {"NOP", "RECV", "SEND", "PIPE"} <= set(supported)
     # Named in kernel order, no holes on 6.18 (NOP .. PIPE = 0 .. 62).
-    assert supported[:len(names.OPCODE_NAMES)] == list(names.OPCODE_NAMES)
+    assert supported[:len(name_tables.OPCODE_NAMES)] == list(name_tables.OPCODE_NAMES)
     assert ring["opcodes_used"] == list(OPCODES_USED)
     assert ring["opcodes_used_but_unsupported"] == []
     assert set(ring["opcodes_available_unused"]) == set(supported) - set(OPCODES_USED)
@@ -124,8 +124,8 @@ def test_json_report():
     assert set(info["rlimit_memlock"]) == {"soft", "hard"}
     assert ring["paths"]["multishot_recv"] == "on"
     assert ring["features"] & 0b10  # NODROP
-    assert ring["setup_flag_names"] == names.bit_names(ring["setup_flags"],
-                                                     names.SETUP_FLAG_NAMES)
+    assert ring["setup_flag_names"] == name_tables.bit_names(ring["setup_flags"],
+                                                     name_tables.SETUP_FLAG_NAMES)
 
 
 def test_selector_requested_probes_nothing():
@@ -192,7 +192,7 @@ def test_info_with_selector_survives_a_killing_filter():
     (0, ("A",), []),
 ])
 def test_bit_names(value, names, expected):
-    assert names.bit_names(value, names) == expected
+    assert name_tables.bit_names(value, names) == expected
 
 
 def test_opcodes_used_lists_every_op_the_c_layer_prepares():
@@ -216,8 +216,8 @@ def test_opcodes_used_lists_every_op_the_c_layer_prepares():
 
 def test_opcode_table_matches_kernel_numbering():
     # Spot checks against include/uapi/linux/io_uring.h.
-    assert names.OPCODE_NAMES.index("RECV") == 27
-    assert names.OPCODE_NAMES.index("SEND_ZC") == 47
-    assert names.OPCODE_NAMES.index("PIPE") == 62
-    assert names.opcode_name(200) == "op 200"
-    assert set(OPCODES_USED) <= set(names.OPCODE_NAMES)
+    assert name_tables.OPCODE_NAMES.index("RECV") == 27
+    assert name_tables.OPCODE_NAMES.index("SEND_ZC") == 47
+    assert name_tables.OPCODE_NAMES.index("PIPE") == 62
+    assert name_tables.opcode_name(200) == "op 200"
+    assert set(OPCODES_USED) <= set(name_tables.OPCODE_NAMES)
