@@ -13,6 +13,10 @@ and uringloop, in one run, one part after the other:
                                      # 1 and 4 connections; files: the full file sizes
     python bench/bench.py --publish  # also copy the charts to bench/ and the tables into README.md
     python bench/bench.py --only http,sendfile --seconds 2    # some parts, shorter windows
+    python bench/bench.py --only echo --uring-env URINGLOOP_SQPOLL=10
+                                     # echo also on uringloop with a knob set (a server
+                                     # "uringloop[SQPOLL=10]"; repeat for more variants,
+                                     # several NAME=VALUE in one quoted argument for one)
 
 Owns: building the two C programs (gcc, into bench/build/), the echo cases,
 running each echo server/client pair and measuring it, calling the other
@@ -35,6 +39,10 @@ message size, connections):
      the interrupts is other work on the machine competing for the core);
   4. SIGTERM the server and check that it exits cleanly (status 0).
 
+uringloop servers (the variants too) also save ``loop.ring_stats()`` on
+SIGUSR1, sent at START and at STOP: the difference over the window's
+requests is the run's "ring" entry (turns, enters, SQEs, CQEs per request).
+
 The syscall pass repeats the 1 KiB / 100-connection cases with a shorter
 window, attaching ``strace -c -f -p PID`` at START and detaching it (SIGINT)
 at STOP, and divides the counted calls by the requests of that window.
@@ -49,6 +57,7 @@ runs, "files": files_bench.py's cells}, next to bench.md and the charts
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,29 +87,80 @@ def build_c():
                    check=True)
 
 
+# Per-request ring counters derived from two ring_stats() snapshots.
+RING_PER_REQUEST = ("turns", "enters", "sqes", "cqes", "cqes_to_python", "cqes_in_c")
+
+
+def variant_name(settings):
+    """The server name of uringloop run with ``settings`` (NAME=VALUE list)."""
+    return "uringloop[" + " ".join(s.removeprefix("URINGLOOP_") for s in settings) + "]"
+
+
+def parse_uring_env(values):
+    """--uring-env arguments -> {server name: {NAME: VALUE}}."""
+    variants = {}
+    for value in values:
+        settings = value.split()
+        if not settings or not all("=" in s and s.startswith("URINGLOOP_") for s in settings):
+            raise ValueError(f"--uring-env {value!r}: expected URINGLOOP_NAME=VALUE ...")
+        variants[variant_name(settings)] = dict(s.split("=", 1) for s in settings)
+    return variants
+
+
 def server_command(server, case, unix_path):
     where = ["--unix", unix_path] if case["transport"] == "unix" else ["--tcp"]
     if server == "c":
         return [C_SERVER] + where
+    loop = "uringloop" if server.startswith("uringloop") else server
     return [sys.executable, os.path.join(BENCH, "echo_server.py"),
-            "--loop", server, "--style", case["style"]] + where
+            "--loop", loop, "--style", case["style"]] + where
 
 
-def run_one(server, case, warmup, seconds, traced):
+def ring_per_request(path, requests):
+    """The two ring_stats() snapshots an echo server saved, as per-request
+    differences (None if there are not two)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        snapshots = [json.loads(line) for line in f if line.strip()]
+    if len(snapshots) < 2 or not requests:
+        return None
+    first, last = snapshots[0], snapshots[-1]
+    per = {name: (last[name] - first[name]) / requests for name in RING_PER_REQUEST}
+    per["sqes_by_opcode"] = {
+        name: (count - first["sqes_by_opcode"].get(name, 0)) / requests
+        for name, count in last["sqes_by_opcode"].items()
+        if count != first["sqes_by_opcode"].get(name, 0)}
+    per["buffers_high_water"] = last["buffers"]["high_water"]
+    per["enobufs"] = last["enobufs"] - first["enobufs"]
+    per["setup_flags"] = last["config"]["setup_flags"]
+    return per
+
+
+def run_one(server, case, warmup, seconds, traced, env=None):
     """Measure one server on one case; returns a result dict (with "error"
-    set instead of numbers when something failed)."""
+    set instead of numbers when something failed).  ``env``: extra
+    environment variables of the server (a uringloop variant's knobs)."""
     result = dict(case, server=server, kind="strace" if traced else "timing", loadavg=loadavg())
     with tempfile.TemporaryDirectory(prefix="uringloop-bench-") as workdir:
         unix_path = os.path.join(workdir, "echo.sock")
+        stats_path = os.path.join(workdir, "ring_stats.jsonl")
+        uring = server.startswith("uringloop") and not traced
+        env = dict(env or {}, **({"ECHO_RING_STATS": stats_path} if uring else {}))
         try:
-            with PinnedServer(server_command(server, case, unix_path), result, workdir) as proc:
+            with PinnedServer(server_command(server, case, unix_path), result, workdir,
+                              env=env or None) as proc:
                 address = proc.ready()["address"]
                 client = [CLIENT, "--unix" if case["transport"] == "unix" else "--tcp", address,
                           "--conns", str(case["conns"]), "--size", str(case["size"]),
                           "--warmup", str(warmup), "--seconds", str(seconds)]
-                numbers, measured = windowed_client(client, proc.pid, traced, workdir,
-                                                    warmup + seconds + 60)
+                numbers, measured = windowed_client(
+                    client, proc.pid, traced, workdir, warmup + seconds + 60,
+                    on_edge=(lambda: os.kill(proc.pid, signal.SIGUSR1)) if uring else None)
                 result.update(numbers)
+                if uring:
+                    time.sleep(0.1)  # the STOP snapshot is written from the loop
+                    result["ring"] = ring_per_request(stats_path, numbers["requests"])
                 if numbers["undrained"]:
                     raise RuntimeError(f"{numbers['undrained']} requests still unanswered "
                                        "5 s after the window closed")
@@ -134,13 +194,13 @@ def matrix(full):
     return cases
 
 
-def runs_for(cases, repeat):
+def runs_for(cases, repeat, variants=()):
     """(server, case) pairs: all servers of one case back to back, that
     round repeated ``repeat`` times, so that background load drifts across
     all servers alike."""
     runs, c_done = [], set()
     for case in cases:
-        servers = [(server, case) for server in LOOPS]
+        servers = [(server, case) for server in LOOPS + list(variants)]
         key = (case["transport"], case["size"], case["conns"])
         if key not in c_done:
             c_done.add(key)
@@ -158,15 +218,18 @@ def progress(result):
 def run_echo(args):
     """Every echo timing run, then the syscall pass; prints a line per run."""
     cases = matrix(args.full)
+    variants = args.variants
     results = []
-    for server, case in runs_for(cases, args.repeat):
-        results.append(run_one(server, case, args.warmup, args.seconds, traced=False))
+    for server, case in runs_for(cases, args.repeat, variants):
+        results.append(run_one(server, case, args.warmup, args.seconds, traced=False,
+                               env=variants.get(server)))
         print(progress(results[-1]), flush=True)
     if args.strace_seconds > 0:
         traced = [case for case in cases
                   if case["size"] == STRACE_CASE["size"] and case["conns"] == STRACE_CASE["conns"]]
-        for server, case in runs_for(traced, 1):
-            results.append(run_one(server, case, args.warmup, args.strace_seconds, traced=True))
+        for server, case in runs_for(traced, 1, variants):
+            results.append(run_one(server, case, args.warmup, args.strace_seconds, traced=True,
+                                   env=variants.get(server)))
             print(progress(results[-1]), flush=True)
     return results
 
@@ -201,10 +264,17 @@ def main(argv):
                         help=f"run only these of {','.join(PARTS)} (all by default)")
     parser.add_argument("--publish", action="store_true",
                         help="copy the charts to bench/ and the tables into README.md")
+    parser.add_argument("--uring-env", metavar="NAME=VALUE ...", action="append", default=[],
+                        help="echo also on uringloop with these URINGLOOP_* knobs set, as a "
+                             "server of its own (repeatable: one variant each)")
     args = parser.parse_args(argv)
     parts = args.only.split(",")
     if not set(parts) <= set(PARTS):
         parser.error(f"--only takes some of {','.join(PARTS)}")
+    try:
+        args.variants = parse_uring_env(args.uring_env)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     started = time.monotonic()
     build_c()

@@ -21,6 +21,9 @@ connection (as asyncio's and uvloop's transports do by themselves).
 Data flow with bench/bench.py: once listening, the server prints one JSON
 line on stdout (backend, pid, address) and serves until SIGTERM or SIGINT,
 then closes the listener and every open connection and exits with status 0.
+With ``ECHO_RING_STATS=PATH`` in the environment, a uringloop server
+appends ``loop.ring_stats()`` to PATH as a JSON line on every SIGUSR1
+(bench.py sends one at the start and one at the end of the window).
 """
 import argparse
 import asyncio
@@ -168,6 +171,12 @@ async def main(args):
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stats_path = os.environ.get("ECHO_RING_STATS")
+    if stats_path and hasattr(loop, "ring_stats"):
+        def save_ring_stats():
+            with open(stats_path, "a") as f:
+                f.write(json.dumps(loop.ring_stats()) + "\n")
+        loop.add_signal_handler(signal.SIGUSR1, save_ring_stats)
     if args.unix and os.path.exists(args.unix):
         os.unlink(args.unix)
     server = await STYLES[args.style](loop, args)

@@ -200,11 +200,12 @@ class PinnedServer:
     stops it and notes its exit status, a failed shutdown and anything it
     wrote to stderr (a warning, say a loop falling back) in ``result``."""
 
-    def __init__(self, command, result, workdir):
+    def __init__(self, command, result, workdir, env=None):
         self.result = result
         self.log = open(os.path.join(workdir, "server.stderr"), "w+")
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *command],
-                                     stdout=subprocess.PIPE, stderr=self.log, cwd=REPO)
+                                     stdout=subprocess.PIPE, stderr=self.log, cwd=REPO,
+                                     env=None if env is None else {**os.environ, **env})
         self.pid = None
 
     def __enter__(self):
@@ -230,12 +231,13 @@ class PinnedServer:
         self.log.close()
 
 
-def windowed_client(command, server_pid, traced, workdir, timeout):
+def windowed_client(command, server_pid, traced, workdir, timeout, on_edge=None):
     """Run a load client pinned to CLIENT_CORE that prints START and STOP
     around its measured window and then one JSON line of its numbers, and
     measure the server over that window: its CPU seconds and both cores'
-    times, or (``traced``) its system calls under strace.  Returns
-    (client numbers, {"server_cpu_s", "cores"} or {"syscalls"})."""
+    times, or (``traced``) its system calls under strace; ``on_edge()`` is
+    called at START and at STOP too.  Returns (client numbers,
+    {"server_cpu_s", "cores"} or {"syscalls"})."""
     client = subprocess.Popen(["taskset", "-c", CLIENT_CORE, *command],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     strace = None
@@ -249,8 +251,12 @@ def windowed_client(command, server_pid, traced, workdir, timeout):
             strace = start_strace(server_pid, strace_out)
         else:
             cpu_start, cores_start = cpu_seconds(server_pid), core_times()
+        if on_edge is not None:
+            on_edge()
         if lines.read(deadline) != "STOP":
             raise RuntimeError("client did not close its window")
+        if on_edge is not None:
+            on_edge()
         if traced:
             if stop_process(strace, signal.SIGINT, 30) is None:
                 raise RuntimeError("strace did not detach")

@@ -7,8 +7,10 @@ Owns presentation only.  Input is the JSON that bench/bench.py saves:
 
   environment  machine, kernel, Python, liburing and library versions
   results      echo runs: kind ("timing" or "strace"), server ("asyncio",
-               "uvloop", "uringloop" or "c"), the case (style, transport,
-               size, conns) and either its numbers or "error"
+               "uvloop", "uringloop", "c", or a uringloop variant with knobs
+               set such as "uringloop[SQPOLL=10]"), the case (style,
+               transport, size, conns) and either its numbers or "error";
+               uringloop timing runs carry "ring", ring_stats() per request
   http         HTTP runs (bench/http_bench.py): the same, with the case
                (app, conns)
   sendfile     loop.sendfile runs (bench/sendfile_bench.py): timing runs
@@ -39,6 +41,26 @@ COLORS = {"asyncio": "#8c8c8c", "uvloop": "#4c72b0", "uringloop": "#dd8452", "c"
 FULL_CORE = 0.95   # busy share of the client's core above which the client side, not the server, limited the run
 CONTENDED = 0.10   # share of a pinned core taken by other work above which a run's speed is suspect
 CHARTS = {"echo": "echo.png", "http": "http.png", "sendfile": "sendfile.png"}   # part -> chart file, in results/ and bench/
+VARIANT_COLORS = ["#c44e52", "#8172b2", "#937860", "#da8bc3", "#ccb974"]
+
+
+def name(server):
+    return NAMES.get(server, server)
+
+
+def variants(runs):
+    """The uringloop variants (bench.py --uring-env) in ``runs``, in order."""
+    found = []
+    for run in runs:
+        if run["server"] not in ECHO_SERVERS and run["server"] not in found:
+            found.append(run["server"])
+    return found
+
+
+def color(server):
+    if server in COLORS:
+        return COLORS[server]
+    return VARIANT_COLORS[sum(map(ord, server)) % len(VARIANT_COLORS)]
 
 
 def size_label(size):
@@ -148,7 +170,7 @@ def header(env):
 def summary_table(table, servers, label, speed_name, cost_name, speed_spec=",.0f"):
     """Each case's speed on every server, and uringloop's speed and CPU cost
     as ratios to asyncio's and uvloop's; † marks contended runs."""
-    lines = ["| case | " + " | ".join(f"{NAMES[s]} {speed_name}" for s in servers)
+    lines = ["| case | " + " | ".join(f"{name(s)} {speed_name}" for s in servers)
              + f" | uringloop / asyncio {speed_name} | uringloop / uvloop {speed_name} "
              f"| uringloop / asyncio {cost_name} | uringloop / uvloop {cost_name} |",
              "|---|" + "--:|" * (len(servers) + 4)]
@@ -164,6 +186,43 @@ def summary_table(table, servers, label, speed_name, cost_name, speed_spec=",.0f
     return "\n".join(lines)
 
 
+def variant_table(table, variant_names, label):
+    """Each uringloop variant against plain uringloop: speed and CPU ratios."""
+    if not variant_names:
+        return ""
+    lines = ["| case | variant | req/s | ÷ uringloop req/s | CPU µs/req | ÷ uringloop CPU/req |",
+             "|---|---|--:|--:|--:|--:|"]
+    for case in table.cases:
+        base_speed = table.value("timing", "uringloop", case, table.speed)
+        base_cost = table.value("timing", "uringloop", case, table.cost)
+        for variant in variant_names:
+            speed = table.value("timing", variant, case, table.speed)
+            cost = table.value("timing", variant, case, table.cost)
+            lines.append(f"| {label(case)} | {variant} | {fmt(speed, ',.0f')} "
+                         f"| {ratio(speed, base_speed)} | {fmt(cost, '.1f')} "
+                         f"| {ratio(cost, base_cost)} |")
+    return "\n".join(lines)
+
+
+def ring_table(table, servers, label):
+    """loop.ring_stats() over each uringloop timing window, per request."""
+    lines = ["| case | server | turns | io_uring_enter | SQEs | CQEs | CQEs to Python "
+             "| CQEs in C | SQEs by opcode |", "|---|---|--:|--:|--:|--:|--:|--:|---|"]
+    for case in table.cases:
+        for server in servers:
+            run = table.get("timing", server, case)
+            ring = run.get("ring") if run is not None else None
+            if not ring:
+                continue
+            ops = ", ".join(f"{op} {n:.2f}" for op, n in
+                            sorted(ring["sqes_by_opcode"].items(), key=lambda item: -item[1])
+                            if n >= 0.005)
+            lines.append(f"| {label(case)} | {name(server)} | {ring['turns']:.2f} "
+                         f"| {ring['enters']:.2f} | {ring['sqes']:.2f} | {ring['cqes']:.2f} "
+                         f"| {ring['cqes_to_python']:.2f} | {ring['cqes_in_c']:.2f} | {ops} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def detail_table(table, servers, label, client):
     """One line per timing run: requests/s, latency, CPU, core use, syscalls."""
     lines = ["| case | server | req/s | p50 µs | p99 µs | server CPU µs/req "
@@ -174,10 +233,10 @@ def detail_table(table, servers, label, client):
         for server in servers:
             run = table.get("timing", server, case)
             if run is None:
-                lines.append(f"| {label(case)} | {NAMES[server]} | error | | | | | | | |")
+                lines.append(f"| {label(case)} | {name(server)} | error | | | | | | | |")
                 continue
             lines.append(
-                f"| {label(case)} | {NAMES[server]} | {run['rps']:,.0f} "
+                f"| {label(case)} | {name(server)} | {run['rps']:,.0f} "
                 f"| {run['p50_us']:.0f} | {run['p99_us']:.0f} | {fmt(run['cpu_us_per_req'], '.1f')} "
                 f"| {core_use(run, 'server')} | {core_use(run, 'client')} "
                 f"| {fmt(table.value('strace', server, case, 'syscalls_per_req'), '.2f')} "
@@ -195,7 +254,7 @@ def syscall_table(table, servers, label):
                 continue
             top = sorted(run["syscalls"].items(), key=lambda item: -item[1])[:3]
             listed = ", ".join(f"{name} {calls / run['requests']:.2f}" for name, calls in top)
-            lines.append(f"| {label(case)} | {NAMES[server]} | {listed} |")
+            lines.append(f"| {label(case)} | {name(server)} | {listed} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -207,9 +266,9 @@ def sendfile_detail_table(table):
         for server in LOOPS:
             run = table.get("timing", server, case)
             if run is None:
-                lines.append(f"| {sendfile_label(case)} | {NAMES[server]} | error | | | | | |")
+                lines.append(f"| {sendfile_label(case)} | {name(server)} | error | | | | | |")
                 continue
-            lines.append(f"| {sendfile_label(case)} | {NAMES[server]} | {run['method']} "
+            lines.append(f"| {sendfile_label(case)} | {name(server)} | {run['method']} "
                          f"| {run['mbps']:,.0f} | {run['cpu_us_per_mb']:.0f} "
                          f"| {core_use(run, 'server')} | {core_use(run, 'client')} "
                          f"| {run['backend'].replace('|', '/')} |")
@@ -236,7 +295,7 @@ def errors(data):
     parts = (("echo", data["results"], echo_key, echo_label),
              ("HTTP", data.get("http", []), http_key, http_label),
              ("sendfile", data.get("sendfile", []), sendfile_key, sendfile_label))
-    items = [f"- {part} {run['kind']} {NAMES[run['server']]} {label(key(run))}: {run['error']}"
+    items = [f"- {part} {run['kind']} {name(run['server'])} {label(key(run))}: {run['error']}"
              for part, runs, key, label in parts for run in runs if "error" in run]
     if "error" in data.get("files", {}):
         items.append(f"- files: {data['files']['error']}")
@@ -245,11 +304,14 @@ def errors(data):
 
 def echo_section(data):
     table = Table(data["results"], echo_key)
+    extra = variants(data["results"])
+    servers = ECHO_SERVERS + extra
     return [
         "### Echo",
         "Requests per second and ratios (ratio > 1× means uringloop serves more "
         "requests; for CPU per request, < 1× means uringloop spends less):",
-        summary_table(table, ECHO_SERVERS, echo_label, "req/s", "CPU per req"),
+        summary_table(table, servers, echo_label, "req/s", "CPU per req"),
+        variant_table(table, extra, echo_label),
         f"† other work held more than {CONTENDED:.0%} of the server's or the client's "
         "core during that run, so its requests/s is low by an unknown amount; CPU per "
         "request is much less affected.",
@@ -259,8 +321,11 @@ def echo_section(data):
         "the loopback traffic itself) and other work competing for the core; "
         "syscalls come from a separate, shorter run under `strace -c -f`, slowed by "
         "ptrace):",
-        detail_table(table, ECHO_SERVERS, echo_label, "client"),
-        syscall_table(table, ECHO_SERVERS, echo_label)]
+        detail_table(table, servers, echo_label, "client"),
+        syscall_table(table, servers, echo_label),
+        "`loop.ring_stats()` over each uringloop window, per request (a request is one "
+        "message echoed; CQEs in C are send completions that never reach Python):",
+        ring_table(table, ["uringloop"] + extra, echo_label)]
 
 
 def http_section(data):
@@ -329,7 +394,7 @@ def bars(ax, table, servers, cases, field, title, labels, slots):
     for i, server in enumerate(servers):
         values = [table.value("timing", server, case, field) or 0 for case in cases]
         positions = [c + (i - (len(servers) - 1) / 2) * width for c in range(len(cases))]
-        ax.bar(positions, values, width, label=NAMES[server], color=COLORS[server])
+        ax.bar(positions, values, width, label=name(server), color=color(server))
     ax.set_title(title, fontsize=9)
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels(labels, fontsize=8)
@@ -368,6 +433,7 @@ def echo_chart(data, path):
     left, server CPU µs per request on the right; in each panel a group of
     bars per (style, connections), one bar per server."""
     table = Table(data["results"], echo_key)
+    servers = ECHO_SERVERS + variants(data["results"])
     rows = []
     for case in table.cases:
         if case[1:3] not in rows:
@@ -378,11 +444,11 @@ def echo_chart(data, path):
         cases = [c for c in table.cases if c[1:3] == (transport, size)]
         where = f"{'TCP' if transport == 'tcp' else 'Unix'}, {size_label(size)} messages"
         labels = [f"{c[0]}\n×{c[3]} conn" for c in cases]
-        bars(panel_row[0], table, ECHO_SERVERS, cases, "rps",
+        bars(panel_row[0], table, servers, cases, "rps",
              f"{where}: requests/s (higher is better)", labels, slots)
-        bars(panel_row[1], table, ECHO_SERVERS, cases, "cpu_us_per_req",
+        bars(panel_row[1], table, servers, cases, "cpu_us_per_req",
              f"{where}: server CPU µs per request (lower is better)", labels, slots)
-    finish(fig, axes, data, "Echo ping-pong", path, ECHO_SERVERS)
+    finish(fig, axes, data, "Echo ping-pong", path, servers)
 
 
 def loops_chart(path, data, what, table, labels, speed_name, unit):

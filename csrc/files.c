@@ -10,9 +10,9 @@
  * function only fills one SQE taken from uring.c's SQ; nothing enters the
  * kernel until the loop's next turn.
  *
- * ftruncate has no opcode in liburing 2.3 (IORING_OP_FTRUNCATE arrived with
- * kernel 6.9 and liburing 2.6), so it is not here: the Python side runs it
- * in the loop's executor.
+ * ftruncate has no prep helper in liburing 2.3 (IORING_OP_FTRUNCATE arrived
+ * with kernel 6.9 and liburing 2.6): its SQE is filled here by hand, and the
+ * Python side submits it only when the kernel's opcode probe lists it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -155,6 +155,16 @@ int ul_prep_close(struct ul_ring *r, int fd, uint64_t user_data)
 {
     FILE_SQE(r, sqe);
     io_uring_prep_close(sqe, fd);
+    io_uring_sqe_set_data64(sqe, user_data);
+    return 0;
+}
+
+int ul_prep_ftruncate(struct ul_ring *r, int fd, int64_t length, uint64_t user_data)
+{
+    FILE_SQE(r, sqe);
+    /* The kernel reads the fd and the new length (in `off`) and wants
+     * every other field zero, which io_uring_prep_rw leaves them. */
+    io_uring_prep_rw(UL_IORING_OP_FTRUNCATE, sqe, fd, NULL, 0, (uint64_t)length);
     io_uring_sqe_set_data64(sqe, user_data);
     return 0;
 }

@@ -53,11 +53,14 @@ struct ul_ring {
     unsigned features;
     unsigned setup_flags;
     int registered_fd;
+    int skip_registered_fd;
     struct ul_bufring buffers;
     struct ul_sendq_list sendqs;
+    struct ul_ring_stats stats;
 };
 
-struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *error)
+struct ul_ring *ul_ring_create(unsigned entries, unsigned cq_entries, unsigned setup_flags,
+                               unsigned sq_thread_idle, int *error)
 {
     struct ul_ring *r = calloc(1, sizeof(*r));
     if (r == NULL) {
@@ -69,7 +72,8 @@ struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *erro
     /* A CQ four times the SQ keeps overflow rare even when every submitted
      * operation completes in the same turn as a burst of multishot ones. */
     params.flags = setup_flags | IORING_SETUP_CQSIZE;
-    params.cq_entries = entries * 4;
+    params.cq_entries = cq_entries ? cq_entries : entries * 4;
+    params.sq_thread_idle = sq_thread_idle;
     int ret = io_uring_queue_init_params(entries, &r->ring, &params);
     if (ret < 0) {
         free(r);
@@ -94,7 +98,7 @@ int ul_ring_bind_thread(struct ul_ring *r)
     }
     /* A registered ring fd is per thread: only worth it (and only valid)
      * when the ring can only ever be entered from this thread. */
-    if (r->setup_flags & IORING_SETUP_SINGLE_ISSUER)
+    if ((r->setup_flags & IORING_SETUP_SINGLE_ISSUER) && !r->skip_registered_fd)
         r->registered_fd = io_uring_register_ring_fd(&r->ring) == 1;
     return 0;
 }
@@ -190,6 +194,19 @@ int ul_ring_fd(struct ul_ring *r) { return r->ring.ring_fd; }
 unsigned ul_ring_features(struct ul_ring *r) { return r->features; }
 unsigned ul_ring_setup_flags(struct ul_ring *r) { return r->setup_flags; }
 int ul_ring_registered_fd(struct ul_ring *r) { return r->registered_fd; }
+void ul_ring_skip_registered_fd(struct ul_ring *r) { r->skip_registered_fd = 1; }
+
+int ul_ring_register_napi(struct ul_ring *r, unsigned busy_poll_us, int prefer_busy_poll)
+{
+    struct ul_io_uring_napi napi;
+    memset(&napi, 0, sizeof(napi));
+    napi.busy_poll_to = busy_poll_us;
+    napi.prefer_busy_poll = prefer_busy_poll != 0;
+    /* The kernel writes the previous settings back into napi. */
+    if (syscall(__NR_io_uring_register, r->ring.ring_fd, UL_IORING_REGISTER_NAPI, &napi, 1) < 0)
+        return -errno;
+    return 0;
+}
 unsigned ul_ring_sq_entries(struct ul_ring *r) { return r->ring.sq.ring_entries; }
 unsigned ul_ring_cq_entries(struct ul_ring *r) { return r->ring.cq.ring_entries; }
 const char *ul_liburing_build_version(void) { return UL_LIBURING_VERSION; }
@@ -206,6 +223,17 @@ int ul_ring_probe(struct ul_ring *r, unsigned char *supported, int size)
     return count;
 }
 
+/* Called before every liburing call that submits: counts the call and the
+ * SQEs it is about to hand over (those between liburing's local head and
+ * tail, which the call flushes to the kernel). */
+static void count_submit(struct ul_ring *r)
+{
+    struct io_uring_sq *sq = &r->ring.sq;
+    r->stats.enters++;
+    for (unsigned head = sq->sqe_head; head != sq->sqe_tail; head++)
+        r->stats.sqes_by_opcode[sq->sqes[head & sq->ring_mask].opcode]++;
+}
+
 /* The SQ is full only when a turn queued more than `entries` operations;
  * submitting what is there frees the slots. */
 static struct io_uring_sqe *next_sqe(struct ul_ring *r, int *error)
@@ -213,6 +241,7 @@ static struct io_uring_sqe *next_sqe(struct ul_ring *r, int *error)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     if (sqe != NULL)
         return sqe;
+    count_submit(r);
     int ret = io_uring_submit(&r->ring);
     if (ret < 0) {
         *error = ret;
@@ -399,6 +428,7 @@ int ul_ring_submit(struct ul_ring *r)
         ul_sendq_start_waiting(&r->sendqs);
     /* Also run deferred task work (DEFER_TASKRUN), so that a cancellation
      * submitted here has let go of its file by the time we return. */
+    count_submit(r);
     int ret = io_uring_submit_and_get_events(&r->ring);
     if (ret < 0)
         return ret;
@@ -421,8 +451,12 @@ static int enter(struct ul_ring *r, long long timeout_ns)
     if (io_uring_cq_ready(ring) > 0 || timeout_ns == 0) {
         /* Completions are already waiting (or the caller must not block):
          * only enter the kernel if it holds work we have not seen. */
-        return kernel_has_work(r) ? io_uring_submit_and_get_events(ring) : 0;
+        if (!kernel_has_work(r))
+            return 0;
+        count_submit(r);
+        return io_uring_submit_and_get_events(ring);
     }
+    count_submit(r);
     if (timeout_ns < 0)
         return io_uring_submit_and_wait(ring, 1);
     struct __kernel_timespec ts = {
@@ -444,6 +478,8 @@ static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
         if (*copied + *inlined == max)
             break;
         seen++;
+        if (cqe->res == -ECANCELED)
+            r->stats.cqes_cancelled++;
         if (cqe->user_data == 0)
             continue;
         if (cqe->user_data & UL_SENDQ_TAG) {
@@ -454,8 +490,10 @@ static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
         if (cqe->flags & IORING_CQE_F_BUFFER)
             r->buffers.handed_out[r->buffers.handed_out_count++] =
                 (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        else if (cqe->res == -ENOBUFS)
+        else if (cqe->res == -ENOBUFS) {
             r->buffers.ran_out = 1;
+            r->stats.enobufs++;
+        }
         struct ul_completion *slot =
             (cqe->user_data & UL_INLINE_TAG) ? &out[max - 1 - (*inlined)++] : &out[(*copied)++];
         slot->user_data = cqe->user_data;
@@ -463,6 +501,9 @@ static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
         slot->flags = cqe->flags;
     }
     io_uring_cq_advance(ring, seen);
+    r->stats.cqes += seen;
+    if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        r->stats.cq_overflow_turns++;
 }
 
 static long long monotonic_ns(void)
@@ -478,6 +519,7 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
     long long deadline = timeout_ns > 0 ? monotonic_ns() + timeout_ns : 0;
     unsigned copied = 0, inlined = 0;
 
+    r->stats.turns++;
     if (r->buffers.handed_out_count > 0 || r->buffers.ran_out)
         recycle_buffers(&r->buffers);
     for (;;) {
@@ -506,8 +548,27 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
      * its queue (the rest of a partial send, or what was written while it
      * was in flight): hand it to the kernel now, not a whole Python
      * iteration later. */
-    if (io_uring_sq_ready(&r->ring) > 0)
+    if (io_uring_sq_ready(&r->ring) > 0) {
+        count_submit(r);
         io_uring_submit(&r->ring);
+    }
+    if (copied + inlined > 0) {
+        r->stats.batches++;
+        r->stats.cqes_to_python += copied + inlined;
+    }
+    if (r->buffers.handed_out_count > r->stats.buffers_high_water)
+        r->stats.buffers_high_water = r->buffers.handed_out_count;
     *inline_count = inlined;
     return (int)(copied + inlined);
+}
+
+void ul_ring_stats(struct ul_ring *r, struct ul_ring_stats *out)
+{
+    *out = r->stats;
+    out->cqes_dropped = IO_URING_READ_ONCE(*r->ring.cq.koverflow);
+    out->sqes_dropped = IO_URING_READ_ONCE(*r->ring.sq.kdropped);
+    out->buffers_in_use = r->buffers.handed_out_count;
+    out->buffers_circulating = r->buffers.active;
+    out->buffer_count = r->buffers.count;
+    out->buffer_size = r->buffers.size;
 }

@@ -31,8 +31,11 @@ struct ul_msg {
     struct sockaddr_storage addr;
 };
 
-/* Ring lifetime and introspection. */
-struct ul_ring *ul_ring_create(unsigned entries, unsigned setup_flags, int *error);
+/* Ring lifetime and introspection.  cq_entries 0 means four times
+ * `entries`; sq_thread_idle (milliseconds) matters only with
+ * IORING_SETUP_SQPOLL. */
+struct ul_ring *ul_ring_create(unsigned entries, unsigned cq_entries, unsigned setup_flags,
+                               unsigned sq_thread_idle, int *error);
 void ul_ring_destroy(struct ul_ring *ring);
 /* Called once, from the first thread that runs the ring: enables a ring
  * created with R_DISABLED and registers the ring fd for a SINGLE_ISSUER ring. */
@@ -41,10 +44,39 @@ int ul_ring_fd(struct ul_ring *ring);
 unsigned ul_ring_features(struct ul_ring *ring);
 unsigned ul_ring_setup_flags(struct ul_ring *ring);
 int ul_ring_registered_fd(struct ul_ring *ring);
+/* Called before ul_ring_bind_thread: never register the ring fd. */
+void ul_ring_skip_registered_fd(struct ul_ring *ring);
+/* NAPI busy polling (kernel 6.9): a wait polls the NIC queues of the
+ * ring's sockets for up to busy_poll_us before sleeping. */
+int ul_ring_register_napi(struct ul_ring *ring, unsigned busy_poll_us, int prefer_busy_poll);
 unsigned ul_ring_sq_entries(struct ul_ring *ring);
 unsigned ul_ring_cq_entries(struct ul_ring *ring);
 int ul_ring_probe(struct ul_ring *ring, unsigned char *supported, int size);
 const char *ul_liburing_build_version(void);
+
+/* Counters kept since the ring was made, each a plain increment on a path
+ * the ring takes anyway (uringloop/_stats.py names them for Python). */
+struct ul_ring_stats {
+    uint64_t turns;              /* ul_ring_turn calls */
+    uint64_t enters;             /* liburing submit/wait calls: each one io_uring_enter
+                                  * (with SQPOLL, a submit enters only to wake the thread) */
+    uint64_t batches;            /* turns that copied completions out */
+    uint64_t cqes;               /* CQEs reaped */
+    uint64_t cqes_to_python;     /* completions copied out (the rest were handled in C) */
+    uint64_t cqes_cancelled;     /* CQEs with -ECANCELED */
+    uint64_t enobufs;            /* CQEs with -ENOBUFS (no provided buffer was free) */
+    uint64_t cq_overflow_turns;  /* reaps that found IORING_SQ_CQ_OVERFLOW set */
+    uint64_t buffers_high_water; /* most provided buffers held by one turn's completions */
+    /* Read at the time of the call, not counted: */
+    uint64_t cqes_dropped;       /* the kernel's CQ overflow counter (lost CQEs) */
+    uint64_t sqes_dropped;       /* the kernel's count of invalid SQ entries */
+    uint64_t buffers_in_use;     /* provided buffers held by the last turn's completions */
+    uint64_t buffers_circulating;
+    uint64_t buffer_count;       /* 0: no provided-buffer ring */
+    uint64_t buffer_size;
+    uint64_t sqes_by_opcode[256];  /* SQEs handed to the kernel, by IORING_OP_* */
+};
+void ul_ring_stats(struct ul_ring *ring, struct ul_ring_stats *out);
 
 /* Operation preparation: queue one SQE (submitting first if the SQ is full). */
 int ul_prep_nop(struct ul_ring *ring, uint64_t user_data);
@@ -134,8 +166,8 @@ unsigned ul_ring_sends_in_flight(struct ul_ring *ring);
 /* ---- file operations (csrc/files.c; used by uringloop/_files_ops.py) ----
  * Offsets of -1 mean "the fd's own position" (streams, O_APPEND).  Paths,
  * buffers, iovec arrays and statx buffers stay alive until the completion,
- * like every other pointer handed to ul_prep_*.  ftruncate is absent: no
- * opcode for it in liburing 2.3 (the Python side uses the executor). */
+ * like every other pointer handed to ul_prep_*.  ul_prep_ftruncate needs
+ * IORING_OP_FTRUNCATE (kernel 6.9): the caller checks the opcode probe. */
 
 /* Room for the kernel's struct statx (checked in files.c); opaque here. */
 struct ul_statx_buf { uint64_t words[32]; };
@@ -160,6 +192,7 @@ int ul_prep_readv(struct ul_ring *ring, int fd, const struct iovec *iov, unsigne
 int ul_prep_writev(struct ul_ring *ring, int fd, const struct iovec *iov, unsigned count,
                    int64_t offset, uint64_t user_data);
 int ul_prep_fsync(struct ul_ring *ring, int fd, int datasync, uint64_t user_data);
+int ul_prep_ftruncate(struct ul_ring *ring, int fd, int64_t length, uint64_t user_data);
 int ul_prep_fallocate(struct ul_ring *ring, int fd, int mode, int64_t offset, int64_t len,
                       uint64_t user_data);
 int ul_prep_statx(struct ul_ring *ring, int dfd, const char *path, int flags,

@@ -10,7 +10,7 @@ import weakref
 import pytest
 
 from uringloop import _ring
-from uringloop.__main__ import OPCODE_NAMES
+from uringloop._names import OPCODE_NAMES
 from uringloop._ring import Ring
 from uringloop._uring import ffi
 

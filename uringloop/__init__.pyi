@@ -26,6 +26,7 @@ class Loop(asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
     backend: Literal["io_uring"]
     def __init__(self) -> None: ...
+    def ring_stats(self) -> dict[str, Any]: ...
 
 class SelectorLoop(asyncio.SelectorEventLoop):
     """asyncio's selector loop: the fallback when io_uring is unavailable."""

@@ -626,8 +626,8 @@ class AsyncFile(LineReading):
 
     async def truncate(self, size=None):
         """Resize the file to ``size`` (default: the position); the
-        position does not move.  Runs ftruncate in the executor: liburing
-        2.3 has no io_uring opcode for it."""
+        position does not move.  On the ring where the kernel has
+        IORING_OP_FTRUNCATE (6.9), else in the executor."""
         self._check("truncate of closed file", "truncate")
         if size is not None:
             size = c_long(size)

@@ -153,7 +153,8 @@ class RingEngine:
     def __init__(self, loop):
         self.loop = loop
         self._ring = loop._ring
-        # ftruncate has no opcode in liburing 2.3: it goes to the executor.
+        # IORING_OP_FTRUNCATE came with kernel 6.9; lseek has no opcode.
+        self._ftruncate_on_ring = "ftruncate" in loop._features.on
         self._threads = ThreadEngine(loop)
 
     def cancel(self, handle):
@@ -207,6 +208,8 @@ class RingEngine:
         return self._ring.submit(lib.ul_prep_fallocate, (fd, 0, offset, length), cb, None)
 
     def ftruncate(self, fd, length, cb):
+        if self._ftruncate_on_ring:
+            return self._ring.submit(lib.ul_prep_ftruncate, (fd, length), cb, None)
         return self._threads.ftruncate(fd, length, cb)
 
     def lseek(self, fd, offset, whence, cb):

@@ -53,6 +53,7 @@ _RECV_BUFFER_SIZE = 128 * 1024
 # EINVAL gets the next.  SINGLE_ISSUER + DEFER_TASKRUN (6.1) run completion
 # work only when the loop enters the ring, never as interrupts in between,
 # but tie the ring to the first thread that runs it.
+_SETUP_SQPOLL = 1 << 1
 _SETUP_R_DISABLED = 1 << 6
 _SETUP_SUBMIT_ALL = 1 << 7
 _SETUP_COOP_TASKRUN = 1 << 8
@@ -81,7 +82,7 @@ def loop_setup_flags():
 OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
                 "RECVMSG", "SENDMSG", "CONNECT", "ACCEPT", "SPLICE",
                 "OPENAT", "CLOSE", "READ", "WRITE", "READV", "WRITEV", "FSYNC",
-                "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT")
+                "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT", "FTRUNCATE")
 
 # user_data bit of operations whose callback runs inside the turn.
 _INLINE_TAG = lib.UL_INLINE_TAG
@@ -111,11 +112,14 @@ class RingUnavailableError(OSError):
 
 
 class Ring:
-    def __init__(self, entries=1024, setup_flags=ANY_THREAD_SETUP):
+    def __init__(self, entries=1024, setup_flags=ANY_THREAD_SETUP, *, cq_entries=0,
+                 fallbacks=_SETUP_FALLBACKS, sq_thread_idle=0):
         error = ffi.new("int *")
-        for flags in (setup_flags,) + _SETUP_FALLBACKS:
-            ptr = lib.ul_ring_create(entries, flags, error)
-            if ptr != ffi.NULL or error[0] != -errno.EINVAL:
+        for flags in (setup_flags,) + tuple(fallbacks):
+            ptr = lib.ul_ring_create(entries, cq_entries, flags, sq_thread_idle, error)
+            # SQPOLL may also be refused as a privilege (before 5.11).
+            if ptr != ffi.NULL or not (error[0] == -errno.EINVAL or (
+                    error[0] == -errno.EPERM and flags & _SETUP_SQPOLL)):
                 break
         if ptr == ffi.NULL:
             code = -error[0]
@@ -152,6 +156,29 @@ class Ring:
     def registered_fd(self):
         return bool(lib.ul_ring_registered_fd(self._ptr))
 
+    @property
+    def sq_entries(self):
+        return lib.ul_ring_sq_entries(self._ptr)
+
+    @property
+    def cq_entries(self):
+        return lib.ul_ring_cq_entries(self._ptr)
+
+    def register_napi(self, busy_poll_us):
+        """Busy-poll the NIC queues for up to ``busy_poll_us`` per wait;
+        0 or a negative errno."""
+        return lib.ul_ring_register_napi(self._ptr, busy_poll_us, 0)
+
+    def skip_registered_fd(self):
+        """Never register the ring fd (call before the first turn)."""
+        lib.ul_ring_skip_registered_fd(self._ptr)
+
+    def counters(self):
+        """The C counters (struct ul_ring_stats) as a new cdata copy."""
+        out = ffi.new("struct ul_ring_stats *")
+        lib.ul_ring_stats(self._ptr, out)
+        return out
+
     def supported_opcodes(self):
         table = ffi.new("unsigned char[]", 256)
         count = lib.ul_ring_probe(self._ptr, table, 256)
@@ -163,20 +190,24 @@ class Ring:
         return len(self._ops)
 
     # -- provided receive buffers ----------------------------------------
-    def enable_receive_buffers(self):
-        """Register the buffer group multishot receives draw from; False if
+    def enable_receive_buffers(self, count=None, size=None):
+        """Register the buffer group multishot receives draw from (``count``
+        buffers of ``size`` bytes; by default the module's pool); False if
         the kernel cannot (before 5.19), in which case callers keep using
         one-shot receives into their own buffers."""
-        rc = lib.ul_bufring_setup(self._ptr, _RECV_BUFFER_COUNT, _RECV_BUFFER_SIZE)
+        count = _RECV_BUFFER_COUNT if count is None else count
+        size = _RECV_BUFFER_SIZE if size is None else size
+        rc = lib.ul_bufring_setup(self._ptr, count, size)
         if rc < 0:
             return False
         self._buffer_base = ffi.cast("char *", lib.ul_bufring_base(self._ptr))
+        self._buffer_size = size
         return True
 
     def receive_buffer(self, flags, nbytes):
         """The bytes a multishot receive completion delivered (copied: the
         buffer goes back to the kernel at the next turn)."""
-        start = (flags >> _CQE_BUFFER_SHIFT) * _RECV_BUFFER_SIZE
+        start = (flags >> _CQE_BUFFER_SHIFT) * self._buffer_size
         return ffi.unpack(self._buffer_base + start, nbytes)
 
     # -- submission ----------------------------------------------------

@@ -1,5 +1,6 @@
 """Accepting connections for ``create_server``/``create_unix_server`` with
-one multishot ``IORING_OP_ACCEPT`` per listening socket.
+one multishot ``IORING_OP_ACCEPT`` per listening socket (one-shot accepts,
+each arming the next, where the loop's probe found no multishot accept).
 
 Data flow: ``_start_serving`` (asyncio's hook, same signature on 3.11 to
 3.13) arms the accept; every completion is a new connected fd, wrapped in
@@ -38,7 +39,8 @@ _RETRY_AT_ONCE = (errno.EAGAIN, errno.EINTR, errno.ECONNABORTED)
 
 
 class RingServerMixin:
-    """Needs ``self._ring`` and ``self._accepting`` (fd -> user_data)."""
+    """Needs ``self._ring``, ``self._accepting`` (fd -> user_data) and
+    ``self._accept_multishot``."""
 
     def _start_serving(self, protocol_factory, sock,
                        sslcontext=None, server=None, backlog=100,
@@ -79,7 +81,11 @@ class RingServerMixin:
             if fd not in self._accepting:
                 self._arm_accept(serving)
 
-        user_data = self._ring.submit_accept_multishot(fd, _ACCEPT_FLAGS, on_accept)
+        # A one-shot accept completes without IORING_CQE_F_MORE, which the
+        # callback above answers by arming the next: the same code serves both.
+        submit = (self._ring.submit_accept_multishot if self._accept_multishot
+                  else self._ring.submit_accept)
+        user_data = submit(fd, _ACCEPT_FLAGS, on_accept)
         self._accepting[fd] = user_data
 
     def _retry_serving(self, fd, serving):

@@ -18,32 +18,29 @@ callback, so it runs after the callbacks already scheduled -- where asyncio
 runs I/O callbacks.  ``call_soon_threadsafe`` wakes the ring through
 asyncio's self-pipe, whose read end always has a poll armed on the ring.
 
+The ring is made from the knobs in the environment and the optional paths
+(multishot accept and receive, the provided-buffer ring, FTRUNCATE, setup
+flags) are chosen by probing it (``_features``); ``ring_stats()`` reports
+the ring's counters and both (``_stats``).
+
 ``close()`` first lets asyncio close the selector state, then cancels every
 operation still in the kernel and frees the ring only once all of them
 have completed.
 """
 import asyncio
-import platform
 from asyncio import constants, sslproto
 
+from . import _features, _stats
 from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
-from ._ring import Ring, loop_setup_flags
+from ._ring import Ring
 from ._scheduling import LeanSchedulingMixin
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
 from ._subprocess import RingSubprocessMixin
 from ._stream import RingStreamTransport
-
-
-def _kernel_at_least(major, minor):
-    try:
-        found = tuple(int(part) for part in platform.release().split("-")[0].split(".")[:2])
-    except ValueError:
-        return False
-    return found >= (major, minor)
 
 
 class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
@@ -53,13 +50,21 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
     backend = "io_uring"
 
     def __init__(self, ring=None):
-        self._ring = Ring(setup_flags=loop_setup_flags()) if ring is None else ring
+        # Until asyncio's __init__ has run, a failure (a bad knob, no ring)
+        # leaves an object that BaseEventLoop.__del__ must see as closed.
+        self._closed = True
+        knobs = _features.read_knobs()
+        self._ring = Ring(**knobs.ring_arguments()) if ring is None else ring
         self._ring.on_callback_error = self._report_ring_callback_error
-        self._accepting = {}  # listening fd -> its multishot accept
+        self._accepting = {}  # listening fd -> its accept (multishot or not)
         self._sendfiles = {}  # socket fd -> the native sendfile running on it
-        # Multishot receives (kernel 6.0) draw from provided buffers (5.19).
-        self._recv_multishot = (_kernel_at_least(6, 0)
-                                and self._ring.enable_receive_buffers())
+        # The optional paths this kernel offers, less those switched off.
+        self._features = _features.configure(self._ring, knobs)
+        self._accept_multishot = "multishot_accept" in self._features.on
+        # Multishot receives draw from provided buffers.
+        self._recv_multishot = "multishot_recv" in self._features.on
+        self._final_stats = None  # ring_stats() as the loop closed
+        _stats.track(self)
         super().__init__(selector=RingSelector(self._ring))
         # Completion callbacks run after the callbacks already scheduled, as
         # asyncio runs I/O callbacks after select(), not inside it.
@@ -104,12 +109,21 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
         return RingReadPipeTransport(self, pipe, protocol, waiter, extra)
 
+    def ring_stats(self):
+        """Counters since the loop was made and the ring's configuration, as
+        a dict (see ``_stats``); after close(), those of the loop's life."""
+        if self._final_stats is not None:
+            return self._final_stats
+        return _stats.ring_stats(self)
+
     def close(self):
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
         super().close()
+        self._final_stats = _stats.ring_stats(self)
+        _stats.closed(self)
         self._ring.close()
         # The ring's one reference back to the loop: without it a closed
         # loop is freed with its last reference, not by the cycle collector

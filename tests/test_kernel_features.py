@@ -1,0 +1,264 @@
+"""Optional io_uring paths chosen by probing (``_features``), each forced
+off with ``URINGLOOP_DISABLE`` and the loop still serving a real echo --
+stream ``Protocol`` and ``BufferedProtocol`` transports, ``sock_*`` calls,
+accepts -- and truncating a file; and the knobs that shape the ring
+(``URINGLOOP_SQ_ENTRIES``, ``_CQ_ENTRIES``, ``_BUFFERS``, ``_SQPOLL``,
+``_SINGLE_THREAD``, ``_NAPI``) each through the same echo.  ``ring_stats()`` shows
+which path the loop really took (a multishot accept is one ACCEPT SQE for
+every connection; without it, one per connection)."""
+import asyncio
+import errno
+import os
+import socket
+
+import pytest
+
+from uringloop import _features
+
+from .conftest import finish_strict_loop, new_strict_loop, run
+
+import uringloop
+
+PATHS = list(_features.PATHS)
+# Sizes that cross a provided buffer (4 KiB in the small-pool knob test)
+# and a stream transport's 256 KiB receive buffer.
+MESSAGES = [b"x", os.urandom(1000), os.urandom(300_000)]
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class BufferedEcho(asyncio.BufferedProtocol):
+    def __init__(self):
+        self.buffer = bytearray(4096)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(bytes(self.buffer[:nbytes]))
+
+
+async def round_trips(host, port, connections=3):
+    """Each message over each of ``connections`` connections, in turn."""
+    for _ in range(connections):
+        reader, writer = await asyncio.open_connection(host, port)
+        for message in MESSAGES:
+            writer.write(message)
+            assert await reader.readexactly(len(message)) == message
+        writer.close()
+        await writer.wait_closed()
+
+
+async def sock_echo_server(loop, listener):
+    async def serve(conn):
+        with conn:
+            while data := await loop.sock_recv(conn, 65536):
+                await loop.sock_sendall(conn, data)
+
+    tasks = []
+    while True:
+        conn, _ = await loop.sock_accept(listener)
+        conn.setblocking(False)
+        tasks.append(asyncio.ensure_future(serve(conn)))
+
+
+async def echo_everything(loop, tmp_path):
+    for factory in (Echo, BufferedEcho):
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        await round_trips(*server.sockets[0].getsockname()[:2])
+        server.close()
+        await server.wait_closed()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    accepting = asyncio.ensure_future(sock_echo_server(loop, listener))
+    try:
+        await round_trips(*listener.getsockname())
+    finally:
+        accepting.cancel()
+        await asyncio.gather(accepting, return_exceptions=True)
+        listener.close()
+    path = tmp_path / "file"
+    async with uringloop.open(path, "wb") as f:
+        await f.write(b"0123456789")
+        assert await f.truncate(4) == 4
+    assert path.read_bytes() == b"0123"
+
+
+def echo_loop(monkeypatch, tmp_path, **environment):
+    """A strict uringloop loop made under ``environment``, after the echo."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    loop = new_strict_loop("uringloop")
+    try:
+        run(loop, echo_everything(loop, tmp_path), timeout=60)
+        stats = loop.ring_stats()
+    finally:
+        finish_strict_loop(loop)
+    return loop, stats
+
+
+@pytest.mark.parametrize("name", PATHS + ["all"])
+def test_each_path_forced_off_still_echoes(monkeypatch, tmp_path, name):
+    loop, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_DISABLE=name)
+    paths = stats["config"]["paths"]
+    for path in (PATHS if name == "all" else [name]):
+        assert paths[path] == "off: URINGLOOP_DISABLE", path
+        assert path not in loop._features.on
+    assert stats["config"]["knobs"]["URINGLOOP_DISABLE"] == name
+    by_opcode = stats["sqes_by_opcode"]
+    if name in ("multishot_accept", "all"):
+        # One one-shot accept per connection and one armed for the next,
+        # per server: the two create_server servers served three each.
+        assert not loop._accept_multishot
+        assert by_opcode["ACCEPT"] >= 2 * 4 + 3
+    if name in ("multishot_recv", "buffer_ring", "all"):
+        assert not loop._recv_multishot
+        assert stats["buffers"]["count"] == 0
+    if name in ("ftruncate", "all"):
+        assert "FTRUNCATE" not in by_opcode
+    if name in ("submit_all", "all"):
+        assert "SUBMIT_ALL" not in stats["config"]["setup_flags"]
+    if name in ("coop_taskrun", "all"):
+        assert "COOP_TASKRUN" not in stats["config"]["setup_flags"]
+        assert "TASKRUN_FLAG" not in stats["config"]["setup_flags"]
+    if name in ("registered_ring_fd", "all"):
+        assert not stats["config"]["registered_ring_fd"]
+
+
+def test_default_takes_every_probed_path_this_kernel_has(monkeypatch, tmp_path):
+    """Linux 6.18 has all of them: the probe, not a version check, says so,
+    and the stats show the loop used them."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    loop, stats = echo_loop(monkeypatch, tmp_path)
+    on = {"multishot_accept", "multishot_recv", "buffer_ring", "ftruncate", "submit_all"}
+    assert on <= loop._features.on
+    single_issuer = "SINGLE_ISSUER" in stats["config"]["setup_flags"]
+    assert ("coop_taskrun" in loop._features.on) != single_issuer
+    by_opcode = stats["sqes_by_opcode"]
+    # Two servers, three connections each: each multishot accept stayed armed.
+    assert by_opcode["ACCEPT"] <= 2 + 4
+    assert by_opcode["FTRUNCATE"] == 1
+    assert stats["buffers"]["count"] == 512 and stats["buffers"]["high_water"] >= 1
+
+
+def test_multishot_feature_test_is_a_real_round_trip():
+    assert _features.multishot_support() == {"multishot_accept": None, "multishot_recv": None}
+
+
+def test_a_failed_feature_test_turns_the_path_off(monkeypatch, tmp_path):
+    """What an older kernel (one that ignores the multishot flag) gets."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    monkeypatch.setattr(_features, "_multishot", {
+        "multishot_accept": "the kernel accepted once and disarmed",
+        "multishot_recv": "the kernel ignored the multishot flag"})
+    loop, stats = echo_loop(monkeypatch, tmp_path)
+    paths = stats["config"]["paths"]
+    assert paths["multishot_accept"] == "off: the kernel accepted once and disarmed"
+    assert paths["multishot_recv"] == "off: the kernel ignored the multishot flag"
+    assert paths["buffer_ring"] == "off: not needed without multishot_recv"
+    assert not loop._recv_multishot and not loop._accept_multishot
+
+
+def test_ftruncate_runs_on_the_ring(monkeypatch, tmp_path):
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    loop = new_strict_loop("uringloop")
+    try:
+        path = tmp_path / "f"
+        path.write_bytes(b"abcdef")
+
+        async def main():
+            async with uringloop.open(path, "r+b") as f:
+                assert await f.truncate(2) == 2
+                await f.seek(0, os.SEEK_END)
+                assert await f.tell() == 2
+                assert await f.truncate(10) == 10
+                # The kernel's refusal comes back as the built-in's error.
+                with pytest.raises(OSError) as error:
+                    await f.truncate(-1)
+                assert error.value.errno == errno.EINVAL
+            return loop.ring_stats()["sqes_by_opcode"]
+
+        by_opcode = run(loop, main())
+    finally:
+        finish_strict_loop(loop)
+    assert by_opcode["FTRUNCATE"] == 3
+    assert path.read_bytes() == b"ab" + bytes(8)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("multishot", "unknown multishot"),
+    ("buffer_ring,nope", "unknown nope"),
+])
+def test_a_misspelt_path_is_an_error(monkeypatch, value, message):
+    monkeypatch.setenv("URINGLOOP_DISABLE", value)
+    with pytest.raises(ValueError, match=message) as info:
+        uringloop.Loop()
+    assert "multishot_accept" in str(info.value)  # the valid names are listed
+
+
+@pytest.mark.parametrize("name, value", [
+    ("URINGLOOP_SQ_ENTRIES", "0"), ("URINGLOOP_SQ_ENTRIES", "65536"),
+    ("URINGLOOP_SQ_ENTRIES", "lots"), ("URINGLOOP_CQ_ENTRIES", "8"),
+    ("URINGLOOP_BUFFERS", "512"), ("URINGLOOP_BUFFERS", "500x4k"),
+    ("URINGLOOP_BUFFERS", "8x0"), ("URINGLOOP_BUFFERS", "8x2G"),
+    ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"),
+])
+def test_a_bad_knob_is_an_error_not_a_silent_fallback(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        uringloop.Loop()
+
+
+def test_ring_sizes(monkeypatch, tmp_path):
+    _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_SQ_ENTRIES="16",
+                         URINGLOOP_CQ_ENTRIES="100")
+    # The kernel rounds both up to powers of two.
+    assert stats["config"]["sq_entries"] == 16
+    assert stats["config"]["cq_entries"] == 128
+
+
+def test_small_buffer_pool(monkeypatch, tmp_path):
+    """Four 4 KiB buffers: a 300 KB message runs the pool dry again and
+    again (ENOBUFS, re-armed), and every byte still arrives in order."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_BUFFERS="4x4k")
+    assert stats["buffers"]["count"] == 4 and stats["buffers"]["size"] == 4096
+    assert stats["buffers"]["high_water"] <= 4
+    assert stats["enobufs"] > 0
+
+
+def test_sqpoll(monkeypatch, tmp_path):
+    _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_SQPOLL="10")
+    flags = stats["config"]["setup_flags"]
+    assert "SQPOLL" in flags and "COOP_TASKRUN" not in flags
+    assert stats["config"]["paths"]["sqpoll"] == "on"
+    assert stats["config"]["paths"]["coop_taskrun"] == "off: not with SQPOLL"
+
+
+def test_single_thread(monkeypatch, tmp_path):
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_SINGLE_THREAD="1")
+    assert {"SINGLE_ISSUER", "DEFER_TASKRUN"} <= set(stats["config"]["setup_flags"])
+    assert stats["config"]["registered_ring_fd"]
+    paths = stats["config"]["paths"]
+    assert paths["single_issuer"] == "on" and paths["registered_ring_fd"] == "on"
+    assert paths["coop_taskrun"] == "off: DEFER_TASKRUN instead (URINGLOOP_SINGLE_THREAD=1)"
+
+
+def test_napi(monkeypatch, tmp_path):
+    """Registered and harmless; on loopback there is no NIC queue to poll,
+    so it changes nothing there."""
+    _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_NAPI="50")
+    assert stats["config"]["paths"]["napi"] == "on"
+    assert stats["config"]["knobs"]["URINGLOOP_NAPI"] == "50"
