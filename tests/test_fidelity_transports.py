@@ -429,3 +429,35 @@ def test_tls_echo_runs_on_the_ring(loop, tmp_path):
     assert same
     if loop.is_uring:
         assert kinds == {RingStreamTransport}
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "peer"])
+def test_closed_transports_leave_nothing_in_the_ops_table(uloop, how):
+    """Closing a transport while its receive is in flight (the prompt
+    close) must still release its send queue: after many connections the
+    ring holds no more entries than before."""
+
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        await asyncio.sleep(0)
+        before = uloop._ring.pending()
+        for _ in range(50):
+            transport, proto = await uloop.create_connection(
+                Recording, *listener.getsockname())
+            peer, _ = await uloop.sock_accept(listener)
+            transport.write(b"x" * 10000)
+            await asyncio.sleep(0)
+            if how == "peer":
+                peer.close()
+            else:
+                getattr(transport, how)()
+            await proto.lost
+            peer.close()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        listener.close()
+        return before, uloop._ring.pending()
+
+    before, after = run(uloop, main())
+    assert after == before

@@ -251,7 +251,10 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
         # SQE is in the kernel the fd may go (see the module header).
         if self._sock is None:
             return
-        if not (self._recv_op is None and self._release_writes()):
+        # Released here whatever else is pending: once the fd is gone no
+        # later completion comes back through this method.
+        writes_done = self._release_writes()
+        if not (self._recv_op is None and writes_done):
             try:
                 if not self._ring.submit_now():
                     return  # closed again by the completions, see _on_recv
