@@ -292,10 +292,9 @@ def table(results):
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.append("(unexpected = client errors / server exceptions / exception-handler calls)")
     for r in results:
-        known = (r.get("server") or {}).get("stdlib_double_connection_lost")
-        if known:
-            lines.append(f"({r['loop']}: {known} exception-handler calls from CPython's own TLS "
-                         f"double connection_lost race, not counted)")
+        for race, count in ((r.get("server") or {}).get("stdlib_races") or {}).items():
+            lines.append(f"({r['loop']}: {count} exception-handler calls from CPython's own "
+                         f"{race} race, not counted)")
     return "\n".join(lines)
 
 

@@ -77,21 +77,31 @@ def raised_at(exc):
         f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(frames)) + ")"
 
 
-def is_stdlib_double_connection_lost(exc):
-    """CPython's own race (3.11 to 3.13), seen on its own loop too: in
-    ``_SelectorSocketTransport._write_ready`` of a closing transport,
-    ``_maybe_resume_protocol()`` lets an SSLProtocol write again; that write
-    fails (the peer reset), ``_force_close`` schedules
-    ``_call_connection_lost(exc)``, and ``_write_ready`` then calls
-    ``_call_connection_lost(None)`` itself without counting it in
-    ``_conn_lost``: the scheduled call finds ``_sock`` None.  TLS servers
-    run on that transport on both loops (``_make_ssl_transport``)."""
-    if not isinstance(exc, AttributeError):
-        return False
-    frames = traceback.extract_tb(exc.__traceback__)
-    return (bool(frames) and frames[-1].name == "_call_connection_lost"
-            and os.path.basename(frames[-1].filename) == "selector_events.py"
-            and "'NoneType' object has no attribute 'close'" in str(exc))
+def stdlib_race(exc):
+    """The name of a known race in CPython's own asyncio (3.11 to 3.13)
+    that ``exc`` comes from, or None.  Both are seen on asyncio's loop too:
+
+    * "TLS double connection_lost": in ``_SelectorSocketTransport.
+      _write_ready`` of a closing transport, ``_maybe_resume_protocol()``
+      lets an SSLProtocol write again; that write fails (the peer reset),
+      ``_force_close`` schedules ``_call_connection_lost(exc)``, and
+      ``_write_ready`` then calls ``_call_connection_lost(None)`` itself
+      without counting it in ``_conn_lost``: the scheduled call finds
+      ``_sock`` None (an AttributeError).
+    * "cancelled sock_accept": the selector loop removes a cancelled
+      ``sock_accept``'s reader from a done-callback, i.e. one iteration
+      late; if the listener becomes readable meanwhile, ``_sock_accept``
+      accepts and calls ``set_result`` on the cancelled future
+      (InvalidStateError, and the connection is dropped)."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc is not None else None
+    if not frames or os.path.basename(frames[-1].filename) != "selector_events.py":
+        return None
+    if (isinstance(exc, AttributeError) and frames[-1].name == "_call_connection_lost"
+            and "'NoneType' object has no attribute 'close'" in str(exc)):
+        return "TLS double connection_lost"
+    if isinstance(exc, asyncio.InvalidStateError) and frames[-1].name == "_sock_accept":
+        return "cancelled sock_accept"
+    return None
 
 
 class Soak:
@@ -109,15 +119,16 @@ class Soak:
         self.unexpected_count = 0
         self.handler_calls = []
         self.handler_count = 0
-        self.stdlib_double_connection_lost = 0
+        self.stdlib_races = collections.Counter()
         self.tasks = set()
         loop.set_exception_handler(self.exception_handler)
 
     def exception_handler(self, loop, context):
         exc = context.get("exception")
         loop.default_exception_handler(context)
-        if is_stdlib_double_connection_lost(exc):
-            self.stdlib_double_connection_lost += 1
+        race = stdlib_race(exc)
+        if race is not None:
+            self.stdlib_races[race] += 1
             return
         self.handler_count += 1
         self.by_kind[f"exception handler: {context.get('message')}: {type(exc).__name__}"] += 1
@@ -170,7 +181,7 @@ class Soak:
         return {"styles": styles, "events": dict(self.events),
                 "unexpected": self.unexpected, "unexpected_count": self.unexpected_count,
                 "handler_calls": self.handler_calls, "handler_count": self.handler_count,
-                "stdlib_double_connection_lost": self.stdlib_double_connection_lost,
+                "stdlib_races": dict(self.stdlib_races),
                 "by_kind": dict(self.by_kind)}
 
 
