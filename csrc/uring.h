@@ -46,6 +46,12 @@ unsigned ul_ring_cq_entries(struct ul_ring *ring);
 int ul_ring_probe(struct ul_ring *ring, unsigned char *supported, int size);
 const char *ul_liburing_build_version(void);
 
+/* An SQE's length field is 32 bits and a CQE's result a signed int: one
+ * socket operation moves at most this much (1 GiB: a short receive or
+ * send, which every caller already handles by looping), never a truncated
+ * length; the Python side asks no more of one file request either. */
+#define UL_MAX_IO_LEN 0x40000000
+
 /* Operation preparation: queue one SQE (submitting first if the SQ is full). */
 int ul_prep_nop(struct ul_ring *ring, uint64_t user_data);
 int ul_prep_recv(struct ul_ring *ring, int fd, void *buf, size_t len, int flags, uint64_t user_data);

@@ -26,12 +26,11 @@ import sys
 from asyncio import transports
 
 from . import _sockaddr
-from ._sockops import _os_error
+from ._native import new_uncleared, os_error
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi
 
 _MAX_DATAGRAM = 256 * 1024
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 # Python 3.13 sends empty datagrams and counts an 8-byte header per queued one.
 _SENDS_EMPTY = sys.version_info >= (3, 13)
 _QUEUED_HEADER_BYTES = 8 if _SENDS_EMPTY else 0
@@ -45,7 +44,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         self._write_queue = collections.deque()  # (data, addr) the kernel refused, oldest first
         self._write_size = 0     # their bytes, as asyncio counts them
         self._send_op = None     # user_data of the sendmsg of the oldest one
-        self._recv_buffer = _new_uncleared("char[]", _MAX_DATAGRAM)
+        self._recv_buffer = new_uncleared("char[]", _MAX_DATAGRAM)
         self._recv_msg = ffi.new("struct ul_msg *")
         self._send_msg = ffi.new("struct ul_msg *")
         super().__init__(loop, sock, protocol, extra)
@@ -72,7 +71,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         if self._conn_lost:
             return
         if res < 0:
-            self._protocol_call(self._protocol.error_received, _os_error(res))
+            self._protocol_call(self._protocol.error_received, os_error(res))
         else:
             msg = self._recv_msg
             addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)),
@@ -169,7 +168,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         data, _ = self._write_queue.popleft()
         self._write_size -= len(data) + _QUEUED_HEADER_BYTES
         if res < 0:
-            self._protocol_call(self._protocol.error_received, _os_error(res))
+            self._protocol_call(self._protocol.error_received, os_error(res))
         self._send_queued()
 
     def _send_queued(self):

@@ -41,8 +41,8 @@ from . import _files_mode
 from ._files_args import (OFF_MAX, bytes_view, c_int, c_long, optional_size,
                           seek_offset, ssize, vector_buffer, writable_buffer)
 from ._files_ops import (CLOSED, CLOSED_PLAIN, CallGroup, LineReading, Pinned, capped,
-                         capped_vecs, engine_for, fspath_bytes, new_uncleared, os_error,
-                         perform)
+                         capped_vecs, engine_for, fspath_bytes, perform)
+from ._native import new_uncleared, os_error
 from ._files_text import AsyncTextFile
 from ._uring import ffi
 
@@ -564,7 +564,7 @@ class AsyncFile(LineReading):
 
     async def _seek_locked(self, offset, whence):
         if not self._seekable:
-            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+            raise os_error(-errno.ESPIPE)
         if self._pending:
             await self._write_out()
         if whence == os.SEEK_SET:
@@ -604,7 +604,7 @@ class AsyncFile(LineReading):
         await self._begin(None, CLOSED_PLAIN)
         try:
             if not self._seekable:
-                raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+                raise os_error(-errno.ESPIPE)
             return self._logical_pos()
         finally:
             self._end()
@@ -641,7 +641,7 @@ class AsyncFile(LineReading):
     def _check_explicit(self, need):
         self._check(CLOSED, need)
         if not self._seekable:
-            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+            raise os_error(-errno.ESPIPE)
 
     async def _pread_pieces(self, n, offset):
         """The chunks of one pread of ``n`` bytes: a single read unless

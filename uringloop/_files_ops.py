@@ -28,26 +28,20 @@ import errno
 import os
 
 from ._files_args import optional_size
+from ._native import MAX_IO_LEN, os_error
 from ._uring import ffi, lib
 
-AT_FDCWD = -100
-_AT_SYMLINK_NOFOLLOW = 0x100
-_AT_REMOVEDIR = 0x200
-_AT_EMPTY_PATH = 0x1000
 # The most one read or write request moves.  An SQE's length is 32 bits
 # (a longer one would not even reach the kernel), and Linux moves at most
 # MAX_RW_COUNT (0x7ffff000) bytes per call anyway; 1 GiB keeps every
 # request well inside both, page aligned.  Every file operation asks for
 # at most this much and loops over the rest.
-MAX_RW = 1 << 30
+MAX_RW = MAX_IO_LEN
 
 # io's messages for a closed file: IOBase's (the text layer's too) and the
 # one fileno(), tell() and friends give.
 CLOSED = "I/O operation on closed file."
 CLOSED_PLAIN = "I/O operation on closed file"
-
-new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-
 
 def capped(nbytes):
     """How much of ``nbytes`` one request may move."""
@@ -116,16 +110,6 @@ def fspath_bytes(path):
     return encoded
 
 
-def os_error(res, filename=None, filename2=None):
-    """The OSError (subclass chosen by errno) for a negative result."""
-    code = -res
-    if filename2 is not None:
-        return OSError(code, os.strerror(code), filename, None, filename2)
-    if filename is not None:
-        return OSError(code, os.strerror(code), filename)
-    return OSError(code, os.strerror(code))
-
-
 def _stat_from_statx(buf):
     out = ffi.new("struct ul_stat *")
     lib.ul_statx_decode(buf, out)
@@ -176,7 +160,7 @@ class RingEngine:
                 res = _fstat_or_close(res)
             cb(res, flags)
 
-        return self._ring.submit(lib.ul_prep_openat, (AT_FDCWD, cpath, flags, mode), on_open,
+        return self._ring.submit(lib.ul_prep_openat, (lib.AT_FDCWD, cpath, flags, mode), on_open,
                                  cpath, result_is_fd=True)
 
     def read(self, fd, ptr, nbytes, offset, keep, cb):
@@ -217,11 +201,11 @@ class RingEngine:
         """Stat ``path`` or, when it is None, the open file ``fd``."""
         buf = ffi.new("struct ul_statx_buf *")
         if path is None:
-            cpath, dfd, flags = ffi.new("char[]", b""), fd, _AT_EMPTY_PATH
+            cpath, dfd, flags = ffi.new("char[]", b""), fd, lib.AT_EMPTY_PATH
         else:
-            cpath, dfd, flags = ffi.new("char[]", path), AT_FDCWD, 0
+            cpath, dfd, flags = ffi.new("char[]", path), lib.AT_FDCWD, 0
         if not follow_symlinks:
-            flags |= _AT_SYMLINK_NOFOLLOW
+            flags |= lib.AT_SYMLINK_NOFOLLOW
 
         def on_statx(res, cqe_flags):
             cb(res if res < 0 else _stat_from_statx(buf), cqe_flags)
@@ -243,18 +227,18 @@ class RingEngine:
 
     def unlinkat(self, path, rmdir, cb):
         cpath = ffi.new("char[]", path)
-        flags = _AT_REMOVEDIR if rmdir else 0
-        return self._ring.submit(lib.ul_prep_unlinkat, (AT_FDCWD, cpath, flags), cb, cpath)
+        flags = lib.AT_REMOVEDIR if rmdir else 0
+        return self._ring.submit(lib.ul_prep_unlinkat, (lib.AT_FDCWD, cpath, flags), cb, cpath)
 
     def renameat(self, src, dst, cb):
         csrc, cdst = ffi.new("char[]", src), ffi.new("char[]", dst)
-        return self._ring.submit(lib.ul_prep_renameat, (AT_FDCWD, csrc, AT_FDCWD, cdst, 0), cb,
+        return self._ring.submit(lib.ul_prep_renameat, (lib.AT_FDCWD, csrc, lib.AT_FDCWD, cdst, 0), cb,
                                  (csrc, cdst))
 
     def mkdirat(self, path, mode, cb):
         cpath = ffi.new("char[]", path)
         # mode_t is unsigned: -1 means all bits, as os.mkdir converts it.
-        return self._ring.submit(lib.ul_prep_mkdirat, (AT_FDCWD, cpath, mode & 0xFFFFFFFF), cb,
+        return self._ring.submit(lib.ul_prep_mkdirat, (lib.AT_FDCWD, cpath, mode & 0xFFFFFFFF), cb,
                                  cpath)
 
 
@@ -415,7 +399,7 @@ def _open_and_stat(path, flags, mode):
     # One executor hop for both, as the built-in open() does them.
     res = _fstat_or_close(os.open(path, flags, mode))
     if isinstance(res, int):
-        raise OSError(-res, os.strerror(-res))
+        raise os_error(res)
     return res
 
 

@@ -25,12 +25,11 @@ import warnings
 from asyncio import transports
 from asyncio.log import logger
 
-from ._sockops import _os_error
+from ._native import new_uncleared, os_error
 from ._transport import ReadPausing, report_fatal_error, set_result_unless_cancelled
 from ._uring import ffi, lib
 
 _READ_SIZE = 256 * 1024
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
@@ -55,7 +54,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         self._paused = False
         self._read_op = None         # user_data of the read in the kernel
         self._held_results = []      # reads that completed while paused
-        self._buffer = _new_uncleared("char[]", _READ_SIZE)
+        self._buffer = new_uncleared("char[]", _READ_SIZE)
         loop.call_soon(self._protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
@@ -131,7 +130,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         elif result == -errno.EAGAIN:
             self._start_reading()
         else:
-            self._fatal_error(_os_error(result), "Fatal read error on pipe transport")
+            self._fatal_error(os_error(result), "Fatal read error on pipe transport")
 
     def close(self):
         if not self._closing:

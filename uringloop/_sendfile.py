@@ -28,7 +28,7 @@ import stat
 from asyncio import exceptions
 
 from ._op import Op
-from ._sockops import _os_error
+from ._native import os_error
 
 _PIPE_SIZE = 1 << 20
 # Errors that mean "splice cannot do this pair of fds", not "the peer failed".
@@ -83,7 +83,7 @@ class _Splice(Op):
         if fut.done():
             self.moved = max(res, 0)
         elif res < 0:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
         else:
             fut.set_result(res)
 

@@ -38,24 +38,16 @@ import sys
 import weakref
 
 from . import _sockaddr
+from ._native import MAX_IO_LEN, new_uncleared, os_error
 from ._op import Op
 from ._uring import ffi
 
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-# The most one receive asks of the kernel (csrc caps every socket op there
-# too): recv may return less than asked, so a larger request just gets
-# what a receive brings, without allocating the difference.
-_MAX_RECV = 1 << 30
 # How often the ops in flight are checked for a socket closed under them
 # (see _watch_closed_sockets), and up to how many are checked every turn.
 _CLOSED_SOCKET_SCAN = 0.002
 _SCAN_ALWAYS = 16
-
-
-def _os_error(res):
-    return OSError(-res, os.strerror(-res))
 
 
 def _type_name(obj):
@@ -120,7 +112,7 @@ class _Recv(Op):
         loop = self.loop
         if loop._recv_multishot:
             return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
-        self.buf = buf = _new_uncleared("char[]", self.nbytes)
+        self.buf = buf = new_uncleared("char[]", self.nbytes)
         return loop._ring.submit_recv(self.fd, buf, self.nbytes, self)
 
     def complete(self, res, flags):
@@ -130,11 +122,11 @@ class _Recv(Op):
             if self.closed_under():
                 return
             # Every provided buffer is in use: this one call allocates.
-            self.buf = buf = _new_uncleared("char[]", self.nbytes)
+            self.buf = buf = new_uncleared("char[]", self.nbytes)
             self.resubmit(loop._ring.submit_recv(self.fd, buf, self.nbytes, self))
             return
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         data = b""
         if res:
             # Copied now: a provided buffer goes back to the kernel next turn.
@@ -172,7 +164,7 @@ class _RecvInto(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         loop = self.loop
         target = self.target
         if fut.done():
@@ -220,7 +212,7 @@ class _RecvMsg(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         msg = self.msg
         addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)), msg.hdr.msg_namelen)
         loop = self.loop
@@ -257,7 +249,7 @@ class _Accept(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         sock = self.sock
         try:
             # As socket.accept builds it (no syscalls to detect the kind).
@@ -302,7 +294,7 @@ class _SendAll(Op):
         if fut.done():
             return
         if res < 0:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
             return
         source = self.source
         sent = self.sent + res
@@ -338,7 +330,7 @@ class _SendTo(Op):
         if fut.done():
             return
         if res < 0:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
         else:
             fut.set_result(res)
 
@@ -372,7 +364,7 @@ class _Connect(Op):
             # EINPROGRESS; other sockets fail at once, with the plain message.
             fut.set_exception(OSError(-res, f"Connect call failed {self.address}"))
         else:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
 
 
 class RingSocketOpsMixin:
@@ -523,11 +515,14 @@ class RingSocketOpsMixin:
     async def sock_recv(self, sock, n):
         if type(sock) is not socket.socket or self._debug:
             self._check_sock(sock, "recv")
-        if type(n) is not int or not 0 < n <= _MAX_RECV:
+        # A receive asks the kernel for at most MAX_IO_LEN: recv may return
+        # less than asked anyway, so a larger request gets what one receive
+        # brings, without allocating the difference.
+        if type(n) is not int or not 0 < n <= MAX_IO_LEN:
             n = _buffer_size(n, "recv")
             if n == 0:
                 return b""   # socket.recv(0) returns at once
-            n = min(n, _MAX_RECV)
+            n = min(n, MAX_IO_LEN)
         return await _Recv(self, sock, self._sock_fd(sock), n).run()
 
     async def sock_recv_into(self, sock, buf):
@@ -543,10 +538,10 @@ class RingSocketOpsMixin:
     async def sock_recvfrom(self, sock, bufsize):
         if type(sock) is not socket.socket or self._debug:
             self._check_sock(sock, "recvfrom")
-        if type(bufsize) is not int or not 0 <= bufsize <= _MAX_RECV:
-            bufsize = min(_buffer_size(bufsize, "recvfrom"), _MAX_RECV)
+        if type(bufsize) is not int or not 0 <= bufsize <= MAX_IO_LEN:
+            bufsize = min(_buffer_size(bufsize, "recvfrom"), MAX_IO_LEN)
         fd = self._sock_fd(sock)
-        buf = _new_uncleared("char[]", max(bufsize, 1))
+        buf = new_uncleared("char[]", max(bufsize, 1))
         return await _RecvMsg(self, sock, fd, None, buf, bufsize).run()
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
@@ -565,7 +560,7 @@ class RingSocketOpsMixin:
             ffi.release(target)
             raise
         fd = self._sock_fd(sock, target)
-        return await _RecvMsg(self, sock, fd, buf, target, min(nbytes, _MAX_RECV)).run()
+        return await _RecvMsg(self, sock, fd, buf, target, min(nbytes, MAX_IO_LEN)).run()
 
     async def sock_sendall(self, sock, data):
         if type(sock) is not socket.socket or self._debug:

@@ -34,13 +34,12 @@ import socket
 from asyncio import constants, protocols, transports
 from asyncio.log import logger
 
-from ._sockops import _os_error
+from ._native import new_uncleared, os_error
+from ._ring import CQE_F_MORE
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi, lib
 
 _RECV_BUFFER_SIZE = 256 * 1024
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-_CQE_F_MORE = 1 << 1
 # Marks a received chunk already copied out of a provided buffer.
 _COPIED = object()
 _sendq_write = lib.ul_sendq_write
@@ -117,7 +116,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
             owner = self._protocol
         else:
             if self._recv_buffer is None:
-                self._recv_buffer = _new_uncleared("char[]", _RECV_BUFFER_SIZE)
+                self._recv_buffer = new_uncleared("char[]", _RECV_BUFFER_SIZE)
             target = self._recv_buffer
             owner = None
         try:
@@ -131,7 +130,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
     def _on_recv_multishot(self, res, flags):
         # The data must be copied now: its provided buffer returns to the
         # kernel at the next turn.
-        if not flags & _CQE_F_MORE:
+        if not flags & CQE_F_MORE:
             self._recv_op = None
         if self._conn_lost:
             self._close_socket_if_idle()
@@ -195,7 +194,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         elif res == 0:
             self._on_eof()
         else:
-            self._fatal_error(_os_error(res), "Fatal read error on socket transport")
+            self._fatal_error(os_error(res), "Fatal read error on socket transport")
 
     def _on_eof(self):
         if self._loop.get_debug():
@@ -234,7 +233,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if size > self._high_water:
             self._on_write_pressure(size - len(data))
         elif size < 0:
-            self._fatal_error(_os_error(size), "Fatal write error on socket transport")
+            self._fatal_error(os_error(size), "Fatal write error on socket transport")
 
     def writelines(self, list_of_data):
         # One copy into the queue instead of one per element.
@@ -275,7 +274,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if event == _SENDQ_DRAINED:
             self._on_send_progress(res)
         elif event == _SENDQ_FAILED:
-            self._fatal_error(_os_error(res), "Fatal write error on socket transport")
+            self._fatal_error(os_error(res), "Fatal write error on socket transport")
         else:
             # Released after its last send, or gone with the ring: either
             # way the queue must not be touched again.
