@@ -16,8 +16,9 @@ kernel refuses again) and drives ``resume_writing()``.  So datagrams leave
 in write order, ``close()`` flushes the queue and ``abort()`` drops exactly
 what was counted.  A send error goes to ``error_received``.  A protocol
 callback that raises is reported to the loop's exception handler and the
-transport goes on, as asyncio's does.  Closing, pausing and the
-close-after-completion rule come from ``RingTransport``.
+transport goes on, as asyncio's does.  Closing and pausing come from
+``RingTransport``; the socket's fd closes by the rule of _ringfd.py, the
+receive and the sendmsg in flight being its operations.
 """
 import collections
 import socket
@@ -65,6 +66,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on datagram transport")
             return
+        self._ring_fd.ops += 1
         self._recv_target = None
 
     def _deliver(self, res, target):
@@ -146,6 +148,8 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal write error on datagram transport")
+        else:
+            self._ring_fd.ops += 1
 
     def _pack_address(self, addr):
         family = self._sock.family
@@ -162,8 +166,8 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
 
     def _on_sent(self, res, flags):
         self._send_op = None
+        self._ring_fd.op_done()
         if self._conn_lost:
-            self._close_socket_if_idle()
             return
         data, _ = self._write_queue.popleft()
         self._write_size -= len(data) + _QUEUED_HEADER_BYTES
@@ -225,6 +229,3 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             # send a datagram abort() dropped.
             self._ring.cancel(self._send_op)
             self._ring.submit_now()
-
-    def _release_writes(self):
-        return self._send_op is None

@@ -6,8 +6,9 @@ flight while reading is wanted; its completion goes to ``data_received``,
 an end of file to ``eof_received`` then ``connection_lost(None)``.  A
 completion that arrives after ``pause_reading()`` is held until
 ``resume_reading()``.  A pty reports its end as EIO, which asyncio treats
-as a quiet end, and so do we.  The fd is closed only when no operation of
-the transport is left in the kernel.
+as a quiet end, and so do we.  The pipe is closed after
+``connection_lost`` by the ring-owned fd rule (_ringfd.py; the read in
+flight is its operation, and holds the file once submitted).
 
 Write pipes stay asyncio's own transport (its waits are polls on the
 ring): asyncio writes to a pipe inside ``write()``, and code that reads
@@ -26,6 +27,7 @@ from asyncio import transports
 from asyncio.log import logger
 
 from ._native import new_uncleared, os_error
+from ._ringfd import RingFd
 from ._transport import ReadPausing, report_fatal_error, set_result_unless_cancelled
 from ._uring import ffi, lib
 
@@ -42,6 +44,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         self._context = contextvars.copy_context()
         self._loop = loop
         self._ring = loop._ring
+        self._ring_fd = RingFd(self._ring)
         self._fileno = pipe.fileno()
         mode = os.fstat(self._fileno).st_mode
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
@@ -65,9 +68,9 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         return f"<{type(self).__name__} fd={self._fileno} {state}>"
 
     def __del__(self, _warn=warnings.warn):
-        if self._pipe is not None and self._read_op is None:
+        if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._pipe.close()
+            self._ring_fd.close(self._pipe.close)
 
     def set_protocol(self, protocol):
         self._protocol = protocol
@@ -88,12 +91,13 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
                                               self._buffer)
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on pipe transport")
+        else:
+            self._ring_fd.ops += 1
 
     def _on_read(self, res, flags):
         self._read_op = None
+        self._ring_fd.op_done()
         if self._closing:
-            if self._protocol is None:
-                self._close_pipe_if_idle()  # connection_lost ran meanwhile
             return
         # Copy now: the buffer is reused by the next read.
         result = ffi.unpack(self._buffer, res) if res > 0 else res
@@ -156,9 +160,8 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
             self._protocol.connection_lost(exc)
         finally:
             self._protocol = None
-            self._close_pipe_if_idle()
+            self._ring_fd.close(self._close_pipe)
 
-    def _close_pipe_if_idle(self):
-        if self._read_op is None and self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+    def _close_pipe(self):
+        self._pipe.close()
+        self._pipe = None

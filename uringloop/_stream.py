@@ -22,8 +22,10 @@ The write buffer size is every byte the kernel has not confirmed.
 Closing: ``close()`` stops reading and lets queued writes finish;
 ``abort()`` drops them.  The socket is closed with ``connection_lost``,
 once nothing of this transport waits in the submission queue (the rule is
-in _transport.py); buffers the kernel still holds stay in the ops table or
-the send queue until their completions.  Protocol callbacks run from the
+_ringfd.py's; the receive in flight and the send queue are its operations,
+a native sendfile borrows the socket until it is over); buffers the
+kernel still holds stay in the ops table or the send queue until their
+completions.  Protocol callbacks run from the
 completion callbacks, in the transport's context, wrapped so that their
 errors take asyncio's paths.
 """
@@ -81,6 +83,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         # through the ring like completions.
         self._sendq, self._sendq_events = self._ring.new_send_queue(
             self._sock_fd, self._in_context(self._on_send_event))
+        self._ring_fd.ops += 1   # until the queue is released
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -101,6 +104,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
                     self._sock_fd, self._in_context(self._on_recv_multishot))
             except OSError as exc:
                 self._fatal_error(exc, "Fatal read error on socket transport")
+            else:
+                self._ring_fd.ops += 1
             return
         if self._buffered:
             try:
@@ -125,6 +130,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
+        self._ring_fd.ops += 1
         self._recv_target = (target, owner)
 
     def _on_recv_multishot(self, res, flags):
@@ -132,8 +138,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
         # kernel at the next turn.
         if not flags & CQE_F_MORE:
             self._recv_op = None
+            self._ring_fd.op_done()
         if self._conn_lost:
-            self._close_socket_if_idle()
             return
         if self._closing:
             return  # no data after close(): only the sends still drain
@@ -279,8 +285,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
             # Released after its last send, or gone with the ring: either
             # way the queue must not be touched again.
             self._sendq = None
-            if event == _SENDQ_RELEASED:
-                self._close_socket_if_idle()
+            self._ring_fd.op_done()
 
     def _on_send_progress(self, size):
         if self._conn_lost:
@@ -311,11 +316,12 @@ class RingStreamTransport(RingTransport, transports.Transport):
             lib.ul_sendq_abort(self._sendq)
 
     def _release_writes(self):
-        if self._sendq is not None:
-            if not self._ring.release_send_queue(self._sendq, self._sendq_events):
-                return False  # UL_SENDQ_RELEASED comes with the last send
+        # Freed now, or by the last send still in the kernel, whose
+        # UL_SENDQ_RELEASED event ends the queue's operation on the socket.
+        queue = self._sendq
+        if queue is not None and self._ring.release_send_queue(queue, self._sendq_events):
             self._sendq = None
-        return True
+            self._ring_fd.op_done()
 
     def _on_write_drained(self):
         if self._empty_waiter is not None and not self._empty_waiter.done():
@@ -340,6 +346,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
         # asyncio's native sendfile waits on this before using the socket.
         if self._empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
+        # Its splices look the socket's fd number up in io-wq, whenever
+        # they run: the socket stays open until the sendfile is over.
+        self._ring_fd.borrow()
         self._empty_waiter = self._loop.create_future()
         if self._writes_pending():
             self._watch_send_queue()
@@ -349,8 +358,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     def _reset_empty_waiter(self):
         self._empty_waiter = None
-        if self._conn_lost:
-            self._close_socket_if_idle()  # deferred while sendfile used it
+        self._ring_fd.give_back()
 
     def close(self):
         if self._empty_waiter is not None:
@@ -358,11 +366,6 @@ class RingStreamTransport(RingTransport, transports.Transport):
         super().close()
         if not self._conn_lost and self._sendq is not None:
             self._watch_send_queue()  # connection_lost once the queue drains
-
-    def _close_socket_if_idle(self):
-        # loop.sendfile may still have operations in the kernel on the socket.
-        if self._empty_waiter is None:
-            super()._close_socket_if_idle()
 
     def can_write_eof(self):
         return True
