@@ -23,12 +23,13 @@ is still waiting.  Caller memory pinned with ``ffi.from_buffer`` for a
 sequence of operations is a :class:`Pinned`, unpinned by the completion of
 the last of them.
 """
-import asyncio
 import errno
 import os
 
 from ._files_args import optional_size
 from ._native import MAX_IO_LEN, os_error
+from ._op import Op
+from ._ringfd import RingFd
 from ._uring import ffi, lib
 
 # The most one read or write request moves.  An SQE's length is 32 bits
@@ -459,118 +460,118 @@ class Pinned:
             self._cdatas.clear()
 
 
-class Call:
-    """One operation in flight and what must happen when it completes.
+class FileOp(Op):
+    """One file request awaited by one coroutine (see :func:`perform`),
+    with the lifecycle of _op.Op: ``method(*args, op)`` on the engine
+    submits it; ``on_cqe(res)`` runs at each completion whatever became of
+    the waiter; ``on_abandon(res)`` runs once the request has completed
+    *and* its waiter was cancelled (in whichever order those two
+    happened); ``more()``, after a completion that moved bytes, gives the
+    next ``(method, args)`` (the rest of a short write) or None.  The
+    memory of ``pins`` stays pinned until the op settles, after the hooks
+    are through with it."""
 
-    ``on_cqe(res)`` runs at completion whatever became of the waiter;
-    ``on_abandon(res)`` runs once the operation has completed *and* its
-    waiter was cancelled (in whichever order those two happened).  The
-    memory of ``pins`` stays pinned until both hooks are through with it."""
+    __slots__ = ("engine", "method", "args", "reading", "positioned", "group",
+                 "on_cqe", "on_abandon", "more", "pins")
 
-    __slots__ = ("engine", "fut", "handle", "res", "abandoned", "reading",
-                 "group", "on_cqe", "on_abandon", "pins", "_waiters")
-
-    def __init__(self, engine, group, reading, on_cqe, on_abandon, pins):
+    def __init__(self, engine, method, args, group, reading, positioned, on_cqe, on_abandon,
+                 more, pins):
+        Op.__init__(self, engine.loop, group)
         self.engine = engine
-        self.fut = engine.loop.create_future()
-        self.handle = None
-        self.res = None
-        self.abandoned = False
+        self.method = method
+        self.args = args
         self.reading = reading
+        self.positioned = positioned
         self.group = group
         self.on_cqe = on_cqe
         self.on_abandon = on_abandon
+        self.more = more
         self.pins = pins
-        self._waiters = None
+        if pins is not None:
+            pins.started()   # undone by release, whatever happens
+
+    def submit(self):
+        return self.method(*self.args, self)
+
+    def cancel(self):
+        self.engine.cancel(self.user_data)
 
     def complete(self, res, flags):
-        self.res = res
         if self.on_cqe is not None:
             self.on_cqe(res)
-        if self.abandoned:
+        fut = self.fut
+        if fut.done():   # the waiter was cancelled
             if self.on_abandon is not None:
                 self.on_abandon(res)
-        elif not self.fut.done():
-            self.fut.set_result(res)
+            return
+        if self.more is not None and res > 0:
+            request = self.more()
+            if request is not None:
+                self.method, self.args = request
+                self.resubmit()
+                return
+        fut.set_result(res)
+
+    def unclaim(self, res):
+        if self.on_abandon is not None:
+            self.on_abandon(res)
+
+    def straggle(self):
+        if self.positioned:
+            self.group.stragglers.add(self)
+
+    def unstraggle(self):
+        if self.positioned:
+            self.group.stragglers.discard(self)
+
+    def release(self):
         if self.pins is not None:
-            # After the hooks, which may read the memory.  A waiter cancelled
-            # only after this runs on_abandon in abandon(), before the owner
-            # can call done(): still pinned then, too.
             self.pins.completed()
-        if self.group is not None:
-            self.group.finished(self)
-        if self._waiters:
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def abandon(self):
-        self.abandoned = True
-        if self.res is None:
-            self.engine.cancel(self.handle)
-        elif self.on_abandon is not None:
-            self.on_abandon(self.res)
-
-    def wait(self):
-        """A future resolved when the operation has completed (each caller
-        gets its own, so cancelling one waiter disturbs no other)."""
-        waiter = self.engine.loop.create_future()
-        if self.res is not None:
-            waiter.set_result(None)
-        else:
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-        return waiter
 
 
 class CallGroup:
-    """The operations one file still expects completions for.
+    """The requests one file has in flight: the registry of its
+    :class:`FileOp` objects, and ``fd``, the :class:`RingFd` its fd closes
+    by.  Every request borrows it (an executor job looks the number up when
+    a thread gets to it; a file closes after its writes have completed), so
+    the fd closes once the last request has completed.
 
-    ``stragglers`` are the position-dependent ones whose waiter was
+    ``stragglers`` are the position-dependent requests whose waiter was
     cancelled before the completion: the next position-dependent operation
     waits for them, because their result moves the file position."""
 
-    __slots__ = ("calls", "stragglers")
+    __slots__ = ("calls", "stragglers", "fd")
 
     def __init__(self):
         self.calls = set()
         self.stragglers = set()
+        self.fd = RingFd(None)
 
-    def finished(self, call):
-        self.calls.discard(call)
-        self.stragglers.discard(call)
+    def add(self, op):
+        self.calls.add(op)
+        self.fd.borrow()
+
+    def discard(self, op):
+        if op in self.calls:
+            self.calls.remove(op)
+            self.fd.give_back()
 
     def cancel_reads(self):
-        for call in list(self.calls):
-            if call.reading and call.res is None:
-                call.engine.cancel(call.handle)
+        for op in list(self.calls):
+            if op.reading and not op.settled:
+                op.cancel()
 
     async def settle(self):
         while self.stragglers:
-            await next(iter(self.stragglers)).wait()
-
-    async def drain(self):
-        while self.calls:
-            await next(iter(self.calls)).wait()
+            await next(iter(self.stragglers)).wait_settled()
 
 
-async def perform(engine, method, args, group=None, *, reading=False, positioned=False,
-                  on_cqe=None, on_abandon=None, pins=None):
-    """Start ``method(*args, cb)`` on ``engine`` and return its result (a
-    negative errno is returned, not raised).  Cancelling the caller asks the
-    engine to cancel the operation; the hooks still run at completion.
-    ``pins``: the :class:`Pinned` memory the operation uses."""
-    call = Call(engine, group, reading, on_cqe, on_abandon, pins)
-    call.handle = method(*args, call.complete)
-    if pins is not None:
-        pins.started()
-    if group is not None:
-        group.calls.add(call)
-    try:
-        return await call.fut
-    except asyncio.CancelledError:
-        if positioned and call.res is None:
-            group.stragglers.add(call)
-        call.abandon()
-        raise
+def perform(engine, method, args, group=None, *, reading=False, positioned=False,
+            on_cqe=None, on_abandon=None, more=None, pins=None):
+    """Await ``method(*args, cb)`` on ``engine`` (and the requests ``more``
+    adds) for its result: a negative errno is returned, not raised.
+    Cancelling the caller asks the engine to cancel the request; the hooks
+    still run at completion.  ``pins``: the :class:`Pinned` memory the
+    request uses."""
+    return FileOp(engine, method, args, group, reading, positioned, on_cqe, on_abandon,
+                  more, pins).run()

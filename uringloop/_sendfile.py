@@ -16,7 +16,7 @@ The pipe belongs to one call and closes by the ring-owned fd rule
 splice's fds up only when it runs it, so if the call is cancelled while a
 splice is in the kernel the pipe is closed only after that splice
 completes, and the kernel never resolves a pipe fd number that has been
-reused.  Each splice and each wait for the socket is an ``Op`` (_op.py):
+reused.  Each splice and each wait for the socket is a ``SockOp`` (_op.py, _sockops.py):
 a socket closed under one gets it cancelled, and a loop closed under one
 closes the pipe when the ring is done with it (``ring_closed``), as its
 completion would have.
@@ -31,8 +31,8 @@ import stat
 from asyncio import exceptions
 
 from ._native import os_error
-from ._op import Op
 from ._ringfd import RingFd
+from ._sockops import SockOp
 
 _PIPE_SIZE = 1 << 20
 # Errors that mean "splice cannot do this pair of fds", not "the peer failed".
@@ -59,12 +59,12 @@ class _SplicePipe:
         self.read_end = self.write_end = -1
 
 
-class _Splice(Op):
+class _Splice(SockOp):
     """One splice of a sendfile: file -> pipe, or pipe -> socket."""
     __slots__ = ("pipe", "fd_in", "off_in", "nbytes", "moved")
 
     def __init__(self, loop, sock, pipe, fd_in, off_in, fd_out, nbytes):
-        super().__init__(loop, sock, fd_out)
+        SockOp.__init__(self, loop, sock, fd_out)
         self.pipe = pipe
         self.fd_in = fd_in
         self.off_in = off_in
@@ -96,12 +96,12 @@ class _Splice(Op):
         super().ring_closed(res)
 
 
-class _WaitWritable(Op):
+class _WaitWritable(SockOp):
     """A full non-blocking socket: wait until it takes more."""
     __slots__ = ("pipe",)
 
     def __init__(self, loop, sock, fd, pipe):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.pipe = pipe
 
     def submit(self):

@@ -6,8 +6,9 @@ Data flow: a method checks its arguments as asyncio does (the same
 exception, in the same order: the socket, its arguments as the socket
 method would parse them, then a closed socket or loop), pins the memory the
 kernel will use (a fresh buffer, or the caller's buffer via
-``ffi.from_buffer``) and runs one ``Op`` (see _op.py for the lifecycle
-every method shares: submission, cancellation, settling, release).  The
+``ffi.from_buffer``) and runs one ``SockOp`` (defined here; _op.py has the
+lifecycle every operation shares: submission, resubmission, cancellation,
+settling, release).  The
 ring's ops table keeps the pinned memory until the completion arrives, so
 cancelling (which submits ``ASYNC_CANCEL``) never frees memory the kernel
 may still write.  A caller's buffer is unpinned (``ffi.release``) when the
@@ -23,10 +24,11 @@ receive/accept on that socket, oldest first: a live completion that finds
 older unclaimed data delivers that and queues its own behind.
 
 A socket closed by the user while an op is in flight would stay open in
-the kernel (the op holds the file): before the loop may block (and every
-few milliseconds under load), ops whose socket reports ``fileno() == -1``
-are cancelled (see ``_watch_closed_sockets``), so the peer sees the close
-as with asyncio.
+the kernel (the op holds the file; the rule is _ringfd.py's): before the
+loop may block (and every few milliseconds under load), ops whose socket
+reports ``fileno() == -1`` are cancelled (see ``_watch_closed_sockets``),
+so the peer sees the close as with asyncio, and none is resubmitted on
+the stale number.
 """
 import collections
 import errno
@@ -40,6 +42,7 @@ import weakref
 from . import _sockaddr
 from ._native import MAX_IO_LEN, new_uncleared, os_error
 from ._op import Op
+from ._ringfd import closed_by_user
 from ._uring import ffi
 
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
@@ -93,37 +96,88 @@ def _repin(buf, nbytes):
 
 # -- the operations (lifecycle in _op.Op) --------------------------------
 
-class _Recv(Op):
+class SockOp(Op):
+    """An operation on a socket its user owns.  While in flight it is
+    listed in ``loop._sock_ops``, where the loop finds the ops whose socket
+    the user closed (_ringfd.closed_by_user) and abandons them: cancelled
+    by user_data, so that the kernel drops its file reference and the peer
+    sees the close, their future left pending as asyncio's is when the
+    selector forgets a closed fd.
+
+    A receive or accept (``claims``) cancelled before its completion is
+    listed in ``loop._cancelling`` until it settles, so that the next one
+    on that socket waits for it (``claim``) rather than going into the
+    kernel behind an op that may still bring data, which would then sit
+    unclaimed while the new one waits forever; then it takes the oldest
+    unclaimed result (``take_unclaimed``), if any."""
+    __slots__ = ("sock", "fd")
+
+    def __init__(self, loop, sock, fd):
+        Op.__init__(self, loop, loop._sock_ops)
+        self.sock = sock
+        self.fd = fd
+
+    async def claim(self):
+        loop = self.loop
+        sock = self.sock
+        if loop._cancelling and sock in loop._cancelling:
+            await loop._after_cancelled_receives(sock)
+            self.fd = loop._sock_fd(sock)  # it may have closed meanwhile
+        return self.take_unclaimed() if loop._unclaimed else None
+
+    def straggle(self):
+        if self.claims:
+            self.loop._cancelling.setdefault(self.sock, []).append(self)
+
+    def unstraggle(self):
+        cancelling = self.loop._cancelling
+        waiting = cancelling.get(self.sock)
+        if waiting and self in waiting:
+            waiting.remove(self)
+            if not waiting:
+                del cancelling[self.sock]
+
+    def fd_closed(self):
+        return closed_by_user(self.sock)
+
+    def abandon(self):
+        """Its socket was closed under it: cancel it, leave ``fut`` pending."""
+        self.abandoned = True
+        self.registry.discard(self)
+        self.cancel()
+
+
+class _Recv(SockOp):
     """sock_recv: into a provided buffer (nothing to allocate per call), or
     a buffer of its own when the kernel has none."""
     __slots__ = ("nbytes", "buf")
     claims = True
 
     def __init__(self, loop, sock, fd, nbytes):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.nbytes = nbytes
         self.buf = None
 
-    def claim(self):
+    def take_unclaimed(self):
         claimed = self.loop._claim(self.sock)
         return None if claimed is None else self.loop._fit(self.sock, claimed, self.nbytes)[0]
 
     def submit(self):
         loop = self.loop
-        if loop._recv_multishot:
-            return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
-        self.buf = buf = new_uncleared("char[]", self.nbytes)
+        buf = self.buf
+        if buf is None:
+            if loop._recv_multishot:
+                return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
+            self.buf = buf = new_uncleared("char[]", self.nbytes)
         return loop._ring.submit_recv(self.fd, buf, self.nbytes, self)
 
     def complete(self, res, flags):
         fut = self.fut
         loop = self.loop
         if res == -errno.ENOBUFS and self.buf is None and not fut.done():
-            if self.closed_under():
-                return
             # Every provided buffer is in use: this one call allocates.
-            self.buf = buf = new_uncleared("char[]", self.nbytes)
-            self.resubmit(loop._ring.submit_recv(self.fd, buf, self.nbytes, self))
+            self.buf = new_uncleared("char[]", self.nbytes)
+            self.resubmit()
             return
         if res < 0:
             return self.fail(os_error(res))
@@ -144,17 +198,17 @@ class _Recv(Op):
         self.loop._keep_unclaimed(self.sock, (result, None), oldest=True)
 
 
-class _RecvInto(Op):
+class _RecvInto(SockOp):
     """sock_recv_into: straight into the caller's buffer, pinned till settled."""
     __slots__ = ("buf", "target")
     claims = True
 
     def __init__(self, loop, sock, fd, buf, target):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.buf = buf
         self.target = target
 
-    def claim(self):
+    def take_unclaimed(self):
         claimed = self.loop._claim_into(self.sock, self.target, len(self.target))
         return None if claimed is None else claimed[0]
 
@@ -182,7 +236,7 @@ class _RecvInto(Op):
         self.loop._keep_unclaimed(self.sock, (_repin(self.buf, result), None), oldest=True)
 
 
-class _RecvMsg(Op):
+class _RecvMsg(SockOp):
     """sock_recvfrom (``buf`` None: a buffer of its own, the result carries
     bytes) and sock_recvfrom_into (the caller's ``buf``, pinned as
     ``target``; the result carries a count)."""
@@ -190,7 +244,7 @@ class _RecvMsg(Op):
     claims = True
 
     def __init__(self, loop, sock, fd, buf, target, nbytes):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.buf = buf
         self.target = target
         self.nbytes = nbytes
@@ -201,7 +255,7 @@ class _RecvMsg(Op):
             return ffi.unpack(self.target, nbytes), addr
         return nbytes, addr
 
-    def claim(self):
+    def take_unclaimed(self):
         claimed = self.loop._claim_into(self.sock, self.target, self.nbytes)
         return None if claimed is None else self._result(*claimed)
 
@@ -236,11 +290,11 @@ class _RecvMsg(Op):
         self.loop._keep_unclaimed(self.sock, result, oldest=True)
 
 
-class _Accept(Op):
+class _Accept(SockOp):
     __slots__ = ()
     claims = True
 
-    def claim(self):
+    def take_unclaimed(self):
         return self.loop._claim(self.sock)
 
     def submit(self):
@@ -277,17 +331,19 @@ class _Accept(Op):
         self.loop._keep_unclaimed(self.sock, result, oldest=True)
 
 
-class _SendAll(Op):
+class _SendAll(SockOp):
     __slots__ = ("source", "sent")
 
     def __init__(self, loop, sock, fd, source):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.source = source
         self.sent = 0
 
     def submit(self):
         source = self.source
-        return self.loop._ring.submit_send(self.fd, source, len(source), self, source)
+        sent = self.sent
+        return self.loop._ring.submit_send(self.fd, source + sent if sent else source,
+                                           len(source) - sent, self, source)
 
     def complete(self, res, flags):
         fut = self.fut
@@ -296,15 +352,10 @@ class _SendAll(Op):
         if res < 0:
             fut.set_exception(os_error(res))
             return
-        source = self.source
-        sent = self.sent + res
-        if sent < len(source):
+        self.sent += res
+        if self.sent < len(self.source):
             # A short send (the kernel sends at most 1 GiB at a time): the rest.
-            if self.closed_under():
-                return
-            self.sent = sent
-            self.resubmit(self.loop._ring.submit_send(self.fd, source + sent,
-                                                      len(source) - sent, self, source))
+            self.resubmit()
             return
         fut.set_result(None)
 
@@ -312,11 +363,11 @@ class _SendAll(Op):
         ffi.release(self.source)
 
 
-class _SendTo(Op):
+class _SendTo(SockOp):
     __slots__ = ("source", "sockaddr")
 
     def __init__(self, loop, sock, fd, source, sockaddr):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.source = source
         self.sockaddr = sockaddr
 
@@ -338,11 +389,11 @@ class _SendTo(Op):
         ffi.release(self.source)
 
 
-class _Connect(Op):
+class _Connect(SockOp):
     __slots__ = ("sockaddr", "address")
 
     def __init__(self, loop, sock, fd, sockaddr, address):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.sockaddr = sockaddr
         self.address = address
 
@@ -470,7 +521,7 @@ class RingSocketOpsMixin:
             # check each time costs less than the timer below would.
             if not self._ready and len(ops) <= _SCAN_ALWAYS:
                 for op in ops:
-                    if op.sock.fileno() < 0:
+                    if closed_by_user(op.sock):
                         self._abandon_ops_of_closed_sockets()
                         break
             else:
@@ -492,7 +543,7 @@ class RingSocketOpsMixin:
 
     def _abandon_ops_of_closed_sockets(self):
         self._next_closed_scan = self.time() + _CLOSED_SOCKET_SCAN
-        for op in [op for op in self._sock_ops if op.sock.fileno() < 0]:
+        for op in [op for op in self._sock_ops if closed_by_user(op.sock)]:
             op.abandon()
 
     def _closed_scan_due(self):
