@@ -27,7 +27,8 @@ the write buffer is never dropped: a cancelled ``flush()`` keeps the
 unwritten rest buffered.  The next position-dependent operation waits for
 the cancelled request's completion before it starts.  ``close()`` cancels
 reads still in flight, lets writes finish, flushes, and closes the fd only
-after the kernel has completed every request on it.
+after the kernel has completed every request on it (the ring-owned fd
+rule of _ringfd.py, every request borrowing the fd).
 """
 import asyncio
 import errno

@@ -2,26 +2,29 @@
 offers: the io_uring ring of a ``uringloop.Loop``, or the default executor
 of any other loop (plain ``os.*`` calls in threads).
 
-What this module owns: the two engines, the :class:`Call` that lets one
-coroutine await one operation and survive being cancelled, the cap on the
-bytes one read or write request may move (:func:`capped`,
+What this module owns: the two engines, :class:`FileOp` (a file request
+as an _op.Op: one coroutine awaits it, it survives being cancelled, a
+short write resubmits its rest), :class:`CallGroup` (the requests one
+file has in flight, and the _ringfd.RingFd its fd closes by), the cap on
+the bytes one read or write request may move (:func:`capped`,
 :func:`capped_vecs`: callers loop over the rest), and the small helpers
-every file API needs (path encoding, OSError construction, the
-``os.stat_result`` built from a ``statx``).
+every file API needs (path encoding, the ``os.stat_result`` built from a
+``statx``).
 
 Data flow: a caller hands an engine method its arguments, including the
 memory the kernel will read or write, and a completion callback
-``cb(res, flags)``; ``res`` is the result (a count, ``(fd, stat)`` for
-an open, an ``os.stat_result``, 0) or a negative errno.  The ring engine queues an SQE and
-keeps that memory in the ring's ops table until the CQE; the thread engine
-runs the matching ``os`` call in the executor and delivers its outcome on
-the loop thread.  :func:`perform` wraps this in a future: cancelling the
-awaiting task asks the engine to cancel the operation, and the operation's
-own hooks (``on_cqe``, ``on_abandon``) still run when the result arrives,
-so bookkeeping such as the file position never depends on whether anyone
-is still waiting.  Caller memory pinned with ``ffi.from_buffer`` for a
-sequence of operations is a :class:`Pinned`, unpinned by the completion of
-the last of them.
+``cb(res, flags)`` (the op itself); ``res`` is the result (a count,
+``(fd, stat)`` for an open, an ``os.stat_result``, 0) or a negative
+errno.  The ring engine queues an SQE and keeps that memory in the ring's
+ops table until the CQE; the thread engine runs the matching ``os`` call
+in the executor and delivers its outcome on the loop thread.
+:func:`perform` awaits a :class:`FileOp`: cancelling the awaiting task
+asks the engine to cancel the request, and the request's own hooks
+(``on_cqe``, ``on_abandon``) still run when the result arrives, so
+bookkeeping such as the file position never depends on whether anyone is
+still waiting.  Caller memory pinned with ``ffi.from_buffer`` for a
+sequence of operations is a :class:`Pinned`, unpinned once the last of
+them has settled.
 """
 import errno
 import os
