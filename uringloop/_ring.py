@@ -56,16 +56,12 @@ _RECV_BUFFER_SIZE = 128 * 1024
 # EINVAL gets the next.  SINGLE_ISSUER + DEFER_TASKRUN (6.1) run completion
 # work only when the loop enters the ring, never as interrupts in between,
 # but tie the ring to the first thread that runs it.
-_SETUP_R_DISABLED = lib.IORING_SETUP_R_DISABLED
-_SETUP_SUBMIT_ALL = lib.IORING_SETUP_SUBMIT_ALL
-_SETUP_COOP_TASKRUN = lib.IORING_SETUP_COOP_TASKRUN
-_SETUP_TASKRUN_FLAG = lib.IORING_SETUP_TASKRUN_FLAG
-_SETUP_SINGLE_ISSUER = lib.IORING_SETUP_SINGLE_ISSUER
-_SETUP_DEFER_TASKRUN = lib.IORING_SETUP_DEFER_TASKRUN
-SINGLE_THREAD_SETUP = (_SETUP_SINGLE_ISSUER | _SETUP_DEFER_TASKRUN | _SETUP_R_DISABLED
-                       | _SETUP_TASKRUN_FLAG | _SETUP_SUBMIT_ALL)
-ANY_THREAD_SETUP = _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG | _SETUP_SUBMIT_ALL
-_SETUP_FALLBACKS = (ANY_THREAD_SETUP, _SETUP_SUBMIT_ALL, 0)
+SINGLE_THREAD_SETUP = (lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_DEFER_TASKRUN
+                       | lib.IORING_SETUP_R_DISABLED | lib.IORING_SETUP_TASKRUN_FLAG
+                       | lib.IORING_SETUP_SUBMIT_ALL)
+ANY_THREAD_SETUP = (lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
+                    | lib.IORING_SETUP_SUBMIT_ALL)
+_SETUP_FALLBACKS = (ANY_THREAD_SETUP, lib.IORING_SETUP_SUBMIT_ALL, 0)
 
 
 def loop_setup_flags():
@@ -361,7 +357,7 @@ class Ring:
             rc = lib.ul_ring_bind_thread(self._ptr)
             if rc < 0:
                 raise os_error(rc)
-        elif self.setup_flags & _SETUP_SINGLE_ISSUER:
+        elif self.setup_flags & lib.IORING_SETUP_SINGLE_ISSUER:
             if not strict:
                 return False
             raise RuntimeError(
