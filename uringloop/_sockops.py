@@ -515,13 +515,15 @@ class RingSocketOpsMixin:
     def _run_once(self):
         ops = self._sock_ops
         if ops:
-            # Abandon the ops whose socket the user closed (see
-            # _op.Op.abandon) before the loop may block: a closed socket
-            # must not wait for some unrelated wake-up.  With few ops, a
-            # check each time costs less than the timer below would.
+            # Abandon the ops whose socket the user closed (SockOp.abandon;
+            # the test is _ringfd.closed_by_user, written out here and in
+            # the scan since they run every turn) before the loop may
+            # block: a closed socket must not wait for some unrelated
+            # wake-up.  With few ops, a check each time costs less than the
+            # timer below would.
             if not self._ready and len(ops) <= _SCAN_ALWAYS:
                 for op in ops:
-                    if closed_by_user(op.sock):
+                    if op.sock.fileno() < 0:
                         self._abandon_ops_of_closed_sockets()
                         break
             else:
@@ -543,7 +545,7 @@ class RingSocketOpsMixin:
 
     def _abandon_ops_of_closed_sockets(self):
         self._next_closed_scan = self.time() + _CLOSED_SOCKET_SCAN
-        for op in [op for op in self._sock_ops if closed_by_user(op.sock)]:
+        for op in [op for op in self._sock_ops if op.sock.fileno() < 0]:
             op.abandon()
 
     def _closed_scan_due(self):
