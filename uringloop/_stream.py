@@ -50,7 +50,6 @@ _sendq_notify_at = lib.ul_sendq_notify_at
 _SENDQ_EVENT_SHIFT = lib.UL_SENDQ_EVENT_SHIFT
 _SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
 _SENDQ_FAILED = lib.UL_SENDQ_FAILED
-_SENDQ_RELEASED = lib.UL_SENDQ_RELEASED
 # A send queue threshold no queue size reaches: "after the next send".
 _NEXT_COMPLETION = 1 << 62
 
