@@ -1,7 +1,10 @@
 """Build the cffi extension ``uringloop._uring`` (out-of-line API mode).
 
 ``csrc/uring.h`` is both the C header and the cdef: whatever it declares is
-the entire surface Python can call.  The extension links the system
+the entire surface Python can call.  Besides it the cdef names the system
+types it uses and the kernel and libc constants Python needs
+(``KERNEL_CONSTANTS``), whose values cffi takes from the system headers
+at build time: Python copies none by hand.  The extension links the system
 liburing (found with pkg-config when available) and is compiled with
 warnings as errors.  Extra flags come from ``URINGLOOP_CFLAGS`` /
 ``URINGLOOP_LDFLAGS`` (the AddressSanitizer test pass uses them).
@@ -27,6 +30,7 @@ PRELUDE = """
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include "compat.h"
 #include "uring.h"
 
 static int ul_ring_turn_releasing_gil(struct ul_ring *ring, long long timeout_ns,
@@ -47,6 +51,15 @@ static int ul_ring_turn_releasing_gil(struct ul_ring *ring, long long timeout_ns
 """
 
 
+# io_uring's (from liburing's headers, through compat.h) and <fcntl.h>'s.
+KERNEL_CONSTANTS = (
+    "IORING_CQE_F_MORE", "IORING_CQE_BUFFER_SHIFT",
+    "IORING_SETUP_SQPOLL", "IORING_SETUP_R_DISABLED", "IORING_SETUP_SUBMIT_ALL", "IORING_SETUP_COOP_TASKRUN",
+    "IORING_SETUP_TASKRUN_FLAG", "IORING_SETUP_SINGLE_ISSUER", "IORING_SETUP_DEFER_TASKRUN",
+    "AT_FDCWD", "AT_SYMLINK_NOFOLLOW", "AT_REMOVEDIR", "AT_EMPTY_PATH",
+)
+
+
 def _pkg_config(*args):
     try:
         out = subprocess.run(["pkg-config", *args, "liburing"], check=True,
@@ -64,7 +77,7 @@ def _make_ffi():
         struct msghdr { socklen_t msg_namelen; ...; };
         struct iovec { ...; };
         struct sockaddr_storage { ...; };
-    """ + cdef)
+    """ + "".join(f"#define {name} ...\n" for name in KERNEL_CONSTANTS) + cdef)
     version = _pkg_config("--modversion") or "unknown"
     cflags = ["-Wall", "-Wextra", "-Werror", "-O2",
               f'-DUL_LIBURING_VERSION="{version}"']

@@ -262,11 +262,6 @@ struct io_uring_sqe *ul_ring_sqe(struct ul_ring *r, int *error)
     return next_sqe(r, error);
 }
 
-/* An SQE's length field is 32 bits and a CQE's result a signed int: one
- * socket operation moves at most this much (a short receive or send, which
- * every caller already handles by looping), never a truncated length. */
-#define UL_MAX_IO_LEN ((size_t)1 << 30)
-
 static size_t cap_len(size_t len)
 {
     return len > UL_MAX_IO_LEN ? UL_MAX_IO_LEN : len;

@@ -78,6 +78,12 @@ struct ul_ring_stats {
 };
 void ul_ring_stats(struct ul_ring *ring, struct ul_ring_stats *out);
 
+/* An SQE's length field is 32 bits and a CQE's result a signed int: one
+ * socket operation moves at most this much (1 GiB: a short receive or
+ * send, which every caller already handles by looping), never a truncated
+ * length; the Python side asks no more of one file request either. */
+#define UL_MAX_IO_LEN 0x40000000
+
 /* Operation preparation: queue one SQE (submitting first if the SQ is full). */
 int ul_prep_nop(struct ul_ring *ring, uint64_t user_data);
 int ul_prep_recv(struct ul_ring *ring, int fd, void *buf, size_t len, int flags, uint64_t user_data);

@@ -29,6 +29,7 @@ import pytest
 
 import uringloop
 from uringloop import _files_ops
+from uringloop._uring import ffi
 
 from .conftest import run
 
@@ -74,6 +75,29 @@ def test_engine_follows_the_loop(loop, tmp_path):
         async with uringloop.open(tmp_path / "f", "wb") as f:
             return f.engine
     assert run(loop, main()) == ("io_uring" if loop.is_uring else "executor")
+
+
+def test_a_completion_hook_that_raises_fails_the_waiter(loop, tmp_path):
+    """An exception anywhere in a completion resolves the awaiting call
+    with it: the caller neither hangs nor leaves it to the loop's
+    exception handler."""
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+
+    def on_cqe(res):
+        raise ValueError(f"hook saw {res}")
+
+    async def main():
+        engine = _files_ops.engine_for(loop)
+        buf = ffi.new("char[]", 3)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with pytest.raises(ValueError, match="hook saw 3"):
+                await _files_ops.perform(engine, engine.read, (fd, buf, 3, 0, buf),
+                                         on_cqe=on_cqe)
+        finally:
+            os.close(fd)
+    run(loop, main())
 
 
 def test_open_is_awaitable_and_a_context_manager(loop, tmp_path):

@@ -261,6 +261,14 @@ def test_introspection(ring):
     assert set(_ring.OPCODES_USED) <= supported
 
 
+def test_python_caps_requests_as_c_does():
+    # One constant in two languages: uring.h's cap on a socket operation is
+    # the one the Python side applies to receives and file requests.
+    from uringloop._native import MAX_IO_LEN
+    from uringloop._uring import lib
+    assert MAX_IO_LEN == lib.UL_MAX_IO_LEN
+
+
 def _fd_of(ring):
     from uringloop._uring import lib
     return lib.ul_ring_fd(ring._ptr)

@@ -467,6 +467,24 @@ def test_close_and_abort_many_connections_no_fd_leak(kind):
     assert fd_count() == before
 
 
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_closed_transport_leaves_nothing_in_the_ring(uloop, recorder, how):
+    """Once connection_lost has run and the cancelled receive completed, no
+    entry of the transport is left in the ring's ops table: the send queue
+    is released too, not kept (with the transport) until the loop closes."""
+    async def main():
+        baseline = uloop._ring.pending()
+        transport, protocol, peer = await tcp_pair(recorder)
+        transport.write(b"x" * 1000)
+        await read_exactly(peer, 1000)
+        getattr(transport, how)()
+        await protocol.lost
+        assert await settle(lambda: uloop._ring.pending() == baseline)
+        assert transport.get_extra_info("socket").fileno() == -1
+        peer.close()
+    run(uloop, main())
+
+
 @pytest.mark.parametrize("kind", list(LOOP_KINDS))
 def test_loop_close_with_ops_in_flight(kind):
     """close()/abort() and then loop.close() at once, with receives and

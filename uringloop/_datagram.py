@@ -16,8 +16,9 @@ kernel refuses again) and drives ``resume_writing()``.  So datagrams leave
 in write order, ``close()`` flushes the queue and ``abort()`` drops exactly
 what was counted.  A send error goes to ``error_received``.  A protocol
 callback that raises is reported to the loop's exception handler and the
-transport goes on, as asyncio's does.  Closing, pausing and the
-close-after-completion rule come from ``RingTransport``.
+transport goes on, as asyncio's does.  Closing and pausing come from
+``RingTransport``; the socket's fd closes by the rule of _ringfd.py, the
+receive and the sendmsg in flight being its operations.
 """
 import collections
 import socket
@@ -26,12 +27,11 @@ import sys
 from asyncio import transports
 
 from . import _sockaddr
-from ._sockops import _os_error
+from ._native import new_uncleared, os_error
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi
 
 _MAX_DATAGRAM = 256 * 1024
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 # Python 3.13 sends empty datagrams and counts an 8-byte header per queued one.
 _SENDS_EMPTY = sys.version_info >= (3, 13)
 _QUEUED_HEADER_BYTES = 8 if _SENDS_EMPTY else 0
@@ -45,7 +45,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         self._write_queue = collections.deque()  # (data, addr) the kernel refused, oldest first
         self._write_size = 0     # their bytes, as asyncio counts them
         self._send_op = None     # user_data of the sendmsg of the oldest one
-        self._recv_buffer = _new_uncleared("char[]", _MAX_DATAGRAM)
+        self._recv_buffer = new_uncleared("char[]", _MAX_DATAGRAM)
         self._recv_msg = ffi.new("struct ul_msg *")
         self._send_msg = ffi.new("struct ul_msg *")
         super().__init__(loop, sock, protocol, extra)
@@ -66,13 +66,14 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on datagram transport")
             return
+        self._ring_fd.ops += 1
         self._recv_target = None
 
     def _deliver(self, res, target):
         if self._conn_lost:
             return
         if res < 0:
-            self._protocol_call(self._protocol.error_received, _os_error(res))
+            self._protocol_call(self._protocol.error_received, os_error(res))
         else:
             msg = self._recv_msg
             addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)),
@@ -147,6 +148,8 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal write error on datagram transport")
+        else:
+            self._ring_fd.ops += 1
 
     def _pack_address(self, addr):
         family = self._sock.family
@@ -163,13 +166,13 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
 
     def _on_sent(self, res, flags):
         self._send_op = None
+        self._ring_fd.op_done()
         if self._conn_lost:
-            self._close_socket_if_idle()
             return
         data, _ = self._write_queue.popleft()
         self._write_size -= len(data) + _QUEUED_HEADER_BYTES
         if res < 0:
-            self._protocol_call(self._protocol.error_received, _os_error(res))
+            self._protocol_call(self._protocol.error_received, os_error(res))
         self._send_queued()
 
     def _send_queued(self):
@@ -226,6 +229,3 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             # send a datagram abort() dropped.
             self._ring.cancel(self._send_op)
             self._ring.submit_now()
-
-    def _release_writes(self):
-        return self._send_op is None

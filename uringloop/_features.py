@@ -97,17 +97,17 @@ class Knobs:
     def setup_candidates(self):
         """IORING_SETUP_* sets to ask for, best first, without disabled bits.
         SQPOLL cannot be combined with the task-run flags (EINVAL)."""
-        from ._ring import (_SETUP_COOP_TASKRUN, _SETUP_FALLBACKS, _SETUP_SQPOLL,
-                            _SETUP_SUBMIT_ALL, _SETUP_TASKRUN_FLAG, loop_setup_flags)
+        from ._ring import _SETUP_FALLBACKS, loop_setup_flags
+        from ._uring import lib
         if self.sqpoll_idle_ms is not None:
-            first = [_SETUP_SQPOLL | _SETUP_SUBMIT_ALL, _SETUP_SQPOLL]
+            first = [lib.IORING_SETUP_SQPOLL | lib.IORING_SETUP_SUBMIT_ALL, lib.IORING_SETUP_SQPOLL]
         else:
             first = [loop_setup_flags()]
         strip = 0
         if "coop_taskrun" in self.disabled:
-            strip |= _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG
+            strip |= lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
         if "submit_all" in self.disabled:
-            strip |= _SETUP_SUBMIT_ALL
+            strip |= lib.IORING_SETUP_SUBMIT_ALL
         candidates = []
         for flags in first + list(_SETUP_FALLBACKS):
             if flags & ~strip not in candidates:
@@ -299,12 +299,12 @@ def multishot_support():
 
 
 def _setup_flag_reason(knobs, granted, name):
-    from ._ring import _SETUP_DEFER_TASKRUN, _SETUP_SQPOLL
+    from ._uring import lib
     if name in knobs.disabled:
         return "URINGLOOP_DISABLE"
-    if granted & _SETUP_SQPOLL and name == "coop_taskrun":
+    if granted & lib.IORING_SETUP_SQPOLL and name == "coop_taskrun":
         return "not with SQPOLL"
-    if granted & _SETUP_DEFER_TASKRUN and name == "coop_taskrun":
+    if granted & lib.IORING_SETUP_DEFER_TASKRUN and name == "coop_taskrun":
         return "DEFER_TASKRUN instead (URINGLOOP_SINGLE_THREAD=1)"
     return "the kernel refused the setup flag"
 
@@ -312,25 +312,26 @@ def _setup_flag_reason(knobs, granted, name):
 def configure(ring, knobs):
     """Decide every optional path of a loop on ``ring`` (made from
     ``knobs``), registering what the chosen ones need; a Features."""
-    from ._ring import _SETUP_COOP_TASKRUN, _SETUP_SINGLE_ISSUER, _SETUP_SQPOLL, _SETUP_SUBMIT_ALL
+    from ._uring import lib
     on, off = set(), {}
     granted = ring.setup_flags
     disabled = knobs.disabled
 
-    for name, bits in (("submit_all", _SETUP_SUBMIT_ALL), ("coop_taskrun", _SETUP_COOP_TASKRUN)):
+    for name, bits in (("submit_all", lib.IORING_SETUP_SUBMIT_ALL),
+                       ("coop_taskrun", lib.IORING_SETUP_COOP_TASKRUN)):
         if granted & bits:
             on.add(name)
         else:
             off[name] = _setup_flag_reason(knobs, granted, name)
 
-    if granted & _SETUP_SINGLE_ISSUER:
+    if granted & lib.IORING_SETUP_SINGLE_ISSUER:
         on.add("single_issuer")
     elif knobs.single_thread:
-        off["single_issuer"] = ("not with SQPOLL" if granted & _SETUP_SQPOLL
+        off["single_issuer"] = ("not with SQPOLL" if granted & lib.IORING_SETUP_SQPOLL
                                 else "the kernel refused the setup flags")
     else:
         off["single_issuer"] = f"not asked for ({OPT_IN['single_issuer'][2]})"
-    if granted & _SETUP_SQPOLL:
+    if granted & lib.IORING_SETUP_SQPOLL:
         on.add("sqpoll")
     elif knobs.sqpoll_idle_ms is not None:
         off["sqpoll"] = "the kernel refused the setup flag"
@@ -349,7 +350,7 @@ def configure(ring, knobs):
     if "registered_ring_fd" in disabled:
         ring.skip_registered_fd()
         off["registered_ring_fd"] = "URINGLOOP_DISABLE"
-    elif not granted & _SETUP_SINGLE_ISSUER:
+    elif not granted & lib.IORING_SETUP_SINGLE_ISSUER:
         off["registered_ring_fd"] = "only for a SINGLE_ISSUER ring (URINGLOOP_SINGLE_THREAD=1)"
     else:
         on.add("registered_ring_fd")  # at the first turn, in the issuer thread

@@ -27,10 +27,12 @@ the write buffer is never dropped: a cancelled ``flush()`` keeps the
 unwritten rest buffered.  The next position-dependent operation waits for
 the cancelled request's completion before it starts.  ``close()`` cancels
 reads still in flight, lets writes finish, flushes, and closes the fd only
-after the kernel has completed every request on it.
+after the kernel has completed every request on it (the ring-owned fd
+rule of _ringfd.py, every request borrowing the fd).
 """
 import asyncio
 import errno
+import functools
 import io
 import os
 import stat as stat_module
@@ -41,8 +43,8 @@ from . import _files_mode
 from ._files_args import (OFF_MAX, bytes_view, c_int, c_long, optional_size,
                           seek_offset, ssize, vector_buffer, writable_buffer)
 from ._files_ops import (CLOSED, CLOSED_PLAIN, CallGroup, LineReading, Pinned, capped,
-                         capped_vecs, engine_for, fspath_bytes, new_uncleared, os_error,
-                         perform)
+                         capped_vecs, engine_for, fspath_bytes, perform)
+from ._native import new_uncleared, os_error
 from ._files_text import AsyncTextFile
 from ._uring import ffi
 
@@ -275,10 +277,10 @@ class AsyncFile(LineReading):
         self._lock.release()
 
     def _perform(self, method, args, *, reading=False, positioned=False,
-                 on_cqe=None, on_abandon=None, pins=None):
+                 on_cqe=None, on_abandon=None, more=None, pins=None):
         return perform(self._engine, method, args, self._calls, reading=reading,
                        positioned=positioned, on_cqe=on_cqe, on_abandon=on_abandon,
-                       pins=pins)
+                       more=more, pins=pins)
 
     def _error(self, res):
         if self._closing and res == -errno.ECANCELED:
@@ -493,8 +495,8 @@ class AsyncFile(LineReading):
             self._pending[:0] = rest
 
     async def _write_out(self, data=None):
-        """Write the buffered bytes, then ``data``, at the position,
-        resubmitting the rest after short writes."""
+        """Write the buffered bytes, then ``data``, at the position; the
+        request resubmits the rest after short writes."""
         with Pinned() as pins:
             buffered = self._pending
             if buffered:
@@ -509,11 +511,16 @@ class AsyncFile(LineReading):
             def on_abandon(res):
                 self._requeue(out)
 
-            while out.parts:
+            def next_request():
+                if not out.parts:
+                    return None
                 offset = -1 if self._appending or not self._seekable else self._pos
-                method, args = self._write_request(out.vecs(), offset, out.keep)
-                res = await self._perform(method, args, positioned=True,
-                                          on_cqe=on_cqe, on_abandon=on_abandon, pins=pins)
+                return self._write_request(out.vecs(), offset, out.keep)
+
+            request = next_request()
+            if request is not None:
+                res = await self._perform(*request, positioned=True, on_cqe=on_cqe,
+                                          on_abandon=on_abandon, more=next_request, pins=pins)
                 if res <= 0:
                     self._requeue(out)
                     raise (self._error(res) if res < 0 else
@@ -564,7 +571,7 @@ class AsyncFile(LineReading):
 
     async def _seek_locked(self, offset, whence):
         if not self._seekable:
-            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+            raise os_error(-errno.ESPIPE)
         if self._pending:
             await self._write_out()
         if whence == os.SEEK_SET:
@@ -604,7 +611,7 @@ class AsyncFile(LineReading):
         await self._begin(None, CLOSED_PLAIN)
         try:
             if not self._seekable:
-                raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+                raise os_error(-errno.ESPIPE)
             return self._logical_pos()
         finally:
             self._end()
@@ -641,7 +648,7 @@ class AsyncFile(LineReading):
     def _check_explicit(self, need):
         self._check(CLOSED, need)
         if not self._seekable:
-            raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+            raise os_error(-errno.ESPIPE)
 
     async def _pread_pieces(self, n, offset):
         """The chunks of one pread of ``n`` bytes: a single read unless
@@ -713,14 +720,22 @@ class AsyncFile(LineReading):
             ahead_start = self._pos - self._ahead.size
             if self._ahead.size and offset < self._pos and offset + total > ahead_start:
                 self._ahead_stale = True
-            while out.parts:
-                method, args = self._write_request(out.vecs(), offset, pinned)
-                res = await self._perform(method, args, pins=pins)
+
+            def on_cqe(res):
+                nonlocal offset
+                if res > 0:
+                    offset += res
+                    out.advance(res)
+
+            def next_request():
+                return self._write_request(out.vecs(), offset, pinned) if out.parts else None
+
+            request = next_request()
+            if request is not None:
+                res = await self._perform(*request, on_cqe=on_cqe, more=next_request, pins=pins)
                 if res <= 0:
                     raise (self._error(res) if res < 0 else
                            OSError(errno.EIO, "write made no progress"))
-                offset += res
-                out.advance(res)
             return total
 
     async def pwrite(self, data, offset):
@@ -810,15 +825,19 @@ class AsyncFile(LineReading):
         await asyncio.shield(closer)
 
     def _close_fd(self):
-        """Close the fd (nothing is in flight on it any more); returns a
-        future for the outcome."""
-        fd, self._fd = self._fd, -1
+        """Close the fd once no request on it is in flight (the ring-owned
+        fd rule, _ringfd.py); returns a future for the outcome."""
         done = self._loop.create_future()
+        self._calls.fd.close(functools.partial(self._close_now, done))
+        return done
+
+    def _close_now(self, done):
+        fd, self._fd = self._fd, -1
         if not self._writable and self._engine.close_detached(fd, self._report_close_error):
             # close(2) of a read-only file has no data to lose, and the
             # request is already in the kernel: nobody need wait for it.
             done.set_result(None)
-            return done
+            return
 
         def on_close(res, flags):
             if res < 0:
@@ -826,7 +845,6 @@ class AsyncFile(LineReading):
             else:
                 done.set_result(None)
         self._engine.close(fd, on_close)
-        return done
 
     def _report_close_error(self, res, flags):
         if res < 0:
@@ -843,7 +861,6 @@ class AsyncFile(LineReading):
                 except Exception as exc:
                     error = exc
                     self._pending = bytearray()
-            await self._calls.drain()
             closing = self._close_fd()
         try:
             await closing

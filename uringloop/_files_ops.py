@@ -2,52 +2,50 @@
 offers: the io_uring ring of a ``uringloop.Loop``, or the default executor
 of any other loop (plain ``os.*`` calls in threads).
 
-What this module owns: the two engines, the :class:`Call` that lets one
-coroutine await one operation and survive being cancelled, the cap on the
-bytes one read or write request may move (:func:`capped`,
+What this module owns: the two engines, :class:`FileOp` (a file request
+as an _op.Op: one coroutine awaits it, it survives being cancelled, a
+short write resubmits its rest), :class:`CallGroup` (the requests one
+file has in flight, and the _ringfd.RingFd its fd closes by), the cap on
+the bytes one read or write request may move (:func:`capped`,
 :func:`capped_vecs`: callers loop over the rest), and the small helpers
-every file API needs (path encoding, OSError construction, the
-``os.stat_result`` built from a ``statx``).
+every file API needs (path encoding, the ``os.stat_result`` built from a
+``statx``).
 
 Data flow: a caller hands an engine method its arguments, including the
 memory the kernel will read or write, and a completion callback
-``cb(res, flags)``; ``res`` is the result (a count, ``(fd, stat)`` for
-an open, an ``os.stat_result``, 0) or a negative errno.  The ring engine queues an SQE and
-keeps that memory in the ring's ops table until the CQE; the thread engine
-runs the matching ``os`` call in the executor and delivers its outcome on
-the loop thread.  :func:`perform` wraps this in a future: cancelling the
-awaiting task asks the engine to cancel the operation, and the operation's
-own hooks (``on_cqe``, ``on_abandon``) still run when the result arrives,
-so bookkeeping such as the file position never depends on whether anyone
-is still waiting.  Caller memory pinned with ``ffi.from_buffer`` for a
-sequence of operations is a :class:`Pinned`, unpinned by the completion of
-the last of them.
+``cb(res, flags)`` (the op itself); ``res`` is the result (a count,
+``(fd, stat)`` for an open, an ``os.stat_result``, 0) or a negative
+errno.  The ring engine queues an SQE and keeps that memory in the ring's
+ops table until the CQE; the thread engine runs the matching ``os`` call
+in the executor and delivers its outcome on the loop thread.
+:func:`perform` awaits a :class:`FileOp`: cancelling the awaiting task
+asks the engine to cancel the request, and the request's own hooks
+(``on_cqe``, ``on_abandon``) still run when the result arrives, so
+bookkeeping such as the file position never depends on whether anyone is
+still waiting.  Caller memory pinned with ``ffi.from_buffer`` for a
+sequence of operations is a :class:`Pinned`, unpinned once the last of
+them has settled.
 """
-import asyncio
 import errno
 import os
 
 from ._files_args import optional_size
+from ._native import MAX_IO_LEN, os_error
+from ._op import Op
+from ._ringfd import RingFd
 from ._uring import ffi, lib
 
-AT_FDCWD = -100
-_AT_SYMLINK_NOFOLLOW = 0x100
-_AT_REMOVEDIR = 0x200
-_AT_EMPTY_PATH = 0x1000
 # The most one read or write request moves.  An SQE's length is 32 bits
 # (a longer one would not even reach the kernel), and Linux moves at most
 # MAX_RW_COUNT (0x7ffff000) bytes per call anyway; 1 GiB keeps every
 # request well inside both, page aligned.  Every file operation asks for
 # at most this much and loops over the rest.
-MAX_RW = 1 << 30
+MAX_RW = MAX_IO_LEN
 
 # io's messages for a closed file: IOBase's (the text layer's too) and the
 # one fileno(), tell() and friends give.
 CLOSED = "I/O operation on closed file."
 CLOSED_PLAIN = "I/O operation on closed file"
-
-new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-
 
 def capped(nbytes):
     """How much of ``nbytes`` one request may move."""
@@ -116,16 +114,6 @@ def fspath_bytes(path):
     return encoded
 
 
-def os_error(res, filename=None, filename2=None):
-    """The OSError (subclass chosen by errno) for a negative result."""
-    code = -res
-    if filename2 is not None:
-        return OSError(code, os.strerror(code), filename, None, filename2)
-    if filename is not None:
-        return OSError(code, os.strerror(code), filename)
-    return OSError(code, os.strerror(code))
-
-
 def _stat_from_statx(buf):
     out = ffi.new("struct ul_stat *")
     lib.ul_statx_decode(buf, out)
@@ -177,7 +165,7 @@ class RingEngine:
                 res = _fstat_or_close(res)
             cb(res, flags)
 
-        return self._ring.submit(lib.ul_prep_openat, (AT_FDCWD, cpath, flags, mode), on_open,
+        return self._ring.submit(lib.ul_prep_openat, (lib.AT_FDCWD, cpath, flags, mode), on_open,
                                  cpath, result_is_fd=True)
 
     def read(self, fd, ptr, nbytes, offset, keep, cb):
@@ -220,11 +208,11 @@ class RingEngine:
         """Stat ``path`` or, when it is None, the open file ``fd``."""
         buf = ffi.new("struct ul_statx_buf *")
         if path is None:
-            cpath, dfd, flags = ffi.new("char[]", b""), fd, _AT_EMPTY_PATH
+            cpath, dfd, flags = ffi.new("char[]", b""), fd, lib.AT_EMPTY_PATH
         else:
-            cpath, dfd, flags = ffi.new("char[]", path), AT_FDCWD, 0
+            cpath, dfd, flags = ffi.new("char[]", path), lib.AT_FDCWD, 0
         if not follow_symlinks:
-            flags |= _AT_SYMLINK_NOFOLLOW
+            flags |= lib.AT_SYMLINK_NOFOLLOW
 
         def on_statx(res, cqe_flags):
             cb(res if res < 0 else _stat_from_statx(buf), cqe_flags)
@@ -246,18 +234,18 @@ class RingEngine:
 
     def unlinkat(self, path, rmdir, cb):
         cpath = ffi.new("char[]", path)
-        flags = _AT_REMOVEDIR if rmdir else 0
-        return self._ring.submit(lib.ul_prep_unlinkat, (AT_FDCWD, cpath, flags), cb, cpath)
+        flags = lib.AT_REMOVEDIR if rmdir else 0
+        return self._ring.submit(lib.ul_prep_unlinkat, (lib.AT_FDCWD, cpath, flags), cb, cpath)
 
     def renameat(self, src, dst, cb):
         csrc, cdst = ffi.new("char[]", src), ffi.new("char[]", dst)
-        return self._ring.submit(lib.ul_prep_renameat, (AT_FDCWD, csrc, AT_FDCWD, cdst, 0), cb,
+        return self._ring.submit(lib.ul_prep_renameat, (lib.AT_FDCWD, csrc, lib.AT_FDCWD, cdst, 0), cb,
                                  (csrc, cdst))
 
     def mkdirat(self, path, mode, cb):
         cpath = ffi.new("char[]", path)
         # mode_t is unsigned: -1 means all bits, as os.mkdir converts it.
-        return self._ring.submit(lib.ul_prep_mkdirat, (AT_FDCWD, cpath, mode & 0xFFFFFFFF), cb,
+        return self._ring.submit(lib.ul_prep_mkdirat, (lib.AT_FDCWD, cpath, mode & 0xFFFFFFFF), cb,
                                  cpath)
 
 
@@ -418,7 +406,7 @@ def _open_and_stat(path, flags, mode):
     # One executor hop for both, as the built-in open() does them.
     res = _fstat_or_close(os.open(path, flags, mode))
     if isinstance(res, int):
-        raise OSError(-res, os.strerror(-res))
+        raise os_error(res)
     return res
 
 
@@ -478,118 +466,118 @@ class Pinned:
             self._cdatas.clear()
 
 
-class Call:
-    """One operation in flight and what must happen when it completes.
+class FileOp(Op):
+    """One file request awaited by one coroutine (see :func:`perform`),
+    with the lifecycle of _op.Op: ``method(*args, op)`` on the engine
+    submits it; ``on_cqe(res)`` runs at each completion whatever became of
+    the waiter; ``on_abandon(res)`` runs once the request has completed
+    *and* its waiter was cancelled (in whichever order those two
+    happened); ``more()``, after a completion that moved bytes, gives the
+    next ``(method, args)`` (the rest of a short write) or None.  The
+    memory of ``pins`` stays pinned until the op settles, after the hooks
+    are through with it."""
 
-    ``on_cqe(res)`` runs at completion whatever became of the waiter;
-    ``on_abandon(res)`` runs once the operation has completed *and* its
-    waiter was cancelled (in whichever order those two happened).  The
-    memory of ``pins`` stays pinned until both hooks are through with it."""
+    __slots__ = ("engine", "method", "args", "reading", "positioned", "group",
+                 "on_cqe", "on_abandon", "more", "pins")
 
-    __slots__ = ("engine", "fut", "handle", "res", "abandoned", "reading",
-                 "group", "on_cqe", "on_abandon", "pins", "_waiters")
-
-    def __init__(self, engine, group, reading, on_cqe, on_abandon, pins):
+    def __init__(self, engine, method, args, group, reading, positioned, on_cqe, on_abandon,
+                 more, pins):
+        Op.__init__(self, engine.loop, group)
         self.engine = engine
-        self.fut = engine.loop.create_future()
-        self.handle = None
-        self.res = None
-        self.abandoned = False
+        self.method = method
+        self.args = args
         self.reading = reading
+        self.positioned = positioned
         self.group = group
         self.on_cqe = on_cqe
         self.on_abandon = on_abandon
+        self.more = more
         self.pins = pins
-        self._waiters = None
+        if pins is not None:
+            pins.started()   # undone by release, whatever happens
+
+    def submit(self):
+        return self.method(*self.args, self)
+
+    def cancel(self):
+        self.engine.cancel(self.user_data)
 
     def complete(self, res, flags):
-        self.res = res
         if self.on_cqe is not None:
             self.on_cqe(res)
-        if self.abandoned:
+        fut = self.fut
+        if fut.done():   # the waiter was cancelled
             if self.on_abandon is not None:
                 self.on_abandon(res)
-        elif not self.fut.done():
-            self.fut.set_result(res)
+            return
+        if self.more is not None and res > 0:
+            request = self.more()
+            if request is not None:
+                self.method, self.args = request
+                self.resubmit()
+                return
+        fut.set_result(res)
+
+    def unclaim(self, res):
+        if self.on_abandon is not None:
+            self.on_abandon(res)
+
+    def straggle(self):
+        if self.positioned:
+            self.group.stragglers.add(self)
+
+    def unstraggle(self):
+        if self.positioned:
+            self.group.stragglers.discard(self)
+
+    def release(self):
         if self.pins is not None:
-            # After the hooks, which may read the memory.  A waiter cancelled
-            # only after this runs on_abandon in abandon(), before the owner
-            # can call done(): still pinned then, too.
             self.pins.completed()
-        if self.group is not None:
-            self.group.finished(self)
-        if self._waiters:
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def abandon(self):
-        self.abandoned = True
-        if self.res is None:
-            self.engine.cancel(self.handle)
-        elif self.on_abandon is not None:
-            self.on_abandon(self.res)
-
-    def wait(self):
-        """A future resolved when the operation has completed (each caller
-        gets its own, so cancelling one waiter disturbs no other)."""
-        waiter = self.engine.loop.create_future()
-        if self.res is not None:
-            waiter.set_result(None)
-        else:
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-        return waiter
 
 
 class CallGroup:
-    """The operations one file still expects completions for.
+    """The requests one file has in flight: the registry of its
+    :class:`FileOp` objects, and ``fd``, the :class:`RingFd` its fd closes
+    by.  Every request borrows it (an executor job looks the number up when
+    a thread gets to it; a file closes after its writes have completed), so
+    the fd closes once the last request has completed.
 
-    ``stragglers`` are the position-dependent ones whose waiter was
+    ``stragglers`` are the position-dependent requests whose waiter was
     cancelled before the completion: the next position-dependent operation
     waits for them, because their result moves the file position."""
 
-    __slots__ = ("calls", "stragglers")
+    __slots__ = ("calls", "stragglers", "fd")
 
     def __init__(self):
         self.calls = set()
         self.stragglers = set()
+        self.fd = RingFd(None)
 
-    def finished(self, call):
-        self.calls.discard(call)
-        self.stragglers.discard(call)
+    def add(self, op):
+        self.calls.add(op)
+        self.fd.borrow()
+
+    def discard(self, op):
+        if op in self.calls:
+            self.calls.remove(op)
+            self.fd.give_back()
 
     def cancel_reads(self):
-        for call in list(self.calls):
-            if call.reading and call.res is None:
-                call.engine.cancel(call.handle)
+        for op in list(self.calls):
+            if op.reading and not op.settled:
+                op.cancel()
 
     async def settle(self):
         while self.stragglers:
-            await next(iter(self.stragglers)).wait()
-
-    async def drain(self):
-        while self.calls:
-            await next(iter(self.calls)).wait()
+            await next(iter(self.stragglers)).wait_settled()
 
 
-async def perform(engine, method, args, group=None, *, reading=False, positioned=False,
-                  on_cqe=None, on_abandon=None, pins=None):
-    """Start ``method(*args, cb)`` on ``engine`` and return its result (a
-    negative errno is returned, not raised).  Cancelling the caller asks the
-    engine to cancel the operation; the hooks still run at completion.
-    ``pins``: the :class:`Pinned` memory the operation uses."""
-    call = Call(engine, group, reading, on_cqe, on_abandon, pins)
-    call.handle = method(*args, call.complete)
-    if pins is not None:
-        pins.started()
-    if group is not None:
-        group.calls.add(call)
-    try:
-        return await call.fut
-    except asyncio.CancelledError:
-        if positioned and call.res is None:
-            group.stragglers.add(call)
-        call.abandon()
-        raise
+def perform(engine, method, args, group=None, *, reading=False, positioned=False,
+            on_cqe=None, on_abandon=None, more=None, pins=None):
+    """Await ``method(*args, cb)`` on ``engine`` (and the requests ``more``
+    adds) for its result: a negative errno is returned, not raised.
+    Cancelling the caller asks the engine to cancel the request; the hooks
+    still run at completion.  ``pins``: the :class:`Pinned` memory the
+    request uses."""
+    return FileOp(engine, method, args, group, reading, positioned, on_cqe, on_abandon,
+                  more, pins).run()

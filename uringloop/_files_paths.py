@@ -18,7 +18,8 @@ import stat as stat_module
 
 from ._files import open as _open
 from ._files_args import c_int, fd_number
-from ._files_ops import engine_for, fspath_bytes, os_error, perform
+from ._files_ops import engine_for, fspath_bytes, perform
+from ._native import os_error
 
 
 async def _run(method_name, args, filename, filename2=None):

@@ -32,6 +32,7 @@ from collections import deque
 
 from ._files_args import c_int, c_long, optional_size, ssize, type_name
 from ._files_ops import CLOSED, LineReading
+from ._native import os_error
 
 _COOKIE_BITS = 64
 _PLAIN_LIMIT = 1 << _COOKIE_BITS
@@ -263,7 +264,7 @@ class AsyncTextFile(LineReading):
         await self._begin()
         try:
             if not self.buffer._seekable:
-                raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+                raise os_error(-errno.ESPIPE)
             return self._cookie()
         finally:
             self.buffer._end()
@@ -300,7 +301,7 @@ class AsyncTextFile(LineReading):
         try:
             if whence == os.SEEK_CUR:
                 if not binary._seekable:
-                    raise OSError(errno.ESPIPE, os.strerror(errno.ESPIPE))
+                    raise os_error(-errno.ESPIPE)
                 return self._cookie()
             if whence == os.SEEK_END:
                 position = await binary._seek_locked(0, os.SEEK_END)

@@ -1,64 +1,69 @@
-"""One ring operation awaited by one coroutine, from submission to its last
-completion: the lifecycle that every ``loop.sock_*`` call and the native
-sendfile share (the model is tokio-uring's ``Op<T>``).
+"""One operation awaited by one coroutine, from submission to its last
+completion: the lifecycle that every ``loop.sock_*`` call, the native
+sendfile's steps and every file request share (the model is tokio-uring's
+``Op<T>``).
 
-An ``Op`` is its own ops-table callback: the ring calls ``op(res, flags)``
-with each completion, or ``op.ring_closed(res)`` when the ring closes
-under it (Ring.close runs no callbacks), so that the release work is done
-either way.  A subclass says what the operation is:
+An ``Op`` is its own completion callback: the ring (or the file API's
+executor engine) calls ``op(res, flags)`` with each completion, or
+``op.ring_closed(res)`` when the ring closes under it (Ring.close runs no
+callbacks), so that the release work is done either way.  A subclass says
+what the operation is:
 
-  ``submit()``        queue the SQE on ``self.fd``, return its user_data
-                      (may raise: then nothing is in flight);
-  ``claim()``         (receives, accepts) the result made of what an earlier
-                      cancelled op left unclaimed, or None;
-  ``complete(res, flags)``  resolve ``fut``, or resubmit through
-                      ``resubmit`` (a partial send, an empty buffer ring);
+  ``submit()``        queue the request, return its handle (the user_data
+                      on the ring); may raise, and then nothing is in flight;
+  ``complete(res, flags)``  resolve ``fut``, or ``resubmit()``: the rest of
+                      a partial send or short write, a receive the provided
+                      buffers could not take;
   ``release()``       let go of what only the kernel needed (unpin a
-                      caller's buffer, close a pipe), once, when settled;
+                      caller's buffer, give back a borrowed fd), once, when
+                      settled (or when ``submit`` failed);
   ``unclaim(result)`` a result the caller was cancelled too late to take:
-                      keep it for the next caller (receives, accepts);
-  ``discard(res)``    the completion of an op abandoned because its socket
-                      was closed under it (close an accepted fd).
+                      keep it for the next caller;
+  ``straggle()``      the caller was cancelled before the completion: list
+                      the op where the next operation of its kind waits for
+                      it (``unstraggle()`` when it settles);
+  ``cancel()``        ask for the cancellation (ASYNC_CANCEL by user_data);
+  ``fd_closed()``     (for ``resubmit``) the op's fd was closed by its user:
+                      its number is stale (see _ringfd.py);
+  ``discard(res)``    the completion of an op abandoned because its fd was
+                      closed under it (close an accepted fd).
 
 States: *in flight* from ``run`` until the completion that does not
-resubmit; meanwhile it is listed in ``loop._sock_ops``, where the loop
-finds ops whose socket the user closed (``sock.fileno() == -1``) and
-abandons them: cancelled by user_data so the kernel drops its file
-reference and the peer sees the close, their future left pending as
-asyncio's is when the selector forgets a closed fd.  Then *settled*:
-released, unlisted, and whoever waits for it (``wait_settled``) woken.
+resubmit, listed meanwhile in ``registry`` (the set where its owner finds
+its operations in flight: the loop's ``_sock_ops`` for socket operations,
+the file's ``CallGroup`` for file requests), unless it is None.  Then
+*settled*: released, unlisted, and whoever waits for it (``wait_settled``)
+woken.  An op is *abandoned* when its fd was closed by its user: cancelled,
+its future left pending, its completion only discarded.
 
-The awaiting side (``run``) turns a cancellation into an ASYNC_CANCEL (a
-request: the op stays in flight, buffers pinned, until its completion).
-A receive or accept cancelled that way is listed in ``loop._cancelling``
-until it settles, so that the next receive on that socket waits for it
-rather than going into the kernel behind an op that may still bring data
-(which would then sit unclaimed while the new receive waits forever).  A
-cancellation that arrives after the completion resolved ``fut`` hands the
-result back through ``unclaim``; nothing the kernel did is thrown away.
+The awaiting side (``run``) turns a cancellation into ``cancel()`` (a
+request: the op stays in flight, buffers pinned, until its completion) and
+``straggle()``.  A cancellation that arrives after the completion resolved
+``fut`` hands the result back through ``unclaim``; nothing the kernel did
+is thrown away.  Receives and accepts (``claims``) may find their result
+already taken off the socket by a cancelled predecessor: they ``claim()``
+it before submitting (see _sockops.SockOp).
 
-An exception raised by ``complete`` resolves ``fut`` with it, so no
-caller waits forever on a callback that failed.
+An exception raised by ``complete`` (a resubmission's included) resolves
+``fut`` with it, so no caller waits forever on a callback that failed.
 """
 from asyncio import exceptions
 
 
 class Op:
-    __slots__ = ("loop", "sock", "fd", "fut", "user_data", "settled", "abandoned",
+    __slots__ = ("loop", "fut", "user_data", "settled", "abandoned", "registry",
                  "_waiters")
 
-    # True for receives and accepts: what they take off the socket is
-    # handed to the next caller, who must wait for a cancelled one.
+    # True for receives and accepts (see run and _sockops.SockOp).
     claims = False
 
-    def __init__(self, loop, sock, fd):
+    def __init__(self, loop, registry):
         self.loop = loop
-        self.sock = sock
-        self.fd = fd
         self.fut = loop.create_future()
         self.user_data = None
         self.settled = False
         self.abandoned = False
+        self.registry = registry
         self._waiters = None
 
     # -- the awaiting side ----------------------------------------------
@@ -67,21 +72,18 @@ class Op:
         the result."""
         loop = self.loop
         try:
-            if self.claims:
-                sock = self.sock
-                if loop._cancelling and sock in loop._cancelling:
-                    await loop._after_cancelled_receives(sock)
-                    self.fd = loop._sock_fd(sock)  # it may have closed meanwhile
-                if loop._unclaimed:
-                    result = self.claim()
-                    if result is not None:
-                        self.release()
-                        return result
+            if self.claims and (loop._cancelling or loop._unclaimed):
+                result = await self.claim()
+                if result is not None:
+                    self.release()
+                    return result
             self.user_data = self.submit()
         except BaseException:
             self.release()
             raise
-        loop._sock_ops.add(self)
+        registry = self.registry
+        if registry is not None:
+            registry.add(self)
         fut = self.fut
         try:
             return await fut
@@ -102,14 +104,14 @@ class Op:
             return
         if self.settled:
             return
-        loop = self.loop
-        loop._ring.cancel(self.user_data)
-        if self.claims:
-            if self._waiters is None:
-                self._waiters = []
-            loop._cancelling.setdefault(self.sock, []).append(self)
+        self.cancel()
+        if self._waiters is None:
+            self._waiters = []   # so that settling unstraggles it
+        self.straggle()
 
     async def wait_settled(self):
+        """Return once the op has settled (each caller waits on a future of
+        its own, so cancelling one waiter disturbs no other)."""
         if not self.settled:
             if self._waiters is None:
                 self._waiters = []
@@ -117,24 +119,20 @@ class Op:
             self._waiters.append(waiter)
             await waiter
 
-    # -- the ring's side -------------------------------------------------
-    def closed_under(self):
-        """For ``complete`` before it resubmits: True, and the op abandoned,
-        if the user closed the socket meanwhile (its fd number is stale, maybe
-        reused already)."""
-        if self.sock.fileno() >= 0:
-            return False
-        self.abandoned = True
-        return True
+    # -- the completion side ---------------------------------------------
+    def resubmit(self):
+        """For ``complete``: queue the op again (it settles with a later
+        completion).  If its fd was closed by its user meanwhile, nothing
+        is queued and the op is abandoned."""
+        if self.fd_closed():
+            self.abandoned = True
+            return
+        self.user_data = self.submit()
 
     def fail(self, exc):
         """For ``complete``: the op failed; its caller hears, if still there."""
         if not self.fut.done():
             self.fut.set_exception(exc)
-
-    def resubmit(self, user_data):
-        """``complete`` queued the op again under ``user_data``."""
-        self.user_data = user_data
 
     def __call__(self, res, flags):
         user_data = self.user_data
@@ -158,35 +156,29 @@ class Op:
         loop is closed."""
         self._settle(wake=False)
 
-    def abandon(self):
-        """Its socket was closed under it: cancel it, leave ``fut`` pending."""
-        self.abandoned = True
-        self.loop._sock_ops.discard(self)
-        self.loop._ring.cancel(self.user_data)
-
     def _settle(self, wake):
         if self.settled:
             return
         self.settled = True
-        loop = self.loop
-        loop._sock_ops.discard(self)
+        registry = self.registry
+        if registry is not None:
+            registry.discard(self)
         self.release()
         waiters = self._waiters
         if waiters is None:
             return
         self._waiters = None
-        cancelling = loop._cancelling.get(self.sock)
-        if cancelling and self in cancelling:
-            cancelling.remove(self)
-            if not cancelling:
-                del loop._cancelling[self.sock]
+        self.unstraggle()
         if wake:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
     # -- what a subclass may override ----------------------------------
-    def claim(self):
+    def cancel(self):
+        self.loop._ring.cancel(self.user_data)
+
+    async def claim(self):
         return None
 
     def release(self):
@@ -194,6 +186,15 @@ class Op:
 
     def unclaim(self, result):
         pass
+
+    def straggle(self):
+        pass
+
+    def unstraggle(self):
+        pass
+
+    def fd_closed(self):
+        return False
 
     def discard(self, res):
         pass

@@ -6,8 +6,9 @@ flight while reading is wanted; its completion goes to ``data_received``,
 an end of file to ``eof_received`` then ``connection_lost(None)``.  A
 completion that arrives after ``pause_reading()`` is held until
 ``resume_reading()``.  A pty reports its end as EIO, which asyncio treats
-as a quiet end, and so do we.  The fd is closed only when no operation of
-the transport is left in the kernel.
+as a quiet end, and so do we.  The pipe is closed after
+``connection_lost`` by the ring-owned fd rule (_ringfd.py; the read in
+flight is its operation, and holds the file once submitted).
 
 Write pipes stay asyncio's own transport (its waits are polls on the
 ring): asyncio writes to a pipe inside ``write()``, and code that reads
@@ -25,12 +26,12 @@ import warnings
 from asyncio import transports
 from asyncio.log import logger
 
-from ._sockops import _os_error
+from ._native import new_uncleared, os_error
+from ._ringfd import RingFd
 from ._transport import ReadPausing, report_fatal_error, set_result_unless_cancelled
 from ._uring import ffi, lib
 
 _READ_SIZE = 256 * 1024
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
@@ -43,6 +44,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         self._context = contextvars.copy_context()
         self._loop = loop
         self._ring = loop._ring
+        self._ring_fd = RingFd(self._ring)
         self._fileno = pipe.fileno()
         mode = os.fstat(self._fileno).st_mode
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
@@ -55,7 +57,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         self._paused = False
         self._read_op = None         # user_data of the read in the kernel
         self._held_results = []      # reads that completed while paused
-        self._buffer = _new_uncleared("char[]", _READ_SIZE)
+        self._buffer = new_uncleared("char[]", _READ_SIZE)
         loop.call_soon(self._protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
@@ -66,9 +68,9 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         return f"<{type(self).__name__} fd={self._fileno} {state}>"
 
     def __del__(self, _warn=warnings.warn):
-        if self._pipe is not None and self._read_op is None:
+        if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._pipe.close()
+            self._ring_fd.close(self._pipe.close)
 
     def set_protocol(self, protocol):
         self._protocol = protocol
@@ -89,12 +91,13 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
                                               self._buffer)
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on pipe transport")
+        else:
+            self._ring_fd.ops += 1
 
     def _on_read(self, res, flags):
         self._read_op = None
+        self._ring_fd.op_done()
         if self._closing:
-            if self._protocol is None:
-                self._close_pipe_if_idle()  # connection_lost ran meanwhile
             return
         # Copy now: the buffer is reused by the next read.
         result = ffi.unpack(self._buffer, res) if res > 0 else res
@@ -131,7 +134,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         elif result == -errno.EAGAIN:
             self._start_reading()
         else:
-            self._fatal_error(_os_error(result), "Fatal read error on pipe transport")
+            self._fatal_error(os_error(result), "Fatal read error on pipe transport")
 
     def close(self):
         if not self._closing:
@@ -157,9 +160,8 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
             self._protocol.connection_lost(exc)
         finally:
             self._protocol = None
-            self._close_pipe_if_idle()
+            self._ring_fd.close(self._close_pipe)
 
-    def _close_pipe_if_idle(self):
-        if self._read_op is None and self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+    def _close_pipe(self):
+        self._pipe.close()
+        self._pipe = None

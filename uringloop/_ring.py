@@ -29,18 +29,21 @@ import struct
 import threading
 import weakref
 
+from ._native import os_error
 from ._uring import ffi, lib
 
 # A batch is copied out per C call; a full batch means more are waiting.
 _BATCH = 256
-_CQE_F_MORE = 1 << 1
+# More completions of the same operation follow (multishot receives and
+# accepts, send queue events): its ops-table entry stays.
+CQE_F_MORE = lib.IORING_CQE_F_MORE
 # struct ul_completion, read a whole batch at a time (cheaper than cdata fields).
 _COMPLETION = struct.Struct("=QiI")
 assert _COMPLETION.size == ffi.sizeof("struct ul_completion")
 _prep_recv = lib.ul_prep_recv
 _prep_send = lib.ul_prep_send
 _prep_recv_multishot = lib.ul_prep_recv_multishot
-_CQE_BUFFER_SHIFT = 16
+_CQE_BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
 # Provided receive buffers (64 MiB in all): more than a turn's batch of
 # completions can hold, so 100+ busy connections do not run the group dry
 # (ENOBUFS only costs a re-arm), and each big enough that a 100 KiB message
@@ -53,17 +56,12 @@ _RECV_BUFFER_SIZE = 128 * 1024
 # EINVAL gets the next.  SINGLE_ISSUER + DEFER_TASKRUN (6.1) run completion
 # work only when the loop enters the ring, never as interrupts in between,
 # but tie the ring to the first thread that runs it.
-_SETUP_SQPOLL = 1 << 1
-_SETUP_R_DISABLED = 1 << 6
-_SETUP_SUBMIT_ALL = 1 << 7
-_SETUP_COOP_TASKRUN = 1 << 8
-_SETUP_TASKRUN_FLAG = 1 << 9
-_SETUP_SINGLE_ISSUER = 1 << 12
-_SETUP_DEFER_TASKRUN = 1 << 13
-SINGLE_THREAD_SETUP = (_SETUP_SINGLE_ISSUER | _SETUP_DEFER_TASKRUN | _SETUP_R_DISABLED
-                       | _SETUP_TASKRUN_FLAG | _SETUP_SUBMIT_ALL)
-ANY_THREAD_SETUP = _SETUP_COOP_TASKRUN | _SETUP_TASKRUN_FLAG | _SETUP_SUBMIT_ALL
-_SETUP_FALLBACKS = (ANY_THREAD_SETUP, _SETUP_SUBMIT_ALL, 0)
+SINGLE_THREAD_SETUP = (lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_DEFER_TASKRUN
+                       | lib.IORING_SETUP_R_DISABLED | lib.IORING_SETUP_TASKRUN_FLAG
+                       | lib.IORING_SETUP_SUBMIT_ALL)
+ANY_THREAD_SETUP = (lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
+                    | lib.IORING_SETUP_SUBMIT_ALL)
+_SETUP_FALLBACKS = (ANY_THREAD_SETUP, lib.IORING_SETUP_SUBMIT_ALL, 0)
 
 
 def loop_setup_flags():
@@ -119,7 +117,7 @@ class Ring:
             ptr = lib.ul_ring_create(entries, cq_entries, flags, sq_thread_idle, error)
             # SQPOLL may also be refused as a privilege (before 5.11).
             if ptr != ffi.NULL or not (error[0] == -errno.EINVAL or (
-                    error[0] == -errno.EPERM and flags & _SETUP_SQPOLL)):
+                    error[0] == -errno.EPERM and flags & lib.IORING_SETUP_SQPOLL)):
                 break
         if ptr == ffi.NULL:
             code = -error[0]
@@ -183,7 +181,7 @@ class Ring:
         table = ffi.new("unsigned char[]", 256)
         count = lib.ul_ring_probe(self._ptr, table, 256)
         if count < 0:
-            raise OSError(-count, os.strerror(-count))
+            raise os_error(count)
         return {op for op in range(min(count, 256)) if table[op]}
 
     def pending(self):
@@ -213,7 +211,7 @@ class Ring:
     # -- submission ----------------------------------------------------
     def _start(self, prep_result, user_data, callback, keepalive, result_is_fd=False):
         if prep_result < 0:
-            raise OSError(-prep_result, os.strerror(-prep_result))
+            raise os_error(prep_result)
         # A third item marks operations whose result is a new fd, which
         # close() must not drop on the floor.
         self._ops[user_data] = ((callback, keepalive, True) if result_is_fd
@@ -246,7 +244,7 @@ class Ring:
         self._next_user_data = ud + 1
         rc = _prep_recv(self._ptr, fd, buf, nbytes, 0, ud)
         if rc < 0:
-            raise OSError(-rc, os.strerror(-rc))
+            raise os_error(rc)
         self._ops[ud] = (callback, buf)
         return ud
 
@@ -260,7 +258,7 @@ class Ring:
         self._next_user_data = ud + 1
         rc = _prep_recv_multishot(self._ptr, fd, ud)
         if rc < 0:
-            raise OSError(-rc, os.strerror(-rc))
+            raise os_error(rc)
         self._ops[ud] = (callback, None)
         return ud
 
@@ -278,7 +276,7 @@ class Ring:
         self._next_user_data = ud + 1
         rc = _prep_send(self._ptr, fd, buf, nbytes, 0, ud)
         if rc < 0:
-            raise OSError(-rc, os.strerror(-rc))
+            raise os_error(rc)
         self._ops[ud] = (callback, keepalive)
         return ud
 
@@ -368,7 +366,7 @@ class Ring:
             return False  # not the issuer thread: the next turn submits them
         rc = lib.ul_ring_submit(self._ptr)
         if rc < 0:
-            raise OSError(-rc, os.strerror(-rc))
+            raise os_error(rc)
         return rc == 0
 
     def cancel(self, user_data):
@@ -378,7 +376,7 @@ class Ring:
             return
         rc = lib.ul_prep_cancel(self._ptr, user_data)
         if rc < 0:
-            raise OSError(-rc, os.strerror(-rc))
+            raise os_error(rc)
 
     # -- completion ----------------------------------------------------
     def _bind_thread(self, strict=True):
@@ -388,8 +386,8 @@ class Ring:
         if self._thread is None:
             rc = lib.ul_ring_bind_thread(self._ptr)
             if rc < 0:
-                raise OSError(-rc, os.strerror(-rc))
-        elif self.setup_flags & _SETUP_SINGLE_ISSUER:
+                raise os_error(rc)
+        elif self.setup_flags & lib.IORING_SETUP_SINGLE_ISSUER:
             if not strict:
                 return False
             raise RuntimeError(
@@ -427,7 +425,7 @@ class Ring:
         while True:
             count = lib.ul_ring_turn(self._ptr, timeout_ns, out, _BATCH, inline_count)
             if count < 0:
-                raise OSError(-count, os.strerror(-count))
+                raise os_error(count)
             inlined = inline_count[0]
             batch = None
             if count > inlined:
@@ -459,7 +457,7 @@ class Ring:
         thing next turn."""
         ops = self._ops
         for user_data, res, flags in batch:
-            if flags & _CQE_F_MORE:
+            if flags & CQE_F_MORE:
                 entry = ops.get(user_data)
             else:
                 entry = ops.pop(user_data, None)
@@ -519,7 +517,7 @@ class Ring:
                 return
             if len(entry) == 3 and res >= 0:
                 os.close(res)  # an fd nobody will receive now
-            if not flags & _CQE_F_MORE:
+            if not flags & CQE_F_MORE:
                 del ops[user_data]
                 release(entry, res)
 

@@ -11,12 +11,15 @@ ring transport reaches the same code through asyncio's inherited
 and blocks ``write()`` meanwhile.  As asyncio does, the file position ends
 just past the last byte sent.
 
-The pipe belongs to one call.  If the call is cancelled while a splice is
-in the kernel, the pipe is closed only after that splice completes, so the
-kernel never resolves a pipe fd number that has been reused.  Each splice
-and each wait for the socket is an ``Op`` (_op.py): a socket closed under
-one gets it cancelled, and a loop closed under one closes the pipe when
-the ring is done with it (``ring_closed``), as its completion would have.
+The pipe belongs to one call and closes by the ring-owned fd rule
+(_ringfd.py): each splice borrows it, since io-wq looks both of a
+splice's fds up only when it runs it, so if the call is cancelled while a
+splice is in the kernel the pipe is closed only after that splice
+completes, and the kernel never resolves a pipe fd number that has been
+reused.  Each splice and each wait for the socket is a ``SockOp`` (_op.py, _sockops.py):
+a socket closed under one gets it cancelled, and a loop closed under one
+closes the pipe when the ring is done with it (``ring_closed``), as its
+completion would have.
 """
 import errno
 import fcntl
@@ -27,8 +30,9 @@ import stat
 
 from asyncio import exceptions
 
-from ._op import Op
-from ._sockops import _os_error
+from ._native import os_error
+from ._ringfd import RingFd
+from ._sockops import SockOp
 
 _PIPE_SIZE = 1 << 20
 # Errors that mean "splice cannot do this pair of fds", not "the peer failed".
@@ -43,30 +47,24 @@ class _SplicePipe:
         except OSError:
             pass  # capped by /proc/sys/fs/pipe-max-size: the default will do
         self.capacity = fcntl.fcntl(self.write_end, fcntl.F_GETPIPE_SZ)
-        self.ops_in_flight = 0
-        self.released = False
+        self.ring_fd = RingFd(None)   # every splice borrows the pair
 
     def release(self):
-        self.released = True
-        self._close_if_idle()
+        """Its sendfile is over (or can never go on)."""
+        self.ring_fd.close(self._close)
 
-    def op_done(self):
-        self.ops_in_flight -= 1
-        self._close_if_idle()
-
-    def _close_if_idle(self):
-        if self.released and self.ops_in_flight == 0 and self.read_end >= 0:
-            os.close(self.read_end)
-            os.close(self.write_end)
-            self.read_end = self.write_end = -1
+    def _close(self):
+        os.close(self.read_end)
+        os.close(self.write_end)
+        self.read_end = self.write_end = -1
 
 
-class _Splice(Op):
+class _Splice(SockOp):
     """One splice of a sendfile: file -> pipe, or pipe -> socket."""
     __slots__ = ("pipe", "fd_in", "off_in", "nbytes", "moved")
 
     def __init__(self, loop, sock, pipe, fd_in, off_in, fd_out, nbytes):
-        super().__init__(loop, sock, fd_out)
+        SockOp.__init__(self, loop, sock, fd_out)
         self.pipe = pipe
         self.fd_in = fd_in
         self.off_in = off_in
@@ -74,7 +72,7 @@ class _Splice(Op):
         self.moved = 0   # by a splice whose caller was cancelled
 
     def submit(self):
-        self.pipe.ops_in_flight += 1   # undone by release, whatever happens
+        self.pipe.ring_fd.borrow()   # given back by release, whatever happens
         return self.loop._ring.submit_splice(self.fd_in, self.off_in, self.fd, -1,
                                              self.nbytes, self)
 
@@ -83,7 +81,7 @@ class _Splice(Op):
         if fut.done():
             self.moved = max(res, 0)
         elif res < 0:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
         else:
             fut.set_result(res)
 
@@ -91,19 +89,19 @@ class _Splice(Op):
         self.moved = result
 
     def release(self):
-        self.pipe.op_done()
+        self.pipe.ring_fd.give_back()
 
     def ring_closed(self, res):
-        self.pipe.released = True   # its sendfile can never go on
+        self.pipe.release()   # its sendfile can never go on
         super().ring_closed(res)
 
 
-class _WaitWritable(Op):
+class _WaitWritable(SockOp):
     """A full non-blocking socket: wait until it takes more."""
     __slots__ = ("pipe",)
 
     def __init__(self, loop, sock, fd, pipe):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.pipe = pipe
 
     def submit(self):

@@ -27,10 +27,10 @@ import socket
 from asyncio import constants, trsock
 from asyncio.log import logger
 
-from ._sockops import _os_error
+from ._native import os_error
+from ._ring import CQE_F_MORE
 
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-_CQE_F_MORE = 1 << 1
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # What asyncio's accept loop takes for "nothing to accept now"; any other
 # error is reported and the accept waits ACCEPT_RETRY_DELAY, where asyncio
@@ -62,7 +62,7 @@ class RingServerMixin:
                 if res >= 0:
                     socket.socket(fileno=res).close()  # arrived after stop
                 return
-            if not flags & _CQE_F_MORE:
+            if not flags & CQE_F_MORE:
                 del self._accepting[fd]
             if res >= 0:
                 self._hand_over(res, serving)
@@ -70,7 +70,7 @@ class RingServerMixin:
                 self.call_exception_handler({
                     "message": ("socket.accept() out of system resource"
                                 if -res in _OUT_OF_RESOURCES else "socket.accept() failed"),
-                    "exception": _os_error(res),
+                    "exception": os_error(res),
                     "socket": trsock.TransportSocket(sock),
                 })
                 if fd not in self._accepting:

@@ -6,8 +6,9 @@ Data flow: a method checks its arguments as asyncio does (the same
 exception, in the same order: the socket, its arguments as the socket
 method would parse them, then a closed socket or loop), pins the memory the
 kernel will use (a fresh buffer, or the caller's buffer via
-``ffi.from_buffer``) and runs one ``Op`` (see _op.py for the lifecycle
-every method shares: submission, cancellation, settling, release).  The
+``ffi.from_buffer``) and runs one ``SockOp`` (defined here; _op.py has the
+lifecycle every operation shares: submission, resubmission, cancellation,
+settling, release).  The
 ring's ops table keeps the pinned memory until the completion arrives, so
 cancelling (which submits ``ASYNC_CANCEL``) never frees memory the kernel
 may still write.  A caller's buffer is unpinned (``ffi.release``) when the
@@ -23,10 +24,11 @@ receive/accept on that socket, oldest first: a live completion that finds
 older unclaimed data delivers that and queues its own behind.
 
 A socket closed by the user while an op is in flight would stay open in
-the kernel (the op holds the file): before the loop may block (and every
-few milliseconds under load), ops whose socket reports ``fileno() == -1``
-are cancelled (see ``_watch_closed_sockets``), so the peer sees the close
-as with asyncio.
+the kernel (the op holds the file; the rule is _ringfd.py's): before the
+loop may block (and every few milliseconds under load), ops whose socket
+reports ``fileno() == -1`` are cancelled (see ``_watch_closed_sockets``),
+so the peer sees the close as with asyncio, and none is resubmitted on
+the stale number.
 """
 import collections
 import errno
@@ -38,26 +40,19 @@ import sys
 import weakref
 
 from . import _sockaddr
+from ._native import MAX_IO_LEN, new_uncleared, os_error
 from ._op import Op
+from ._ringfd import closed_by_user
 from ._uring import ffi
 
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-# The most one receive asks of the kernel (csrc caps every socket op there
-# too): recv may return less than asked, so a larger request just gets
-# what a receive brings, without allocating the difference.
-_MAX_RECV = 1 << 30
 # How often the ops in flight are checked for a socket closed under them
 # (see _watch_closed_sockets), up to how many are checked every turn, and
 # how far apart the checks drift while the loop has nothing else to do.
 _CLOSED_SOCKET_SCAN = 0.002
 _SCAN_ALWAYS = 16
 _IDLE_SCAN_LIMIT = 0.02
-
-
-def _os_error(res):
-    return OSError(-res, os.strerror(-res))
 
 
 def _type_name(obj):
@@ -103,40 +98,91 @@ def _repin(buf, nbytes):
 
 # -- the operations (lifecycle in _op.Op) --------------------------------
 
-class _Recv(Op):
+class SockOp(Op):
+    """An operation on a socket its user owns.  While in flight it is
+    listed in ``loop._sock_ops``, where the loop finds the ops whose socket
+    the user closed (_ringfd.closed_by_user) and abandons them: cancelled
+    by user_data, so that the kernel drops its file reference and the peer
+    sees the close, their future left pending as asyncio's is when the
+    selector forgets a closed fd.
+
+    A receive or accept (``claims``) cancelled before its completion is
+    listed in ``loop._cancelling`` until it settles, so that the next one
+    on that socket waits for it (``claim``) rather than going into the
+    kernel behind an op that may still bring data, which would then sit
+    unclaimed while the new one waits forever; then it takes the oldest
+    unclaimed result (``take_unclaimed``), if any."""
+    __slots__ = ("sock", "fd")
+
+    def __init__(self, loop, sock, fd):
+        Op.__init__(self, loop, loop._sock_ops)
+        self.sock = sock
+        self.fd = fd
+
+    async def claim(self):
+        loop = self.loop
+        sock = self.sock
+        if loop._cancelling and sock in loop._cancelling:
+            await loop._after_cancelled_receives(sock)
+            self.fd = loop._sock_fd(sock)  # it may have closed meanwhile
+        return self.take_unclaimed() if loop._unclaimed else None
+
+    def straggle(self):
+        if self.claims:
+            self.loop._cancelling.setdefault(self.sock, []).append(self)
+
+    def unstraggle(self):
+        cancelling = self.loop._cancelling
+        waiting = cancelling.get(self.sock)
+        if waiting and self in waiting:
+            waiting.remove(self)
+            if not waiting:
+                del cancelling[self.sock]
+
+    def fd_closed(self):
+        return closed_by_user(self.sock)
+
+    def abandon(self):
+        """Its socket was closed under it: cancel it, leave ``fut`` pending."""
+        self.abandoned = True
+        self.registry.discard(self)
+        self.cancel()
+
+
+class _Recv(SockOp):
     """sock_recv: into a provided buffer (nothing to allocate per call), or
     a buffer of its own when the kernel has none."""
     __slots__ = ("nbytes", "buf")
     claims = True
 
     def __init__(self, loop, sock, fd, nbytes):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.nbytes = nbytes
         self.buf = None
 
-    def claim(self):
+    def take_unclaimed(self):
         claimed = self.loop._claim(self.sock)
         return None if claimed is None else self.loop._fit(self.sock, claimed, self.nbytes)[0]
 
     def submit(self):
         loop = self.loop
-        if loop._recv_multishot:
-            return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
-        self.buf = buf = _new_uncleared("char[]", self.nbytes)
+        buf = self.buf
+        if buf is None:
+            if loop._recv_multishot:
+                return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
+            self.buf = buf = new_uncleared("char[]", self.nbytes)
         return loop._ring.submit_recv(self.fd, buf, self.nbytes, self)
 
     def complete(self, res, flags):
         fut = self.fut
         loop = self.loop
         if res == -errno.ENOBUFS and self.buf is None and not fut.done():
-            if self.closed_under():
-                return
             # Every provided buffer is in use: this one call allocates.
-            self.buf = buf = _new_uncleared("char[]", self.nbytes)
-            self.resubmit(loop._ring.submit_recv(self.fd, buf, self.nbytes, self))
+            self.buf = new_uncleared("char[]", self.nbytes)
+            self.resubmit()
             return
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         data = b""
         if res:
             # Copied now: a provided buffer goes back to the kernel next turn.
@@ -154,17 +200,17 @@ class _Recv(Op):
         self.loop._keep_unclaimed(self.sock, (result, None), oldest=True)
 
 
-class _RecvInto(Op):
+class _RecvInto(SockOp):
     """sock_recv_into: straight into the caller's buffer, pinned till settled."""
     __slots__ = ("buf", "target")
     claims = True
 
     def __init__(self, loop, sock, fd, buf, target):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.buf = buf
         self.target = target
 
-    def claim(self):
+    def take_unclaimed(self):
         claimed = self.loop._claim_into(self.sock, self.target, len(self.target))
         return None if claimed is None else claimed[0]
 
@@ -174,7 +220,7 @@ class _RecvInto(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         loop = self.loop
         target = self.target
         if fut.done():
@@ -192,7 +238,7 @@ class _RecvInto(Op):
         self.loop._keep_unclaimed(self.sock, (_repin(self.buf, result), None), oldest=True)
 
 
-class _RecvMsg(Op):
+class _RecvMsg(SockOp):
     """sock_recvfrom (``buf`` None: a buffer of its own, the result carries
     bytes) and sock_recvfrom_into (the caller's ``buf``, pinned as
     ``target``; the result carries a count)."""
@@ -200,7 +246,7 @@ class _RecvMsg(Op):
     claims = True
 
     def __init__(self, loop, sock, fd, buf, target, nbytes):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.buf = buf
         self.target = target
         self.nbytes = nbytes
@@ -211,7 +257,7 @@ class _RecvMsg(Op):
             return ffi.unpack(self.target, nbytes), addr
         return nbytes, addr
 
-    def claim(self):
+    def take_unclaimed(self):
         claimed = self.loop._claim_into(self.sock, self.target, self.nbytes)
         return None if claimed is None else self._result(*claimed)
 
@@ -222,7 +268,7 @@ class _RecvMsg(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         msg = self.msg
         addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)), msg.hdr.msg_namelen)
         loop = self.loop
@@ -246,11 +292,11 @@ class _RecvMsg(Op):
         self.loop._keep_unclaimed(self.sock, result, oldest=True)
 
 
-class _Accept(Op):
+class _Accept(SockOp):
     __slots__ = ()
     claims = True
 
-    def claim(self):
+    def take_unclaimed(self):
         return self.loop._claim(self.sock)
 
     def submit(self):
@@ -259,7 +305,7 @@ class _Accept(Op):
     def complete(self, res, flags):
         fut = self.fut
         if res < 0:
-            return self.fail(_os_error(res))
+            return self.fail(os_error(res))
         sock = self.sock
         try:
             # As socket.accept builds it (no syscalls to detect the kind).
@@ -287,34 +333,31 @@ class _Accept(Op):
         self.loop._keep_unclaimed(self.sock, result, oldest=True)
 
 
-class _SendAll(Op):
+class _SendAll(SockOp):
     __slots__ = ("source", "sent")
 
     def __init__(self, loop, sock, fd, source):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.source = source
         self.sent = 0
 
     def submit(self):
         source = self.source
-        return self.loop._ring.submit_send(self.fd, source, len(source), self, source)
+        sent = self.sent
+        return self.loop._ring.submit_send(self.fd, source + sent if sent else source,
+                                           len(source) - sent, self, source)
 
     def complete(self, res, flags):
         fut = self.fut
         if fut.done():
             return
         if res < 0:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
             return
-        source = self.source
-        sent = self.sent + res
-        if sent < len(source):
+        self.sent += res
+        if self.sent < len(self.source):
             # A short send (the kernel sends at most 1 GiB at a time): the rest.
-            if self.closed_under():
-                return
-            self.sent = sent
-            self.resubmit(self.loop._ring.submit_send(self.fd, source + sent,
-                                                      len(source) - sent, self, source))
+            self.resubmit()
             return
         fut.set_result(None)
 
@@ -322,11 +365,11 @@ class _SendAll(Op):
         ffi.release(self.source)
 
 
-class _SendTo(Op):
+class _SendTo(SockOp):
     __slots__ = ("source", "sockaddr")
 
     def __init__(self, loop, sock, fd, source, sockaddr):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.source = source
         self.sockaddr = sockaddr
 
@@ -340,7 +383,7 @@ class _SendTo(Op):
         if fut.done():
             return
         if res < 0:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
         else:
             fut.set_result(res)
 
@@ -348,11 +391,11 @@ class _SendTo(Op):
         ffi.release(self.source)
 
 
-class _Connect(Op):
+class _Connect(SockOp):
     __slots__ = ("sockaddr", "address")
 
     def __init__(self, loop, sock, fd, sockaddr, address):
-        super().__init__(loop, sock, fd)
+        SockOp.__init__(self, loop, sock, fd)
         self.sockaddr = sockaddr
         self.address = address
 
@@ -374,7 +417,7 @@ class _Connect(Op):
             # EINPROGRESS; other sockets fail at once, with the plain message.
             fut.set_exception(OSError(-res, f"Connect call failed {self.address}"))
         else:
-            fut.set_exception(_os_error(res))
+            fut.set_exception(os_error(res))
 
 
 class RingSocketOpsMixin:
@@ -475,10 +518,12 @@ class RingSocketOpsMixin:
     def _run_once(self):
         ops = self._sock_ops
         if ops:
-            # Abandon the ops whose socket the user closed (see
-            # _op.Op.abandon) before the loop may block: a closed socket
-            # must not wait for some unrelated wake-up.  With few ops, a
-            # check each time costs less than the timer below would.
+            # Abandon the ops whose socket the user closed (SockOp.abandon;
+            # the test is _ringfd.closed_by_user, written out here and in
+            # the scan since they run every turn) before the loop may
+            # block: a closed socket must not wait for some unrelated
+            # wake-up.  With few ops, a check each time costs less than the
+            # timer below would.
             if not self._ready and len(ops) <= _SCAN_ALWAYS:
                 for op in ops:
                     if op.sock.fileno() < 0:
@@ -533,11 +578,14 @@ class RingSocketOpsMixin:
     async def sock_recv(self, sock, n):
         if type(sock) is not socket.socket or self._debug:
             self._check_sock(sock, "recv")
-        if type(n) is not int or not 0 < n <= _MAX_RECV:
+        # A receive asks the kernel for at most MAX_IO_LEN: recv may return
+        # less than asked anyway, so a larger request gets what one receive
+        # brings, without allocating the difference.
+        if type(n) is not int or not 0 < n <= MAX_IO_LEN:
             n = _buffer_size(n, "recv")
             if n == 0:
                 return b""   # socket.recv(0) returns at once
-            n = min(n, _MAX_RECV)
+            n = min(n, MAX_IO_LEN)
         return await _Recv(self, sock, self._sock_fd(sock), n).run()
 
     async def sock_recv_into(self, sock, buf):
@@ -553,10 +601,10 @@ class RingSocketOpsMixin:
     async def sock_recvfrom(self, sock, bufsize):
         if type(sock) is not socket.socket or self._debug:
             self._check_sock(sock, "recvfrom")
-        if type(bufsize) is not int or not 0 <= bufsize <= _MAX_RECV:
-            bufsize = min(_buffer_size(bufsize, "recvfrom"), _MAX_RECV)
+        if type(bufsize) is not int or not 0 <= bufsize <= MAX_IO_LEN:
+            bufsize = min(_buffer_size(bufsize, "recvfrom"), MAX_IO_LEN)
         fd = self._sock_fd(sock)
-        buf = _new_uncleared("char[]", max(bufsize, 1))
+        buf = new_uncleared("char[]", max(bufsize, 1))
         return await _RecvMsg(self, sock, fd, None, buf, bufsize).run()
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
@@ -575,7 +623,7 @@ class RingSocketOpsMixin:
             ffi.release(target)
             raise
         fd = self._sock_fd(sock, target)
-        return await _RecvMsg(self, sock, fd, buf, target, min(nbytes, _MAX_RECV)).run()
+        return await _RecvMsg(self, sock, fd, buf, target, min(nbytes, MAX_IO_LEN)).run()
 
     async def sock_sendall(self, sock, data):
         if type(sock) is not socket.socket or self._debug:

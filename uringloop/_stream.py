@@ -22,8 +22,10 @@ The write buffer size is every byte the kernel has not confirmed.
 Closing: ``close()`` stops reading and lets queued writes finish;
 ``abort()`` drops them.  The socket is closed with ``connection_lost``,
 once nothing of this transport waits in the submission queue (the rule is
-in _transport.py); buffers the kernel still holds stay in the ops table or
-the send queue until their completions.  Protocol callbacks run from the
+_ringfd.py's; the receive in flight and the send queue are its operations,
+a native sendfile borrows the socket until it is over); buffers the
+kernel still holds stay in the ops table or the send queue until their
+completions.  Protocol callbacks run from the
 completion callbacks, in the transport's context, wrapped so that their
 errors take asyncio's paths.
 """
@@ -34,13 +36,12 @@ import socket
 from asyncio import constants, protocols, transports
 from asyncio.log import logger
 
-from ._sockops import _os_error
+from ._native import new_uncleared, os_error
+from ._ring import CQE_F_MORE
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi, lib
 
 _RECV_BUFFER_SIZE = 256 * 1024
-_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-_CQE_F_MORE = 1 << 1
 # Marks a received chunk already copied out of a provided buffer.
 _COPIED = object()
 _sendq_write = lib.ul_sendq_write
@@ -49,7 +50,6 @@ _sendq_notify_at = lib.ul_sendq_notify_at
 _SENDQ_EVENT_SHIFT = lib.UL_SENDQ_EVENT_SHIFT
 _SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
 _SENDQ_FAILED = lib.UL_SENDQ_FAILED
-_SENDQ_RELEASED = lib.UL_SENDQ_RELEASED
 # A send queue threshold no queue size reaches: "after the next send".
 _NEXT_COMPLETION = 1 << 62
 
@@ -82,6 +82,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         # through the ring like completions.
         self._sendq, self._sendq_events = self._ring.new_send_queue(
             self._sock_fd, self._in_context(self._on_send_event))
+        self._ring_fd.ops += 1   # until the queue is released
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -102,6 +103,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
                     self._sock_fd, self._in_context(self._on_recv_multishot))
             except OSError as exc:
                 self._fatal_error(exc, "Fatal read error on socket transport")
+            else:
+                self._ring_fd.ops += 1
             return
         if self._buffered:
             try:
@@ -117,7 +120,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
             owner = self._protocol
         else:
             if self._recv_buffer is None:
-                self._recv_buffer = _new_uncleared("char[]", _RECV_BUFFER_SIZE)
+                self._recv_buffer = new_uncleared("char[]", _RECV_BUFFER_SIZE)
             target = self._recv_buffer
             owner = None
         try:
@@ -126,15 +129,16 @@ class RingStreamTransport(RingTransport, transports.Transport):
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
+        self._ring_fd.ops += 1
         self._recv_target = (target, owner)
 
     def _on_recv_multishot(self, res, flags):
         # The data must be copied now: its provided buffer returns to the
         # kernel at the next turn.
-        if not flags & _CQE_F_MORE:
+        if not flags & CQE_F_MORE:
             self._recv_op = None
+            self._ring_fd.op_done()
         if self._conn_lost:
-            self._close_socket_if_idle()
             return
         if self._closing:
             return  # no data after close(): only the sends still drain
@@ -195,7 +199,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         elif res == 0:
             self._on_eof()
         else:
-            self._fatal_error(_os_error(res), "Fatal read error on socket transport")
+            self._fatal_error(os_error(res), "Fatal read error on socket transport")
 
     def _on_eof(self):
         if self._loop.get_debug():
@@ -234,7 +238,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if size > self._high_water:
             self._on_write_pressure(size - len(data))
         elif size < 0:
-            self._fatal_error(_os_error(size), "Fatal write error on socket transport")
+            self._fatal_error(os_error(size), "Fatal write error on socket transport")
 
     def writelines(self, list_of_data):
         # One copy into the queue instead of one per element.
@@ -275,13 +279,12 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if event == _SENDQ_DRAINED:
             self._on_send_progress(res)
         elif event == _SENDQ_FAILED:
-            self._fatal_error(_os_error(res), "Fatal write error on socket transport")
+            self._fatal_error(os_error(res), "Fatal write error on socket transport")
         else:
             # Released after its last send, or gone with the ring: either
             # way the queue must not be touched again.
             self._sendq = None
-            if event == _SENDQ_RELEASED:
-                self._close_socket_if_idle()
+            self._ring_fd.op_done()
 
     def _on_send_progress(self, size):
         if self._conn_lost:
@@ -312,11 +315,12 @@ class RingStreamTransport(RingTransport, transports.Transport):
             lib.ul_sendq_abort(self._sendq)
 
     def _release_writes(self):
-        if self._sendq is not None:
-            if not self._ring.release_send_queue(self._sendq, self._sendq_events):
-                return False  # UL_SENDQ_RELEASED comes with the last send
+        # Freed now, or by the last send still in the kernel, whose
+        # UL_SENDQ_RELEASED event ends the queue's operation on the socket.
+        queue = self._sendq
+        if queue is not None and self._ring.release_send_queue(queue, self._sendq_events):
             self._sendq = None
-        return True
+            self._ring_fd.op_done()
 
     def _on_write_drained(self):
         if self._empty_waiter is not None and not self._empty_waiter.done():
@@ -341,6 +345,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
         # asyncio's native sendfile waits on this before using the socket.
         if self._empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
+        # Its splices look the socket's fd number up in io-wq, whenever
+        # they run: the socket stays open until the sendfile is over.
+        self._ring_fd.borrow()
         self._empty_waiter = self._loop.create_future()
         if self._writes_pending():
             self._watch_send_queue()
@@ -350,8 +357,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     def _reset_empty_waiter(self):
         self._empty_waiter = None
-        if self._conn_lost:
-            self._close_socket_if_idle()  # deferred while sendfile used it
+        self._ring_fd.give_back()
 
     def close(self):
         if self._empty_waiter is not None:
@@ -359,11 +365,6 @@ class RingStreamTransport(RingTransport, transports.Transport):
         super().close()
         if not self._conn_lost and self._sendq is not None:
             self._watch_send_queue()  # connection_lost once the queue drains
-
-    def _close_socket_if_idle(self):
-        # loop.sendfile may still have operations in the kernel on the socket.
-        if self._empty_waiter is None:
-            super()._close_socket_if_idle()
 
     def can_write_eof(self):
         return True

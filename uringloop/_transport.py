@@ -6,20 +6,23 @@ supplies ``_start_reading`` (submit the next receive), ``_deliver(res,
 target)`` (hand a completed receive to the protocol) and its write path:
 ``get_write_buffer_size()``, ``_writes_pending()`` (something written is
 not sent yet), ``_abort_writes()`` (drop what is queued and cancel the send
-in flight) and ``_release_writes()`` (True once no send of the transport is
-left in the kernel).  This base owns the invariants around them:
+in flight) and ``_release_writes()`` (let go of the write side once
+connection_lost has run).  Every operation it submits on the socket is
+counted in ``_ring_fd`` (see _ringfd.py).  This base owns the invariants
+around them:
 
 * a receive that completes while reading is paused is held and delivered
   by ``resume_reading()``, so pausing never loses data;
 * ``close()`` stops reading and lets the send in flight (and everything
   queued behind it) finish before ``connection_lost(None)``; ``abort()``
   and fatal errors drop the queue and cancel both operations;
-* the socket is closed once ``connection_lost`` has run and nothing of
-  this transport waits in the submission queue: an operation the kernel
-  already holds (a cancelled receive, an aborted send) pins the file, not
-  the fd number, and its completion finds the transport by user_data, so
-  a reused fd number never meets an old operation while the peer sees
-  the close as promptly as with asyncio.
+* the socket is closed by the ring-owned fd rule (_ringfd.py) once
+  ``connection_lost`` has run: as soon as nothing of this transport waits
+  in the submission queue, since an operation the kernel already holds (a
+  cancelled receive, an aborted send) pins the file, not the fd number,
+  and its completion finds the transport by user_data; so a reused fd
+  number never meets an old operation while the peer sees the close as
+  promptly as with asyncio.
 
 Context: protocol callbacks run in a copy of the ``contextvars`` context
 current where the transport was created (``create_connection``'s caller,
@@ -34,6 +37,8 @@ import warnings
 
 from asyncio import transports, trsock
 from asyncio.log import logger
+
+from ._ringfd import RingFd
 
 # Python 3.13 made Server track its transports (for close_clients()).
 _SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
@@ -128,9 +133,10 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             except OSError:
                 self._extra["peername"] = None
         self._context = contextvars.copy_context()
+        self._ring = loop._ring
+        self._ring_fd = RingFd(self._ring)  # what is in flight on the socket
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self._ring = loop._ring
         self._server = server
         self._closing = False        # close() or abort() called
         self._conn_lost = False      # connection_lost scheduled
@@ -162,8 +168,8 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             # Collected with an op recorded in flight means its loop closed
             # first (the ops table holds our callbacks until completion).
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            if self._ring.closed or (self._recv_op is None and self._release_writes()):
-                self._sock.close()
+            self._release_writes()
+            self._ring_fd.close(self._sock.close)
 
     # -- protocol ------------------------------------------------------
     def set_protocol(self, protocol):
@@ -180,8 +186,11 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
         self._recv_op = None
         target, self._recv_target = self._recv_target, None
         if self._conn_lost:
-            self._close_socket_if_idle()
+            self._ring_fd.op_done()
             return
+        # op_done() without its closing check, which needs _conn_lost: a
+        # call less on the per-message path.
+        self._ring_fd.ops -= 1
         if self._closing:
             # close() cancelled this receive (-ECANCELED) while a send
             # drains: not a read error, and no data after close().
@@ -242,23 +251,14 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             server, self._server = self._server, None
             if server is not None:
                 server._detach(self) if _SERVER_TRACKS_TRANSPORTS else server._detach()
-            self._close_socket_if_idle()
+            # The transport submits nothing more on the socket (its receive
+            # is cancelled, its sends drained or aborted).
+            self._release_writes()
+            self._ring_fd.close(self._close_socket)
 
-    def _close_socket_if_idle(self):
-        # Called once connection_lost is scheduled: from then on the
-        # transport submits nothing more on this fd (its receive is
-        # cancelled, its sends drained or aborted), so once every queued
-        # SQE is in the kernel the fd may go (see the module header).
-        if self._sock is None:
-            return
-        # Released here whatever else is pending: once the fd is gone no
-        # later completion comes back through this method.
-        writes_done = self._release_writes()
-        if not (self._recv_op is None and writes_done):
-            try:
-                if not self._ring.submit_now():
-                    return  # closed again by the completions, see _on_recv
-            except OSError:
-                return
+    def _release_writes(self):
+        pass
+
+    def _close_socket(self):
         self._sock.close()
         self._sock = None
