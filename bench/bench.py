@@ -6,6 +6,8 @@ and uringloop, in one run, one part after the other:
   sendfile  bench/sendfile_bench.py: loop.sendfile of a 64 MiB file
   files     bench/files_bench.py (--quick unless --full), in a child process:
             uringloop's async files vs aiofiles vs run_in_executor
+  instructions  bench/instructions.py, only when asked for (--only): user-space
+            instructions per request under callgrind (about 12 minutes)
 
     python bench/bench.py            # short matrix (a couple of minutes)
     python bench/bench.py --full     # echo: 1/10/100 KiB x 1/10/100 connections x TCP/Unix
@@ -13,6 +15,7 @@ and uringloop, in one run, one part after the other:
                                      # 1 and 4 connections; files: the full file sizes
     python bench/bench.py --publish  # also copy the charts to bench/ and the tables into README.md
     python bench/bench.py --only http,sendfile --seconds 2    # some parts, shorter windows
+    python bench/bench.py --only instructions    # the callgrind figure (not in the default run)
     python bench/bench.py --only echo --uring-env URINGLOOP_SQPOLL=10
                                      # echo also on uringloop with a knob set (a server
                                      # "uringloop[SQPOLL=10]"; repeat for more variants,
@@ -64,6 +67,7 @@ import tempfile
 import time
 
 import http_bench
+import instructions
 import report
 import sendfile_bench
 from measure import (BENCH, BUILD, LOOPS, REPO, RESULTS, RUN_ERRORS, PinnedServer, environment,
@@ -72,7 +76,8 @@ from measure import (BENCH, BUILD, LOOPS, REPO, RESULTS, RUN_ERRORS, PinnedServe
 CLIENT = os.path.join(BUILD, "echo_client")
 C_SERVER = os.path.join(BUILD, "uring_echo")
 
-PARTS = ["echo", "http", "sendfile", "files"]
+DEFAULT_PARTS = ["echo", "http", "sendfile", "files"]
+PARTS = DEFAULT_PARTS + ["instructions"]   # the callgrind pass takes too long for the main job
 STYLES = ["protocol", "streams", "sock"]
 STRACE_CASE = {"size": 1024, "conns": 100}   # the cases the syscall pass covers
 
@@ -260,8 +265,9 @@ def main(argv):
                         help="window of each syscall-pass run (0 skips the passes)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds per case; the report keeps each server's median run")
-    parser.add_argument("--only", metavar="PART,...", default=",".join(PARTS),
-                        help=f"run only these of {','.join(PARTS)} (all by default)")
+    parser.add_argument("--only", metavar="PART,...", default=",".join(DEFAULT_PARTS),
+                        help=f"run only these of {','.join(PARTS)} "
+                             f"(by default {','.join(DEFAULT_PARTS)})")
     parser.add_argument("--publish", action="store_true",
                         help="copy the charts to bench/ and the tables into README.md")
     parser.add_argument("--uring-env", metavar="NAME=VALUE ...", action="append", default=[],
@@ -296,6 +302,13 @@ def main(argv):
         print("-- files: bench/files_bench.py" + ("" if args.full else " --quick") + " --",
               flush=True)
         data["files"] = run_files(args.full)
+    if "instructions" in parts:
+        print("-- instructions: user-space instructions per request under callgrind "
+              "(fixed request counts), then each cell's native CPU per request --", flush=True)
+        data["instructions"] = instructions.run(
+            args.full, CLIENT, server_command,
+            lambda server, case: run_one(server, case, args.warmup, args.seconds, traced=False),
+            args.seconds)
     env["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     env["wall_seconds"] = round(time.monotonic() - started, 1)
     env["matrix"] = "full" if args.full else "short"
@@ -319,7 +332,8 @@ def main(argv):
     if args.publish:
         report.publish(data, markdown, charts)
         print("published: the charts in bench/ and the benchmark section of README.md")
-    runs = data["results"] + data.get("http", []) + data.get("sendfile", [])
+    runs = (data["results"] + data.get("http", []) + data.get("sendfile", [])
+            + data.get("instructions", []))
     failed = any("error" in run for run in runs) or "error" in data.get("files", {})
     return 1 if failed else 0
 

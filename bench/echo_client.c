@@ -15,6 +15,16 @@
  *   attaches strace) exactly between START and STOP, so the server's work
  *   and the counted requests cover the same window.
  *
+ * With --requests N (bench/instructions.py, the server under callgrind) the
+ * phases are counts instead of times: every connection makes W warm-up
+ * requests (--warmup-requests), then, with nothing in flight, "START" ->
+ * the client waits for one line on stdin (the driver's go, sent once it
+ * has switched the server's instrumentation on; EOF also means go) ->
+ * exactly N requests per connection -> "STOP" as the last one completes,
+ * nothing in flight -> the JSON line -> the connections stay open until
+ * stdin reaches EOF (the driver closes it once the window is shut), so the
+ * server's work on the closes stays out of the window too.
+ *
  * Every echoed byte is compared with what was sent; each message carries its
  * connection's index and its sequence number, so bytes of another connection
  * or of an earlier request are caught too.
@@ -50,6 +60,7 @@ struct conn {
     int in_flight;      /* a request is outstanding */
     int want_out;       /* EPOLLOUT is registered (a write was partial) */
     uint64_t started;   /* ns timestamp of the current request's first write */
+    long left;          /* --requests mode: requests still to start in this phase */
 };
 
 struct samples {        /* latencies of requests completed in the window */
@@ -82,7 +93,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: echo_client (--tcp HOST:PORT | --unix PATH) [--conns N] [--size BYTES]\n"
-            "                   [--warmup SECONDS] [--seconds SECONDS]\n");
+            "                   [--warmup SECONDS] [--seconds SECONDS]\n"
+            "                   [--requests N [--warmup-requests W]]   (per connection)\n");
     exit(1);
 }
 
@@ -185,6 +197,7 @@ static void pump_write(int ep, struct conn *c, size_t size)
 static void start_request(int ep, struct conn *c, size_t size)
 {
     c->seq++;
+    c->left--;
     memcpy(c->msg, &c->seq, size < sizeof c->seq ? size : sizeof c->seq);
     c->sent = c->received = 0;
     c->in_flight = 1;
@@ -198,6 +211,7 @@ int main(int argc, char **argv)
     long nconns = 100;
     size_t size = 1024;
     double warmup = 1.0, seconds = 5.0;
+    long counted = 0, warmup_requests = 0;   /* --requests mode when counted > 0 */
 
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
@@ -214,10 +228,15 @@ int main(int argc, char **argv)
             warmup = atof(argv[++i]);
         else if (!strcmp(argv[i], "--seconds"))
             seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--requests"))
+            counted = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup-requests"))
+            warmup_requests = atol(argv[++i]);
         else
             usage();
     }
-    if (!tcp == !unix_path || nconns < 1 || size < 1 || seconds <= 0 || warmup < 0)
+    if (!tcp == !unix_path || nconns < 1 || size < 1 || seconds <= 0 || warmup < 0
+        || counted < 0 || warmup_requests < 0)
         usage();
 
     size_t scratch_len = 256 * 1024;
@@ -253,16 +272,46 @@ int main(int argc, char **argv)
     uint64_t t_start = 0, t_stop = 0, drain_deadline = 0;
     double cpu_start = 0, cpu_stop = 0;
     enum phase phase = WARMUP;
-    long in_flight = nconns;
+    long in_flight = 0;
     uint64_t requests = 0;
 
-    for (long i = 0; i < nconns; i++)
-        start_request(ep, &conns[i], size);
+    for (long i = 0; i < nconns; i++) {
+        conns[i].left = counted ? warmup_requests : -1;   /* -1: time-based, no quota */
+        if (conns[i].left) {
+            start_request(ep, &conns[i], size);
+            in_flight++;
+        }
+    }
 
-    while (in_flight > 0) {
+    for (;;) {
+        if (in_flight == 0 && phase == MEASURE) {   /* --requests: the last one completed */
+            phase = DRAIN;
+            t_stop = now_ns();
+            cpu_stop = cpu_seconds();
+            printf("STOP\n");
+            fflush(stdout);
+        }
+        if (in_flight == 0 && phase == DRAIN)
+            break;
+        if (in_flight == 0) {
+            /* --requests mode, warm-up done and nothing in flight: wait for
+             * the go, then start the window on every connection at once */
+            printf("START\n");
+            fflush(stdout);
+            for (int ch = getchar(); ch != EOF && ch != '\n'; ch = getchar())
+                ;
+            phase = MEASURE;
+            t_start = now_ns();
+            cpu_start = cpu_seconds();
+            for (long i = 0; i < nconns; i++) {
+                conns[i].left = counted;
+                start_request(ep, &conns[i], size);
+                in_flight++;
+            }
+        }
         uint64_t now = now_ns();
         uint64_t next = phase == WARMUP ? measure_at : phase == MEASURE ? stop_at : drain_deadline;
-        int timeout_ms = now >= next ? 0 : (int)((next - now) / 1000000u) + 1;
+        int timeout_ms = counted ? -1 : now >= next ? 0 : (int)((next - now) / 1000000u) + 1;
         int n = epoll_wait(ep, events, (int)nconns, timeout_ms);
         if (n < 0) {
             if (errno == EINTR)
@@ -270,14 +319,14 @@ int main(int argc, char **argv)
             die("epoll_wait");
         }
         now = now_ns();
-        if (phase == WARMUP && now >= measure_at) {
+        if (!counted && phase == WARMUP && now >= measure_at) {
             phase = MEASURE;
             t_start = now;
             cpu_start = cpu_seconds();
             printf("START\n");
             fflush(stdout);
         }
-        if (phase == MEASURE && now >= stop_at) {
+        if (!counted && phase == MEASURE && now >= stop_at) {
             phase = DRAIN;
             t_stop = now;
             cpu_stop = cpu_seconds();
@@ -319,7 +368,7 @@ int main(int argc, char **argv)
                 requests++;
                 sample_add(&samples, done - c->started);
             }
-            if (phase != DRAIN) {
+            if (phase != DRAIN && c->left != 0) {
                 start_request(ep, c, size);
                 in_flight++;
             }
@@ -330,9 +379,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "echo_client: ended before the window closed\n");
         return 1;
     }
-    for (long i = 0; i < nconns; i++)
-        close(conns[i].fd);
-
     qsort(samples.ns, samples.len, sizeof *samples.ns, cmp_u32);
     double window = (double)(t_stop - t_start) / 1e9;
     printf("{\"requests\": %llu, \"seconds\": %.6f, \"rps\": %.1f, "
@@ -344,5 +390,11 @@ int main(int argc, char **argv)
            percentile_us(&samples, 0.99), percentile_us(&samples, 0.999),
            percentile_us(&samples, 1.0), (cpu_stop - cpu_start) / window,
            nconns, size, in_flight);
+    fflush(stdout);
+    if (counted)   /* the closes are the server's work too: keep them out of its window */
+        while (getchar() != EOF)
+            ;
+    for (long i = 0; i < nconns; i++)
+        close(conns[i].fd);
     return 0;
 }

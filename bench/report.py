@@ -17,6 +17,10 @@ Owns presentation only.  Input is the JSON that bench/bench.py saves:
                with the case (conns) and MB/s instead of requests/s
   files        bench/files_bench.py's cells (contender -> rate per workload),
                or {"error": ...}
+  instructions bench/instructions.py's runs: kind "callgrind" (user-space
+               instructions per request, "ir_per_req"), "callgrind-half"
+               (the same at half the requests) and "timing" (the native
+               run of the same cell, for its CPU µs per request)
 
 Timing runs give the speed, latency and CPU; strace runs give syscalls per
 request; both are joined here by (server, case).  The C echo server's runs
@@ -82,6 +86,17 @@ def http_key(run):
 
 def http_label(key):
     return f"{key[0]} ×{key[1]}"
+
+
+def instructions_key(run):
+    """(style or app, message size, connections); an echo case's style
+    comes first, so that Table finds the C server under style "c"."""
+    return (run.get("style") or run["app"], run.get("size"), run["conns"])
+
+
+def instructions_label(key):
+    what, size, conns = key
+    return f"{what} ×{conns}" if size is None else f"{what} echo {size_label(size)} ×{conns}"
 
 
 def sendfile_key(run):
@@ -275,6 +290,50 @@ def sendfile_detail_table(table):
     return "\n".join(lines)
 
 
+STEADY = 0.01   # the two callgrind runs of a cell agree within this share
+
+
+def unsteady(full, half):
+    return full is not None and half is not None and abs(half / full - 1) > STEADY
+
+
+def instructions_tables(table):
+    """Instructions per request of every server side by side with
+    uringloop's ratio to uvloop's, then per server the check run at half
+    the requests and the native CPU µs per request next to it."""
+    def value(kind, server, case):
+        return table.value(kind, server, case, "ir_per_req")
+
+    summary = ["| case | " + " | ".join(NAMES[s] for s in ECHO_SERVERS) + " | uringloop / uvloop |",
+               "|---|" + "--:|" * (len(ECHO_SERVERS) + 1)]
+    detail = ["| case | server | instructions/req | at half the requests | difference "
+              "| idle instructions/s | native CPU µs/req | native req/s |",
+              "|---|---|--:|--:|--:|--:|--:|--:|"]
+    c_shown = set()   # the C server has no styles: one line per shape
+    for case in table.cases:
+        cells = [fmt(value("callgrind", server, case), ",.0f")
+                 + (" ‡" if unsteady(value("callgrind", server, case),
+                                     value("callgrind-half", server, case)) else "")
+                 for server in ECHO_SERVERS]
+        summary.append(f"| {instructions_label(case)} | " + " | ".join(cells) + " | "
+                       + ratio(value("callgrind", "uringloop", case),
+                               value("callgrind", "uvloop", case)) + " |")
+        for server in ECHO_SERVERS:
+            full, half = value("callgrind", server, case), value("callgrind-half", server, case)
+            if full is None and half is None or server == "c" and case[1:] in c_shown:
+                continue
+            if server == "c":
+                c_shown.add(case[1:])
+            change = "—" if full is None or half is None else f"{half / full - 1:+.2%}"
+            change += " ‡" if unsteady(full, half) else ""
+            idle = table.value("callgrind", server, case, "idle_ir_per_s")
+            detail.append(f"| {instructions_label(case)} | {NAMES[server]} | {fmt(full, ',.0f')} "
+                          f"| {fmt(half, ',.0f')} | {change} | {fmt(idle, ',.0f')} "
+                          f"| {fmt(table.value('timing', server, case, 'cpu_us_per_req'), '.1f')} "
+                          f"| {fmt(table.value('timing', server, case, 'rps'), ',.0f')} |")
+    return "\n".join(summary), "\n".join(detail)
+
+
 def files_table(files):
     """bench/files_bench.py's cells: one row per workload, one column per
     contender, and uringloop's ratio to aiofiles and to the executor."""
@@ -294,7 +353,8 @@ def files_table(files):
 def errors(data):
     parts = (("echo", data["results"], echo_key, echo_label),
              ("HTTP", data.get("http", []), http_key, http_label),
-             ("sendfile", data.get("sendfile", []), sendfile_key, sendfile_label))
+             ("sendfile", data.get("sendfile", []), sendfile_key, sendfile_label),
+             ("instructions", data.get("instructions", []), instructions_key, instructions_label))
     items = [f"- {part} {run['kind']} {name(run['server'])} {label(key(run))}: {run['error']}"
              for part, runs, key, label in parts for run in runs if "error" in run]
     if "error" in data.get("files", {}):
@@ -371,6 +431,32 @@ def files_section(data):
         files_table(files)] + files["notes"]
 
 
+def instructions_section(data):
+    summary, detail = instructions_tables(Table(data["instructions"], instructions_key))
+    return [
+        "### Instructions per request",
+        "User-space instructions per request (`bench/instructions.py`, "
+        "`bench/bench.py --only instructions`): each server under `valgrind "
+        "--tool=callgrind`, TCP, instrumentation switched on after a warm-up and off "
+        "once the server has finished the last of an exact number of requests "
+        "(`bench/echo_client.c --requests`; for uvicorn `bench/http_count_client.py`). "
+        "Every instruction the server process ran in user space counts (interpreter, "
+        "extensions, libc), the kernel's do not; under callgrind the server is the "
+        "bottleneck, so every loop turn finds all connections ready.  It does not "
+        "depend on other work on the machine, so it is the figure to compare changes "
+        "with; ratio < 1× means uringloop runs fewer:",
+        summary,
+        "Each cell ran twice, in two processes, the second time with half the requests: "
+        "the difference shows how far the figure is from exact.  What a server runs "
+        "while idle (uvicorn's 0.1 s tick), measured for a second after the window, is "
+        "taken out pro rata of the window's length.  Native CPU µs per request and "
+        "requests/s come from one ordinary timing run of the same cell:",
+        detail,
+        f"‡ the two runs differ by more than {STEADY:.0%}: that server's path depends on "
+        "timing (say, whether the next request is already there when it reads), so its "
+        "figure is not load-independent."]
+
+
 def markdown(data):
     """The whole report: provenance, then each part's ratio summary, per-run
     details and syscalls, then any failed runs."""
@@ -383,6 +469,8 @@ def markdown(data):
         parts += sendfile_section(data)
     if "rows" in data.get("files", {}):
         parts += files_section(data)
+    if data.get("instructions"):
+        parts += instructions_section(data)
     parts.append(errors(data))
     return "\n\n".join(part for part in parts if part) + "\n"
 
