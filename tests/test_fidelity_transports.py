@@ -461,3 +461,30 @@ def test_closed_transports_leave_nothing_in_the_ops_table(uloop, how):
 
     before, after = run(uloop, main())
     assert after == before
+
+
+def test_server_serves_a_connection_reset_before_accept(loop):
+    """asyncio's server makes a protocol for a connection whose client
+    reset it before the accept ran (it then sees the reset); uringloop
+    used to drop it silently."""
+    import struct
+
+    async def main():
+        protocols = []
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname())
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # RST while the connection waits in the accept queue
+        server = await loop.create_server(
+            lambda: protocols.append(Recording()) or protocols[-1], sock=listener)
+        for _ in range(200):
+            if protocols and protocols[0].lost.done():
+                break
+            await asyncio.sleep(0.005)
+        server.close()
+        await server.wait_closed()
+        return [sorted(p.seen) for p in protocols]
+
+    seen = run(loop, main())
+    assert len(seen) == 1
+    assert "connection_made" in seen[0] and "connection_lost" in seen[0]

@@ -27,6 +27,8 @@ import socket
 from asyncio import constants, trsock
 from asyncio.log import logger
 
+from . import _sockaddr
+
 from ._native import os_error
 from ._ring import CQE_F_MORE
 
@@ -98,10 +100,12 @@ class RingServerMixin:
         conn = socket.socket(sock.family, sock.type, sock.proto, fileno=conn_fd)
         conn.setblocking(False)
         try:
-            peername = conn.getpeername()
+            # Even for a peer that reset the connection before it was
+            # accepted: asyncio serves those too (the protocol then sees
+            # the reset), as accept(2) returned the address.
+            peername = _sockaddr.peername(conn)
         except OSError:
-            conn.close()  # reset before we saw it: nothing to serve
-            return
+            peername = None
         if self._debug:
             logger.debug("%r got a new connection from %r: %r", server, peername, conn)
         self.create_task(self._accept_connection2(
