@@ -37,10 +37,6 @@ import time
 # -m uringloop info`` lists them where the extension cannot load), so the
 # functions that touch a ring import it themselves.
 
-_CQE_F_MORE = 1 << 1
-_CQE_F_BUFFER = 1 << 0
-_OP_FTRUNCATE = 55  # IORING_OP_FTRUNCATE
-
 # Every optional path a loop takes when the kernel has it: name -> (what it
 # is, the kernel that brought it, what the loop does without it).  These
 # are the names URINGLOOP_DISABLE takes.
@@ -224,6 +220,7 @@ def _wait_for(ring, results, deadline_s=2.0):
 
 
 def _test_multishot_accept(ring):
+    from ._uring import lib
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -242,13 +239,15 @@ def _test_multishot_accept(ring):
         if res < 0:
             return f"the kernel refused it ({os.strerror(-res)})"
         # A kernel that ignored the flag accepted once and disarmed.
-        return None if flags & _CQE_F_MORE else "the kernel accepted once and disarmed"
+        return (None if flags & lib.IORING_CQE_F_MORE
+                else "the kernel accepted once and disarmed")
     finally:
         client.close()
         listener.close()
 
 
 def _test_multishot_recv(ring):
+    from ._uring import lib
     if not ring.enable_receive_buffers(count=2, size=64):
         return "no provided-buffer ring"
     ours, peer = socket.socketpair()
@@ -264,7 +263,8 @@ def _test_multishot_recv(ring):
             return f"the kernel refused it ({os.strerror(-res)})"
         # A kernel that ignores the flag receives zero bytes into the
         # zero-length request: it would look like end of stream.
-        if res != 1 or not flags & _CQE_F_BUFFER or not flags & _CQE_F_MORE:
+        if (res != 1 or not flags & lib.IORING_CQE_F_BUFFER
+                or not flags & lib.IORING_CQE_F_MORE):
             return "the kernel ignored the multishot flag"
         return None
     finally:
@@ -381,7 +381,7 @@ def configure(ring, knobs):
 
     if "ftruncate" in disabled:
         off["ftruncate"] = "URINGLOOP_DISABLE"
-    elif _OP_FTRUNCATE in ring.supported_opcodes():
+    elif lib.UL_IORING_OP_FTRUNCATE in ring.supported_opcodes():
         on.add("ftruncate")
     else:
         off["ftruncate"] = "not in the kernel's opcode probe"
