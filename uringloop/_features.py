@@ -220,6 +220,7 @@ def _wait_for(ring, results, deadline_s=2.0):
 
 
 def _test_multishot_accept(ring):
+    from ._op import RingCallback
     from ._uring import lib
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -227,8 +228,9 @@ def _test_multishot_accept(ring):
         listener.bind("")  # an abstract address chosen by the kernel
         listener.listen(4)
         got = []
-        ring.submit_accept_multishot(listener.fileno(), socket.SOCK_CLOEXEC,
-                                     lambda res, flags: got.append((res, flags)))
+        ring.submit_accept_multishot(
+            listener.fileno(), socket.SOCK_CLOEXEC,
+            RingCallback(lambda res, flags: got.append((res, flags)), returns_fd=True))
         client.connect(listener.getsockname())
         _wait_for(ring, got)
         if not got:
@@ -247,13 +249,15 @@ def _test_multishot_accept(ring):
 
 
 def _test_multishot_recv(ring):
+    from ._op import RingCallback
     from ._uring import lib
     if not ring.enable_receive_buffers(count=2, size=64):
         return "no provided-buffer ring"
     ours, peer = socket.socketpair()
     try:
         got = []
-        ring.submit_recv_multishot(ours.fileno(), lambda res, flags: got.append((res, flags)))
+        ring.submit_recv_multishot(ours.fileno(),
+                                   RingCallback(lambda res, flags: got.append((res, flags))))
         peer.send(b"x")
         _wait_for(ring, got)
         if not got:

@@ -45,6 +45,7 @@ from ._files_args import (OFF_MAX, bytes_view, c_int, c_long, optional_size,
 from ._files_ops import (CLOSED, CLOSED_PLAIN, CallGroup, LineReading, Pinned, capped,
                          capped_vecs, engine_for, fspath_bytes, perform)
 from ._native import new_uncleared, os_error
+from ._op import RingCallback
 from ._files_text import AsyncTextFile
 from ._uring import ffi
 
@@ -833,7 +834,8 @@ class AsyncFile(LineReading):
 
     def _close_now(self, done):
         fd, self._fd = self._fd, -1
-        if not self._writable and self._engine.close_detached(fd, self._report_close_error):
+        if not self._writable and self._engine.close_detached(
+                fd, RingCallback(self._report_close_error)):
             # close(2) of a read-only file has no data to lose, and the
             # request is already in the kernel: nobody need wait for it.
             done.set_result(None)
@@ -844,7 +846,7 @@ class AsyncFile(LineReading):
                 done.set_exception(os_error(res))
             else:
                 done.set_result(None)
-        self._engine.close(fd, on_close)
+        self._engine.close(fd, RingCallback(on_close))
 
     def _report_close_error(self, res, flags):
         if res < 0:
@@ -909,7 +911,7 @@ def _lseek_works(fd):
 def _close_later(engine, fd):
     """Close an fd nobody will use (a cancelled or failed open), without
     waiting for the result."""
-    engine.close(fd, lambda res, flags: None)
+    engine.close(fd, RingCallback(lambda res, flags: None))
 
 
 class _Opening:

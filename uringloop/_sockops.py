@@ -295,6 +295,7 @@ class _RecvMsg(SockOp):
 class _Accept(SockOp):
     __slots__ = ()
     claims = True
+    returns_fd = True
 
     def take_unclaimed(self):
         return self.loop._claim(self.sock)

@@ -37,6 +37,7 @@ from asyncio import constants, protocols, transports
 from asyncio.log import logger
 
 from ._native import new_uncleared, os_error
+from ._op import RingCallback
 from ._ring import CQE_F_MORE
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi, lib
@@ -100,7 +101,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if not self._buffered and self._loop._recv_multishot:
             try:
                 self._recv_op = self._ring.submit_recv_multishot(
-                    self._sock_fd, self._in_context(self._on_recv_multishot))
+                    self._sock_fd, RingCallback(self._in_context(self._on_recv_multishot)))
             except OSError as exc:
                 self._fatal_error(exc, "Fatal read error on socket transport")
             else:
@@ -125,7 +126,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
             owner = None
         try:
             self._recv_op = self._ring.submit_recv(self._sock_fd, target, len(target),
-                                                   self._in_context(self._on_recv))
+                                                   RingCallback(self._in_context(self._on_recv)))
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return

@@ -28,7 +28,7 @@ Context: protocol callbacks run in a copy of the ``contextvars`` context
 current where the transport was created (``create_connection``'s caller,
 or ``create_server``'s for an accepted connection), as with asyncio, whose
 reader and writer handles copy it then; completion callbacks are entered
-through ``_in_context``.
+through ``_in_context`` (in the _ring.RingCallback a submission takes).
 """
 import contextvars
 import functools
