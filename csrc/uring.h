@@ -169,7 +169,7 @@ int ul_sendq_release(struct ul_sendq *q);
 /* Sends the kernel still holds, over all queues of the ring. */
 unsigned ul_ring_sends_in_flight(struct ul_ring *ring);
 
-/* ---- file operations (csrc/files.c; used by uringloop/_files_ops.py) ----
+/* ---- file operations (csrc/files.c; used by uringloop/files/_ops.py) ----
  * Offsets of -1 mean "the fd's own position" (streams, O_APPEND).  Paths,
  * buffers, iovec arrays and statx buffers stay alive until the completion,
  * like every other pointer handed to ul_prep_*.  ul_prep_ftruncate needs

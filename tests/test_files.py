@@ -28,7 +28,7 @@ import warnings
 import pytest
 
 import uringloop
-from uringloop import _files_ops
+from uringloop.files import _ops as _files_ops
 from uringloop._uring import ffi
 
 from .conftest import run

@@ -371,7 +371,7 @@ class Ring:
     def submit(self, prep, args, entry, keepalive):
         """Queue any operation ``prep(ring, *args, user_data)`` (a
         ``lib.ul_prep_*`` function); ``keepalive`` stays in the entry
-        until its completion.  Used by the file operations (_files_ops)
+        until its completion.  Used by the file operations (files/_ops.py)
         and read pipes."""
         ud = self._new_user_data()
         return self._start(prep(self._ptr, *args, ud), ud, entry, keepalive)

@@ -30,11 +30,11 @@ them has settled.
 import errno
 import os
 
-from ._files_args import optional_size
-from ._native import MAX_IO_LEN, os_error
-from ._op import Op
-from ._ringfd import RingFd
-from ._uring import ffi, lib
+from ._args import optional_size
+from .._native import MAX_IO_LEN, os_error
+from .._op import Op
+from .._ringfd import RingFd
+from .._uring import ffi, lib
 
 # The most one read or write request moves.  An SQE's length is 32 bits
 # (a longer one would not even reach the kernel), and Linux moves at most
