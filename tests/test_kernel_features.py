@@ -124,6 +124,8 @@ def test_each_path_forced_off_still_echoes(monkeypatch, tmp_path, name):
         assert by_opcode["ACCEPT"] >= 2 * 4 + 3
     if name in ("multishot_recv", "buffer_ring", "all"):
         assert not loop._recv_multishot
+    if name in ("buffer_ring", "all"):
+        assert not loop._recv_provided
         assert stats["buffers"]["count"] == 0
     if name in ("ftruncate", "all"):
         assert "FTRUNCATE" not in by_opcode
@@ -166,7 +168,8 @@ def test_a_failed_feature_test_turns_the_path_off(monkeypatch, tmp_path):
     paths = stats["config"]["paths"]
     assert paths["multishot_accept"] == "off: the kernel accepted once and disarmed"
     assert paths["multishot_recv"] == "off: the kernel ignored the multishot flag"
-    assert paths["buffer_ring"] == "off: not needed without multishot_recv"
+    # sock_recv still takes provided buffers.
+    assert paths["buffer_ring"] == "on" and loop._recv_provided
     assert not loop._recv_multishot and not loop._accept_multishot
 
 
@@ -262,3 +265,52 @@ def test_napi(monkeypatch, tmp_path):
     _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_NAPI="50")
     assert stats["config"]["paths"]["napi"] == "on"
     assert stats["config"]["knobs"]["URINGLOOP_NAPI"] == "50"
+
+
+async def receive_paths(loop):
+    """(RECV SQEs for 20 Protocol echoes over one connection, the most
+    provided buffers held while 5 sock_recv calls ran)."""
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    before = loop.ring_stats()["sqes_by_opcode"].get("RECV", 0)
+    for i in range(20):
+        writer.write(b"%d" % i)
+        assert await reader.readexactly(len(b"%d" % i)) == b"%d" % i
+    stream_recvs = loop.ring_stats()["sqes_by_opcode"]["RECV"] - before
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
+        for _ in range(5):
+            await loop.sock_sendall(a, b"ping")
+            assert await loop.sock_recv(b, 100) == b"ping"
+    return stream_recvs, loop.ring_stats()["buffers"]["high_water"]
+
+
+@pytest.mark.parametrize("disabled", ["", "multishot_recv", "buffer_ring"])
+def test_buffer_ring_and_multishot_recv_switch_apart(monkeypatch, disabled):
+    """Each switch turns off its own path only: without multishot_recv a
+    Protocol transport posts one RECV per read while sock_recv still takes
+    provided buffers; without buffer_ring neither has provided buffers (a
+    multishot receive needs them)."""
+    monkeypatch.setenv("URINGLOOP_DISABLE", disabled)
+    loop = new_strict_loop("uringloop")
+    try:
+        stream_recvs, high_water = run(loop, receive_paths(loop), timeout=30)
+        paths = loop.ring_stats()["config"]["paths"]
+    finally:
+        finish_strict_loop(loop)
+    multishot = disabled == ""
+    provided = disabled != "buffer_ring"
+    assert (paths["multishot_recv"] == "on") == multishot
+    assert (paths["buffer_ring"] == "on") == provided
+    if disabled == "buffer_ring":
+        assert paths["multishot_recv"] == "off: needs buffer_ring"
+    # One armed receive for all 20 messages, or one receive per message.
+    assert (stream_recvs <= 1) if multishot else (stream_recvs >= 20)
+    # Only sock_recv takes provided buffers once the multishot is off.
+    assert (high_water >= 1) == provided

@@ -49,10 +49,11 @@ PATHS = {
     "registered_ring_fd": ("the ring fd registered for its one issuer thread "
                            "(SINGLE_ISSUER rings only)", "5.18",
                            "each enter looks the ring fd up"),
-    "buffer_ring": ("a ring of provided receive buffers", "5.19",
-                    "receives go into buffers of their own"),
-    "multishot_recv": ("one armed receive per stream transport drawing on the buffer "
-                       "ring; sock_recv into provided buffers", "6.0",
+    "buffer_ring": ("a ring of provided receive buffers: sock_recv takes one per call, "
+                    "multishot receives draw on it", "5.19",
+                    "sock_recv allocates a buffer per call; no multishot receive"),
+    "multishot_recv": ("one armed receive per Protocol stream transport, drawing on "
+                       "the buffer ring", "6.0",
                        "one receive per read, into the transport's buffer"),
     "multishot_accept": ("one armed accept per listening socket", "5.19",
                          "one accept per connection, re-armed after each"),
@@ -368,20 +369,17 @@ def configure(ring, knobs):
             off[name] = tested[name]
         else:
             on.add(name)
-    # The buffer ring's one user is the multishot receive (and sock_recv,
-    # which takes provided buffers on the same condition).
+    # sock_recv takes provided buffers whenever the ring has them; a
+    # multishot receive cannot do without them.
     if "buffer_ring" in disabled:
         off["buffer_ring"] = "URINGLOOP_DISABLE"
-        if "multishot_recv" in on:
-            on.discard("multishot_recv")
-            off["multishot_recv"] = "needs buffer_ring"
-    elif "multishot_recv" not in on:
-        off["buffer_ring"] = "not needed without multishot_recv"
     elif ring.enable_receive_buffers(*(knobs.buffers or ())):
         on.add("buffer_ring")
     else:
-        off["buffer_ring"] = off["multishot_recv"] = "the kernel refused the registration"
+        off["buffer_ring"] = "the kernel refused the registration"
+    if "multishot_recv" in on and "buffer_ring" not in on:
         on.discard("multishot_recv")
+        off["multishot_recv"] = "needs buffer_ring"
 
     if "ftruncate" in disabled:
         off["ftruncate"] = "URINGLOOP_DISABLE"

@@ -61,7 +61,9 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # The optional paths this kernel offers, less those switched off.
         self._features = _features.configure(self._ring, knobs)
         self._accept_multishot = "multishot_accept" in self._features.on
-        # Multishot receives draw from provided buffers.
+        # sock_recv takes provided buffers; Protocol streams arm multishot
+        # receives (which draw on the same buffers).
+        self._recv_provided = "buffer_ring" in self._features.on
         self._recv_multishot = "multishot_recv" in self._features.on
         self._final_stats = None  # ring_stats() as the loop closed
         _stats.track(self)
