@@ -215,7 +215,7 @@ def test_a_misspelt_path_is_an_error(monkeypatch, value, message):
     ("URINGLOOP_SQ_ENTRIES", "lots"), ("URINGLOOP_CQ_ENTRIES", "8"),
     ("URINGLOOP_BUFFERS", "512"), ("URINGLOOP_BUFFERS", "500x4k"),
     ("URINGLOOP_BUFFERS", "8x0"), ("URINGLOOP_BUFFERS", "8x2G"),
-    ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"),
+    ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"), ("URINGLOOP_FIXED_FILES", "yes"),
 ])
 def test_a_bad_knob_is_an_error_not_a_silent_fallback(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -314,3 +314,129 @@ def test_buffer_ring_and_multishot_recv_switch_apart(monkeypatch, disabled):
     assert (stream_recvs <= 1) if multishot else (stream_recvs >= 20)
     # Only sock_recv takes provided buffers once the multishot is off.
     assert (high_water >= 1) == provided
+
+
+def test_fixed_files(monkeypatch, tmp_path):
+    """Stream transports (Protocol, BufferedProtocol, streams) echo through
+    registered slots; every slot is free again once they closed."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    loop, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_FIXED_FILES="1")
+    assert stats["config"]["paths"]["fixed_files"] == "on"
+    files = stats["config"]["fixed_files"]
+    assert files["slots"] == _features.fixed_file_slots() > 0
+    # Three connections to each of three servers, a transport at each end
+    # but the sock_* server's.
+    assert files["installed"] == 3 * 2 + 3 * 2 + 3
+    assert files["table_full"] == files["refused"] == 0
+    assert loop._ring.closed
+
+
+class ClosingEcho(Echo):
+    def __init__(self, made, lost):
+        self.made = made
+        self.lost = lost
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.made.append(transport)
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+
+def test_fixed_file_slots_are_reused_and_never_leak(monkeypatch):
+    """Four slots: six transports at once leave two on their fds; then 50
+    connections one after another each take two slots and give them back,
+    the moment their sockets close."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    monkeypatch.setenv("URINGLOOP_FIXED_FILES", "1")
+    monkeypatch.setattr(_features, "_MAX_FIXED_FILES", 4)
+    loop = new_strict_loop("uringloop")
+    made, lost = [], []
+
+    async def connect(port):
+        count = len(made)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while len(made) == count:  # until the server side exists too
+            await asyncio.sleep(0)
+        return reader, writer
+
+    async def echo(reader, writer, message):
+        writer.write(message)
+        assert await reader.readexactly(len(message)) == message
+
+    async def main():
+        server = await loop.create_server(lambda: ClosingEcho(made, lost), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ring = loop._ring
+        connections = [await connect(port) for _ in range(3)]
+        assert ring.files_usage()["in_use"] == 4
+        assert ring.files_usage()["table_full"] == 2
+        for reader, writer in connections:
+            await echo(reader, writer, os.urandom(100_000))
+        for i, (reader, writer) in enumerate(connections):
+            writer.close()
+            await writer.wait_closed()
+            while len(lost) <= i:
+                await asyncio.sleep(0)
+        assert ring.files_usage()["in_use"] == 0
+        for i in range(50):
+            reader, writer = await connect(port)
+            assert ring.files_usage()["in_use"] == 2
+            await echo(reader, writer, b"%d" % i)
+            writer.close()
+            await writer.wait_closed()
+            while len(lost) < 4 + i:
+                await asyncio.sleep(0)
+            assert ring.files_usage()["in_use"] == 0, i
+        server.close()
+        await server.wait_closed()
+        return ring.files_usage()
+
+    try:
+        usage = run(loop, main(), timeout=60)
+    finally:
+        finish_strict_loop(loop)
+    assert usage == {"slots": 4, "in_use": 0, "high_water": 4, "installed": 4 + 2 * 50,
+                     "table_full": 2, "refused": 0}
+
+
+class Received(asyncio.Protocol):
+    def __init__(self):
+        self.data = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data):
+        if not self.data.done():
+            self.data.set_result(data)
+
+
+def test_fixed_file_operations_name_the_slot_not_the_fd(monkeypatch):
+    """With the transport's fd number pointed at another socket (dup2), its
+    sends and receives still reach its own peer: the kernel looks up the
+    slot, not the fd."""
+    monkeypatch.setenv("URINGLOOP_FIXED_FILES", "1")
+    loop = new_strict_loop("uringloop")
+    ours, peer = socket.socketpair()
+    decoy, decoy_peer = socket.socketpair()
+
+    async def main():
+        transport, protocol = await loop.create_unix_connection(Received, sock=ours)
+        await asyncio.sleep(0)  # the receive is armed
+        assert transport._io_fd < 0
+        os.dup2(decoy.fileno(), ours.fileno())
+        transport.write(b"to the peer")
+        peer.send(b"from the peer")
+        assert await asyncio.wait_for(protocol.data, 10) == b"from the peer"
+        transport.close()
+        await asyncio.sleep(0.01)
+
+    try:
+        run(loop, main())
+    finally:
+        finish_strict_loop(loop)
+    with peer, decoy, decoy_peer:
+        peer.settimeout(10)
+        assert peer.recv(100) == b"to the peer"
+        decoy_peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            decoy_peer.recv(100)

@@ -19,6 +19,7 @@ Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
   URINGLOOP_SINGLE_THREAD=1     SINGLE_ISSUER + DEFER_TASKRUN (``_ring.loop_setup_flags``)
   URINGLOOP_SQPOLL=IDLE_MS      a kernel thread polls the SQ, sleeping after IDLE_MS idle
   URINGLOOP_NAPI=USEC           NAPI busy polling for up to USEC per wait (real NICs only)
+  URINGLOOP_FIXED_FILES=1       a registered-file table for stream transports' sockets
 
 Data flow: ``Loop.__init__`` calls :func:`read_knobs`, makes its ring with
 :meth:`Knobs.ring_arguments`, then :func:`configure` reads back what the
@@ -30,6 +31,7 @@ report :meth:`Features.report`.
 """
 import os
 import re
+import resource
 import socket
 import time
 
@@ -67,12 +69,19 @@ OPT_IN = {
     "sqpoll": ("IORING_SETUP_SQPOLL: a kernel thread submits", "5.11 (unprivileged)",
                "URINGLOOP_SQPOLL=IDLE_MS"),
     "napi": ("IORING_REGISTER_NAPI busy polling", "6.9", "URINGLOOP_NAPI=USEC"),
+    "fixed_files": ("a sparse registered-file table: stream transports' receives and "
+                    "sends name a slot (IOSQE_FIXED_FILE), not an fd", "5.19",
+                    "URINGLOOP_FIXED_FILES=1"),
 }
 
 _DEFAULT_SQ_ENTRIES = 1024
 _MAX_SQ_ENTRIES = 32768        # IORING_MAX_ENTRIES
 _MAX_CQ_ENTRIES = 2 * _MAX_SQ_ENTRIES
 _MAX_BUFFERS = 32768           # a buffer ring holds at most 2^15 entries
+# Registered-file slots: one per fd the process may open (RLIMIT_NOFILE,
+# which the kernel also enforces on the table), at most this many (8 bytes
+# of kernel memory each).
+_MAX_FIXED_FILES = 32768
 _SIZE = re.compile(r"^(\d+)([kKmM]?)$")
 
 
@@ -81,7 +90,7 @@ class Knobs:
 
     def __init__(self, disabled=frozenset(), sq_entries=_DEFAULT_SQ_ENTRIES, cq_entries=0,
                  buffers=None, single_thread=False, sqpoll_idle_ms=None, napi_busy_poll_us=None,
-                 environment=None):
+                 fixed_files=False, environment=None):
         self.environment = environment or {}  # the URINGLOOP_* variables read
         self.disabled = frozenset(disabled)
         self.sq_entries = sq_entries
@@ -90,6 +99,7 @@ class Knobs:
         self.single_thread = single_thread
         self.sqpoll_idle_ms = sqpoll_idle_ms
         self.napi_busy_poll_us = napi_busy_poll_us
+        self.fixed_files = fixed_files
 
     def setup_candidates(self):
         """IORING_SETUP_* sets to ask for, best first, without disabled bits.
@@ -135,6 +145,13 @@ def _byte_size(name, text):
         raise ValueError(f"{name}: {text!r} is not a size (bytes, or with k or M)")
     scale = {"": 1, "k": 1024, "K": 1024, "m": 1 << 20, "M": 1 << 20}[match.group(2)]
     return int(match.group(1)) * scale
+
+
+def _switch(name, environ):
+    value = environ.get(name, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{name}={value!r}: expected 0 or 1")
+    return value == "1"
 
 
 def parse_disabled(value):
@@ -186,6 +203,7 @@ def read_knobs(environ=os.environ):
                  sq_entries=sq_entries, cq_entries=cq_entries, buffers=buffers,
                  single_thread=environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1",
                  sqpoll_idle_ms=sqpoll, napi_busy_poll_us=napi,
+                 fixed_files=_switch("URINGLOOP_FIXED_FILES", environ),
                  environment=knobs_in_environment(environ))
 
 
@@ -303,6 +321,14 @@ def multishot_support():
     return _multishot
 
 
+def fixed_file_slots():
+    """The size of a loop's registered-file table: within RLIMIT_NOFILE,
+    past which the kernel refuses it (and liburing 2.3 would raise the
+    process's limit to make room)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return _MAX_FIXED_FILES if soft == resource.RLIM_INFINITY else min(soft, _MAX_FIXED_FILES)
+
+
 def _setup_flag_reason(knobs, granted, name):
     from ._uring import lib
     if name in knobs.disabled:
@@ -351,6 +377,15 @@ def configure(ring, knobs):
             off["napi"] = f"the kernel refused the registration ({os.strerror(-rc)})"
         else:
             on.add("napi")
+
+    if not knobs.fixed_files:
+        off["fixed_files"] = f"not asked for ({OPT_IN['fixed_files'][2]})"
+    else:
+        rc = ring.register_files(fixed_file_slots())
+        if rc < 0:
+            off["fixed_files"] = f"the kernel refused the registration ({os.strerror(-rc)})"
+        else:
+            on.add("fixed_files")
 
     if "registered_ring_fd" in disabled:
         ring.skip_registered_fd()
