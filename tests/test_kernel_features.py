@@ -1,11 +1,12 @@
 """Optional io_uring paths chosen by probing (``_features``), each forced
 off with ``URINGLOOP_DISABLE`` and the loop still serving a real echo --
 stream ``Protocol`` and ``BufferedProtocol`` transports, ``sock_*`` calls,
-accepts -- and truncating a file; and the knobs that shape the ring
-(``URINGLOOP_SQ_ENTRIES``, ``_CQ_ENTRIES``, ``_BUFFERS``, ``_SQPOLL``,
-``_SINGLE_THREAD``, ``_NAPI``) each through the same echo.  ``ring_stats()`` shows
-which path the loop really took (a multishot accept is one ACCEPT SQE for
-every connection; without it, one per connection)."""
+accepts -- and writing, reading and truncating a file; and the knobs that
+shape the ring (``URINGLOOP_SQ_ENTRIES``, ``_CQ_ENTRIES``, ``_BUFFERS``,
+``_SQPOLL``, ``_SINGLE_THREAD``, ``_NAPI``, ``_FIXED_FILES``) each through
+the same echo.  ``ring_stats()`` shows which path the loop really took (a
+multishot accept is one ACCEPT SQE for every connection; without it, one
+per connection)."""
 import asyncio
 import errno
 import os
@@ -89,10 +90,14 @@ async def echo_everything(loop, tmp_path):
         await asyncio.gather(accepting, return_exceptions=True)
         listener.close()
     path = tmp_path / "file"
-    async with uringloop.open(path, "wb") as f:
-        await f.write(b"0123456789")
+    data = os.urandom(300_000)
+    async with uringloop.open(path, "w+b") as f:
+        await f.write(data)
+        await f.seek(0)
+        assert await f.read() == data
+        assert await f.pread(10, 1000) == data[1000:1010]
         assert await f.truncate(4) == 4
-    assert path.read_bytes() == b"0123"
+    assert path.read_bytes() == data[:4]
 
 
 def echo_loop(monkeypatch, tmp_path, **environment):
