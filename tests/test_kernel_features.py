@@ -349,6 +349,21 @@ class ClosingEcho(Echo):
         self.lost.append(exc)
 
 
+def test_fixed_file_feature_test_is_a_real_round_trip():
+    assert _features.fixed_file_support() is None
+
+
+def test_a_failed_fixed_file_test_leaves_the_sockets_on_their_fds(monkeypatch, tmp_path):
+    """What a kernel that keeps an emptied slot's socket open gets."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    why = "the kernel lets an emptied slot's socket go only once older operations on slots end"
+    monkeypatch.setattr(_features, "_fixed_files", why)
+    loop, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_FIXED_FILES="1")
+    assert stats["config"]["paths"]["fixed_files"] == "off: " + why
+    assert stats["config"]["fixed_files"]["slots"] == 0
+    assert not loop._fixed_files
+
+
 def test_fixed_file_slots_are_reused_and_never_leak(monkeypatch):
     """Four slots: six transports at once leave two on their fds; then 50
     connections one after another each take two slots and give them back,

@@ -6,9 +6,9 @@ The kernel is probed, never judged by its version string: setup flags by
 asking for them (a refused set falls back to the next, see ``Ring``),
 opcodes by the ring's opcode probe, the provided-buffer ring by
 registering it, and the multishot flags -- which no probe lists, and which
-an older kernel may silently ignore -- by a real round trip on a small ring
-of their own, once per process (a kernel does not change under a running
-process).
+an older kernel may silently ignore -- and the release of an emptied
+registered-file slot by a real round trip on a small ring of their own,
+once per process (a kernel does not change under a running process).
 
 Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
 
@@ -230,6 +230,7 @@ class Features:
 
 # Feature-test results, per process: name -> None (works) or why not.
 _multishot = None
+_fixed_files = None
 
 
 def _wait_for(ring, results, deadline_s=2.0):
@@ -329,6 +330,68 @@ def fixed_file_slots():
     return _MAX_FIXED_FILES if soft == resource.RLIM_INFINITY else min(soft, _MAX_FIXED_FILES)
 
 
+def _test_fixed_file_release(ring):
+    """An emptied slot must let its socket go at once, as closing an fd
+    does, even while other fixed-file operations stay in flight: a kernel
+    that frees emptied slots only once every operation submitted before
+    has completed would keep a closed connection open for as long as any
+    other connection's receive stays armed, and its peer would never see
+    the close."""
+    from ._native import new_uncleared
+    from ._op import RingCallback
+    rc = ring.register_files(2)
+    if rc < 0:
+        return f"the kernel refused the registration ({os.strerror(-rc)})"
+    closing, closing_peer = socket.socketpair()
+    armed, armed_peer = socket.socketpair()
+    try:
+        closing_slot = ring.install_file(closing.fileno())
+        armed_slot = ring.install_file(armed.fileno())
+        if closing_slot >= 0 or armed_slot >= 0:
+            return "the kernel refused to fill a slot"
+        got = []
+        buf = new_uncleared("char[]", 1)
+        ring.submit_recv(armed_slot, buf, 1, RingCallback(lambda res, flags: got.append(res)))
+        ring.run_turn(0)
+        ring.remove_file(closing_slot)
+        closing.close()
+        closing_peer.settimeout(1.0)
+        try:
+            released = closing_peer.recv(1) == b""
+        except TimeoutError:
+            released = False
+        armed_peer.send(b"x")
+        _wait_for(ring, got)
+        if got != [1]:
+            return "a receive on a slot failed"
+        return (None if released else
+                "the kernel lets an emptied slot's socket go only once older "
+                "operations on slots end")
+    finally:
+        for sock in (closing, closing_peer, armed, armed_peer):
+            sock.close()
+
+
+def fixed_file_support():
+    """None if registered files work as the loop needs (see
+    _test_fixed_file_release), else why not; tested once per process on a
+    small ring of its own."""
+    global _fixed_files
+    if _fixed_files is None:
+        from ._ring import Ring
+        try:
+            ring = Ring(entries=8)
+        except OSError as exc:
+            return f"no ring to test it on ({exc})"
+        try:
+            _fixed_files = _test_fixed_file_release(ring) or ""
+        except OSError as exc:
+            _fixed_files = f"the test failed ({exc})"
+        finally:
+            ring.close()
+    return _fixed_files or None
+
+
 def _setup_flag_reason(knobs, granted, name):
     from ._uring import lib
     if name in knobs.disabled:
@@ -380,6 +443,8 @@ def configure(ring, knobs):
 
     if not knobs.fixed_files:
         off["fixed_files"] = f"not asked for ({OPT_IN['fixed_files'][2]})"
+    elif fixed_file_support() is not None:
+        off["fixed_files"] = fixed_file_support()
     else:
         rc = ring.register_files(fixed_file_slots())
         if rc < 0:
