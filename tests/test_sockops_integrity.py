@@ -239,7 +239,7 @@ def test_cancel_after_the_result_arrived_keeps_it_for_the_next_caller(
 def test_failing_enobufs_resubmission_resolves_the_future(uloop, monkeypatch):
     # A callback that raises must not leave its caller waiting forever (nor
     # reach the loop's exception handler: the caller hears it).
-    if not uloop._recv_multishot:
+    if not uloop._recv_provided:
         pytest.fail("this kernel has no provided receive buffers")
     ring = uloop._ring
 

@@ -226,6 +226,36 @@ class Ring:
         start = (flags >> _CQE_BUFFER_SHIFT) * self._buffer_size
         return ffi.unpack(self._buffer_base + start, nbytes)
 
+    # -- registered files ------------------------------------------------
+    def register_files(self, slots):
+        """Register a sparse table of ``slots`` files (csrc/fixed.c); 0 or
+        a negative errno."""
+        return lib.ul_files_setup(self._ptr, slots)
+
+    def install_file(self, fd):
+        """The file target to hand :meth:`submit_recv`,
+        :meth:`submit_recv_multishot` and :meth:`new_send_queue` for the
+        socket ``fd``: a registered slot (``-1 - slot``) if the table has a
+        free one, else ``fd`` itself.  The caller keeps ``fd`` open too and
+        empties the slot with :meth:`remove_file` when it closes it."""
+        if self._ptr is None or self._forked:
+            return fd
+        slot = lib.ul_files_install(self._ptr, fd)
+        return fd if slot < 0 else -1 - slot
+
+    def remove_file(self, target):
+        """Empty the slot of a target :meth:`install_file` returned, under
+        the fd close rule (_ringfd.py); a plain fd has none."""
+        if target < 0 and self._ptr is not None and not self._forked:
+            lib.ul_files_remove(self._ptr, -1 - target)
+
+    def files_usage(self):
+        """The table's slots and counters (struct ul_files_usage) as a dict."""
+        out = ffi.new("struct ul_files_usage *")
+        lib.ul_files_usage(self._ptr, out)
+        return {name: getattr(out, name) for name in
+                ("slots", "in_use", "high_water", "installed", "table_full", "refused")}
+
     # -- submission ----------------------------------------------------
     # Each submit_* method takes the operation's entry (see the module
     # header) last among what the kernel needs, and returns its user_data.

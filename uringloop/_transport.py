@@ -169,7 +169,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             # first (the ops table holds our callbacks until completion).
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._release_writes()
-            self._ring_fd.close(self._sock.close)
+            self._ring_fd.close(self._close_socket)
 
     # -- protocol ------------------------------------------------------
     def set_protocol(self, protocol):
