@@ -217,11 +217,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     # -- writing -------------------------------------------------------
     def write(self, data):
-        if type(data) is not bytes:
-            if not isinstance(data, (bytearray, memoryview)):
-                raise TypeError(f"data argument must be a bytes-like object, "
-                                f"not {type(data).__name__!r}")
-            data = bytes(data)
+        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._empty_waiter is not None:
@@ -231,6 +229,13 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._conn_lost:
             self._count_write_after_close()
             return
+        if type(data) is not bytes:
+            if type(data) is memoryview and not data.c_contiguous:
+                # What asyncio's send() of it raises, a fatal write error.
+                self._fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
+                                  "Fatal write error on socket transport")
+                return
+            data = bytes(data)
         queue = self._sendq
         if queue is None:
             raise RuntimeError("the io_uring ring is closed")
@@ -311,6 +316,11 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     def _abort_writes(self):
         if self._sendq is not None:
+            # Bytes written this turn first go to the kernel, as asyncio's
+            # write() sends them at once: abort() drops only what the
+            # socket refuses.
+            if self._writes_pending():
+                self._ring.submit_now()
             # A failure to queue the cancellation only means the send in
             # flight runs to its end; the queue still waits for it.
             lib.ul_sendq_abort(self._sendq)
