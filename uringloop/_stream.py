@@ -32,6 +32,7 @@ errors take asyncio's paths.
 import contextvars
 import errno
 import socket
+import sys
 
 from asyncio import constants, protocols, transports
 from asyncio.log import logger
@@ -53,6 +54,8 @@ _SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
 _SENDQ_FAILED = lib.UL_SENDQ_FAILED
 # A send queue threshold no queue size reaches: "after the next send".
 _NEXT_COMPLETION = 1 << 62
+# Python 3.12 gave the socket transport a writelines() of its own.
+_OWN_WRITELINES = sys.version_info >= (3, 12)
 
 
 def _set_nodelay(sock):
@@ -78,6 +81,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._empty_waiter = None    # set while loop.sendfile owns the socket
         self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
         self._writer_context = None  # where resume_writing() runs: see _on_write_pressure
+        self._close_called = False   # close() called: see writelines
         super().__init__(loop, sock, protocol, extra, server)
         # The write side lives in C (csrc/sendq.c); its events come back
         # through the ring like completions.
@@ -247,6 +251,18 @@ class RingStreamTransport(RingTransport, transports.Transport):
             self._fatal_error(os_error(size), "Fatal write error on socket transport")
 
     def writelines(self, list_of_data):
+        if _OWN_WRITELINES:
+            # asyncio's checks, in its order: it takes a memoryview of each
+            # element, and after close() its write callback is gone.
+            if self._eof:
+                raise RuntimeError("Cannot call writelines() after write_eof()")
+            if self._empty_waiter is not None:
+                raise RuntimeError("unable to writelines; sendfile is in progress")
+            if not list_of_data:
+                return
+            list_of_data = [memoryview(data) for data in list_of_data]
+            if self._close_called:
+                raise TypeError("'NoneType' object is not callable")
         # One copy into the queue instead of one per element.
         self.write(b"".join(list_of_data))
 
@@ -371,6 +387,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._ring_fd.give_back()
 
     def close(self):
+        self._close_called = True
         if self._empty_waiter is not None:
             self._loop._stop_sendfile(self._sock_fd)
         super().close()
