@@ -119,4 +119,6 @@ class RingServerMixin:
         if user_data is not None:
             self._ring.cancel(user_data)
             self._ring.submit_now()
-        sock.close()
+        # asyncio's closes the socket and, from 3.13, unlinks a Unix
+        # server's path.
+        super()._stop_serving(sock)
