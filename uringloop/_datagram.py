@@ -97,7 +97,13 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         if self._conn_lost:
             if self._address:
                 self._count_write_after_close()
-            return
+                return
+            # asyncio sends an unconnected endpoint's datagrams until its
+            # connection_lost, after which its transport, having let go of
+            # its loop, fails reporting the closed socket.
+            if self._protocol is None:
+                raise AttributeError("'NoneType' object has no attribute "
+                                     "'call_exception_handler'")
         refused = False
         if not self._write_queue:
             # Offered to the kernel now, as asyncio does: an error (the

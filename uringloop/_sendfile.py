@@ -160,11 +160,13 @@ class RingSendfileMixin:
     async def _sock_sendfile_native(self, sock, file, offset, count):
         try:
             fileno = file.fileno()
-            mode = os.fstat(fileno).st_mode
+            status = os.fstat(fileno)
         except (AttributeError, io.UnsupportedOperation, OSError):
             raise exceptions.SendfileNotAvailableError("not a regular file")
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(status.st_mode):
             raise exceptions.SendfileNotAvailableError("not a regular file")
+        if not count and not status.st_size:
+            return 0  # asyncio's answer for an empty file, which it never reads
         self._check_closed()
         fd = sock.fileno()
         if fd < 0:

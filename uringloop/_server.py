@@ -52,6 +52,7 @@ class RingServerMixin:
         # Each connection's callbacks run in a copy of the context that
         # started serving (create_server's caller), as with asyncio.
         context = contextvars.copy_context()
+        self._check_closed()  # asyncio's add_reader check, before the ring's
         serving = (protocol_factory, sock, sslcontext, server, backlog,
                    ssl_handshake_timeout, ssl_shutdown_timeout, context)
         self._arm_accept(serving)
@@ -118,4 +119,6 @@ class RingServerMixin:
         if user_data is not None:
             self._ring.cancel(user_data)
             self._ring.submit_now()
-        sock.close()
+        # asyncio's closes the socket and, from 3.13, unlinks a Unix
+        # server's path.
+        super()._stop_serving(sock)

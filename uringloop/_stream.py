@@ -37,6 +37,7 @@ errors take asyncio's paths.
 import contextvars
 import errno
 import socket
+import sys
 
 from asyncio import constants, protocols, transports
 from asyncio.log import logger
@@ -58,6 +59,8 @@ _SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
 _SENDQ_FAILED = lib.UL_SENDQ_FAILED
 # A send queue threshold no queue size reaches: "after the next send".
 _NEXT_COMPLETION = 1 << 62
+# Python 3.12 gave the socket transport a writelines() of its own.
+_OWN_WRITELINES = sys.version_info >= (3, 12)
 
 
 def _set_nodelay(sock):
@@ -84,6 +87,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._empty_waiter = None    # set while loop.sendfile owns the socket
         self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
         self._writer_context = None  # where resume_writing() runs: see _on_write_pressure
+        self._close_called = False   # close() called: see writelines
         super().__init__(loop, sock, protocol, extra, server)
         # What receives and sends name: a registered slot under
         # URINGLOOP_FIXED_FILES=1 while the table has a free one, else the fd.
@@ -227,11 +231,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     # -- writing -------------------------------------------------------
     def write(self, data):
-        if type(data) is not bytes:
-            if not isinstance(data, (bytearray, memoryview)):
-                raise TypeError(f"data argument must be a bytes-like object, "
-                                f"not {type(data).__name__!r}")
-            data = bytes(data)
+        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._empty_waiter is not None:
@@ -241,6 +243,13 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if self._conn_lost:
             self._count_write_after_close()
             return
+        if type(data) is not bytes:
+            if type(data) is memoryview and not data.c_contiguous:
+                # What asyncio's send() of it raises, a fatal write error.
+                self._fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
+                                  "Fatal write error on socket transport")
+                return
+            data = bytes(data)
         queue = self._sendq
         if queue is None:
             raise RuntimeError("the io_uring ring is closed")
@@ -252,6 +261,18 @@ class RingStreamTransport(RingTransport, transports.Transport):
             self._fatal_error(os_error(size), "Fatal write error on socket transport")
 
     def writelines(self, list_of_data):
+        if _OWN_WRITELINES:
+            # asyncio's checks, in its order: it takes a memoryview of each
+            # element, and after close() its write callback is gone.
+            if self._eof:
+                raise RuntimeError("Cannot call writelines() after write_eof()")
+            if self._empty_waiter is not None:
+                raise RuntimeError("unable to writelines; sendfile is in progress")
+            if not list_of_data:
+                return
+            list_of_data = [memoryview(data) for data in list_of_data]
+            if self._close_called:
+                raise TypeError("'NoneType' object is not callable")
         # One copy into the queue instead of one per element.
         self.write(b"".join(list_of_data))
 
@@ -321,6 +342,11 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     def _abort_writes(self):
         if self._sendq is not None:
+            # Bytes written this turn first go to the kernel, as asyncio's
+            # write() sends them at once: abort() drops only what the
+            # socket refuses.
+            if self._writes_pending():
+                self._ring.submit_now()
             # A failure to queue the cancellation only means the send in
             # flight runs to its end; the queue still waits for it.
             lib.ul_sendq_abort(self._sendq)
@@ -377,6 +403,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         super()._close_socket()
 
     def close(self):
+        self._close_called = True
         if self._empty_waiter is not None:
             self._loop._stop_sendfile(self._sock_fd)
         super().close()

@@ -88,6 +88,9 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
+        # asyncio's transport fails so as it schedules connection_made;
+        # ours would first meet the closed ring.
+        self._check_closed()
         self._ensure_fd_no_transport(sock)
         return RingStreamTransport(self, sock, protocol, waiter, extra, server)
 
@@ -99,6 +102,7 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # asyncio's own version (same on 3.11 to 3.13) builds its selector
         # transport directly rather than through _make_socket_transport:
         # TLS would bypass the ring.
+        self._check_closed()
         self._ensure_fd_no_transport(rawsock)
         ssl_protocol = sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
