@@ -7,7 +7,8 @@ Data flow, reading: while reading is wanted, exactly one receive is in
 flight.  For a ``Protocol`` it fills the transport's own reusable buffer
 and the completion hands ``bytes`` to ``data_received``; for a
 ``BufferedProtocol`` the buffer comes from ``get_buffer()`` and the kernel
-writes straight into it, so ``buffer_updated(n)`` involves no copy.  A
+writes straight into it, so ``buffer_updated(n)`` involves no copy (it is
+pinned only while the kernel may write: ``_PinnedReceive``).  A
 completion that arrives after ``pause_reading()`` is held back and
 delivered by ``resume_reading()``.
 
@@ -106,27 +107,30 @@ class RingStreamTransport(RingTransport, transports.Transport):
             else:
                 self._ring_fd.ops += 1
             return
+        callback = self._in_context(self._on_recv)
         if self._buffered:
             try:
                 target = self._protocol.get_buffer(-1)
                 if not len(target):
                     raise RuntimeError("get_buffer() returned an empty buffer")
-                target = ffi.from_buffer(target, require_writable=True)
+                memory = ffi.from_buffer(target, require_writable=True)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
                 return
             owner = self._protocol
+            callback = _PinnedReceive(memory, callback)
         else:
             if self._recv_buffer is None:
                 self._recv_buffer = new_uncleared("char[]", _RECV_BUFFER_SIZE)
-            target = self._recv_buffer
+            target = memory = self._recv_buffer
             owner = None
         try:
-            self._recv_op = self._ring.submit_recv(self._sock_fd, target, len(target),
-                                                   self._in_context(self._on_recv))
+            self._recv_op = self._ring.submit_recv(self._sock_fd, memory, len(memory), callback)
         except OSError as exc:
+            if owner is not None:
+                ffi.release(memory)
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._ring_fd.ops += 1
@@ -189,7 +193,11 @@ class RingStreamTransport(RingTransport, transports.Transport):
                 else:
                     # The protocol changed while the kernel filled a buffer
                     # that is not this protocol's (start_tls does that).
-                    _feed_buffered(protocol, buf if owner is _COPIED else ffi.buffer(buf, res))
+                    if owner is None:
+                        buf = ffi.buffer(buf, res)
+                    elif owner is not _COPIED:
+                        buf = memoryview(buf).cast("B")[:res]  # the old protocol's
+                    _feed_buffered(protocol, buf)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -387,6 +395,28 @@ class RingStreamTransport(RingTransport, transports.Transport):
             else:
                 self._empty_waiter.set_exception(exc)
         super()._force_close(exc)
+
+
+class _PinnedReceive:
+    """The completion callback of a receive into a protocol's buffer.  The
+    pin (``ffi.from_buffer``) lasts exactly as long as the kernel may write:
+    it is released at the completion, before the protocol hears of it
+    (asyncio's recv_into lets go before ``buffer_updated()``, where a
+    protocol may resize its bytearray), or when the ring closes with the
+    receive in flight (the cycle collector cannot clear a memoryview still
+    exported, and CPython then crashes)."""
+    __slots__ = ("memory", "callback")
+
+    def __init__(self, memory, callback):
+        self.memory = memory
+        self.callback = callback
+
+    def __call__(self, res, flags):
+        ffi.release(self.memory)
+        self.callback(res, flags)
+
+    def ring_closed(self, res):
+        ffi.release(self.memory)
 
 
 def _feed_buffered(protocol, data):
