@@ -569,3 +569,27 @@ def test_loop_closed_with_a_buffered_receive_in_flight_unpins_the_buffer(loop):
     finally:
         sock.close()
         listener.close()
+
+
+class WriteThenAbort(asyncio.Protocol):
+    def connection_made(self, transport):
+        transport.write(b"last words")
+        transport.abort()
+
+
+def test_abort_right_after_write_keeps_what_the_kernel_took(loop):
+    """asyncio's write() hands the bytes to the kernel at once when nothing
+    is buffered, so an abort() that follows drops nothing of them (an
+    aiohttp server writes its response, then aborts)."""
+
+    async def main():
+        server = await loop.create_server(WriteThenAbort, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return data
+
+    assert run(loop, main()) == b"last words"

@@ -317,10 +317,17 @@ class RingStreamTransport(RingTransport, transports.Transport):
         return self._sendq is not None and _sendq_size(self._sendq) > 0
 
     def _abort_writes(self):
-        if self._sendq is not None:
+        queue = self._sendq
+        if queue is not None:
+            if _sendq_size(queue):
+                # asyncio's write() handed the bytes to the kernel already
+                # (what the socket buffer took): start the send waiting for
+                # the next turn now, so that the cancellation below drops
+                # only what asyncio would have buffered.
+                self._ring.submit_now()
             # A failure to queue the cancellation only means the send in
             # flight runs to its end; the queue still waits for it.
-            lib.ul_sendq_abort(self._sendq)
+            lib.ul_sendq_abort(queue)
 
     def _release_writes(self):
         # Freed now, or by the last send still in the kernel, whose
