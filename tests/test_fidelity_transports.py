@@ -488,3 +488,108 @@ def test_server_serves_a_connection_reset_before_accept(loop):
     seen = run(loop, main())
     assert len(seen) == 1
     assert "connection_made" in seen[0] and "connection_lost" in seen[0]
+
+
+class Compacting(asyncio.BufferedProtocol):
+    """One bytearray handed out by every get_buffer() and trimmed in
+    buffer_updated(), as a framing parser may do: asyncio's recv_into lets
+    go of the buffer before buffer_updated(), so resizing it there works."""
+
+    def __init__(self):
+        self.buf = bytearray(16)
+        self.data = bytearray()
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.data += self.buf[:nbytes]
+        del self.buf[:nbytes]           # a resize: BufferError while exported
+        self.buf.extend(bytes(nbytes))
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+def test_buffered_protocol_may_resize_its_buffer_in_buffer_updated(loop):
+    payload = os.urandom(5000)
+
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        transport, proto = await loop.create_connection(Compacting, *listener.getsockname())
+        peer, _ = await loop.sock_accept(listener)
+        await loop.sock_sendall(peer, payload)
+        peer.shutdown(socket.SHUT_WR)
+        exc = await proto.lost
+        peer.close()
+        listener.close()
+        return exc, bytes(proto.data)
+
+    exc, data = run(loop, main())
+    assert exc is None
+    assert data == payload
+
+
+class Holding(asyncio.BufferedProtocol):
+    """Its buffer is a view on a bytearray it owns (SSLProtocol's shape)."""
+
+    def __init__(self):
+        self.store = bytearray(1024)
+        self.view = memoryview(self.store)
+
+    def get_buffer(self, sizehint):
+        return self.view
+
+    def buffer_updated(self, nbytes):
+        pass
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_loop_closed_with_a_buffered_receive_in_flight_unpins_the_buffer(loop):
+    """The kernel is done with the buffer once the loop has closed: a
+    buffer still exported then makes the cycle collector's clearing of the
+    protocol's memoryview fail and CPython crash (aiohttp's test teardown
+    collects right after closing its loop, with TLS connections open)."""
+
+    async def main():
+        listener = socket.create_server(("127.0.0.1", 0))
+        sock = socket.create_connection(listener.getsockname())
+        transport, proto = await loop.create_connection(Holding, sock=sock)
+        await asyncio.sleep(0.01)  # reading has started
+        return listener, sock, transport, proto
+
+    listener, sock, transport, proto = run(loop, main())
+    loop.close()
+    try:
+        proto.view.release()  # BufferError while the transport pins it
+        proto.store.extend(b"x")
+    finally:
+        sock.close()
+        listener.close()
+
+
+class WriteThenAbort(asyncio.Protocol):
+    def connection_made(self, transport):
+        transport.write(b"last words")
+        transport.abort()
+
+
+def test_abort_right_after_write_keeps_what_the_kernel_took(loop):
+    """asyncio's write() hands the bytes to the kernel at once when nothing
+    is buffered, so an abort() that follows drops nothing of them (an
+    aiohttp server writes its response, then aborts)."""
+
+    async def main():
+        server = await loop.create_server(WriteThenAbort, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return data
+
+    assert run(loop, main()) == b"last words"

@@ -7,7 +7,8 @@ Data flow, reading: while reading is wanted, exactly one receive is in
 flight.  For a ``Protocol`` it fills the transport's own reusable buffer
 and the completion hands ``bytes`` to ``data_received``; for a
 ``BufferedProtocol`` the buffer comes from ``get_buffer()`` and the kernel
-writes straight into it, so ``buffer_updated(n)`` involves no copy.  A
+writes straight into it, so ``buffer_updated(n)`` involves no copy (it is
+pinned only while the kernel may write: ``_PinnedReceive``).  A
 completion that arrives after ``pause_reading()`` is held back and
 delivered by ``resume_reading()``.
 
@@ -121,27 +122,31 @@ class RingStreamTransport(RingTransport, transports.Transport):
             else:
                 self._ring_fd.ops += 1
             return
+        on_recv = self._in_context(self._on_recv)
         if self._buffered:
             try:
                 target = self._protocol.get_buffer(-1)
                 if not len(target):
                     raise RuntimeError("get_buffer() returned an empty buffer")
-                target = ffi.from_buffer(target, require_writable=True)
+                memory = ffi.from_buffer(target, require_writable=True)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
                 return
             owner = self._protocol
+            entry = _PinnedReceive(memory, on_recv)
         else:
             if self._recv_buffer is None:
                 self._recv_buffer = new_uncleared("char[]", _RECV_BUFFER_SIZE)
-            target = self._recv_buffer
+            target = memory = self._recv_buffer
             owner = None
+            entry = RingCallback(on_recv)
         try:
-            self._recv_op = self._ring.submit_recv(self._io_fd, target, len(target),
-                                                   RingCallback(self._in_context(self._on_recv)))
+            self._recv_op = self._ring.submit_recv(self._io_fd, memory, len(memory), entry)
         except OSError as exc:
+            if owner is not None:
+                ffi.release(memory)
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._ring_fd.ops += 1
@@ -204,7 +209,11 @@ class RingStreamTransport(RingTransport, transports.Transport):
                 else:
                     # The protocol changed while the kernel filled a buffer
                     # that is not this protocol's (start_tls does that).
-                    _feed_buffered(protocol, buf if owner is _COPIED else ffi.buffer(buf, res))
+                    if owner is None:
+                        buf = ffi.buffer(buf, res)
+                    elif owner is not _COPIED:
+                        buf = memoryview(buf).cast("B")[:res]  # the old protocol's
+                    _feed_buffered(protocol, buf)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -341,15 +350,17 @@ class RingStreamTransport(RingTransport, transports.Transport):
         return self._sendq is not None and _sendq_size(self._sendq) > 0
 
     def _abort_writes(self):
-        if self._sendq is not None:
-            # Bytes written this turn first go to the kernel, as asyncio's
-            # write() sends them at once: abort() drops only what the
-            # socket refuses.
-            if self._writes_pending():
+        queue = self._sendq
+        if queue is not None:
+            if _sendq_size(queue):
+                # asyncio's write() handed the bytes to the kernel already
+                # (what the socket buffer took): start the send waiting for
+                # the next turn now, so that the cancellation below drops
+                # only what asyncio would have buffered.
                 self._ring.submit_now()
             # A failure to queue the cancellation only means the send in
             # flight runs to its end; the queue still waits for it.
-            lib.ul_sendq_abort(self._sendq)
+            lib.ul_sendq_abort(queue)
 
     def _release_writes(self):
         # Freed now, or by the last send still in the kernel, whose
@@ -431,6 +442,31 @@ class RingStreamTransport(RingTransport, transports.Transport):
             else:
                 self._empty_waiter.set_exception(exc)
         super()._force_close(exc)
+
+
+class _PinnedReceive:
+    """The completion callback of a receive into a protocol's buffer.  The
+    pin (``ffi.from_buffer``) lasts exactly as long as the kernel may write:
+    it is released at the completion, before the protocol hears of it
+    (asyncio's recv_into lets go before ``buffer_updated()``, where a
+    protocol may resize its bytearray), or when the ring closes with the
+    receive in flight (the cycle collector cannot clear a memoryview still
+    exported, and CPython then crashes).  An ops-table entry (the contract
+    is _ring.py's)."""
+    __slots__ = ("memory", "callback", "keepalive")
+    returns_fd = False
+
+    def __init__(self, memory, callback):
+        self.memory = memory
+        self.callback = callback
+        self.keepalive = None
+
+    def on_completion(self, res, flags):
+        ffi.release(self.memory)
+        self.callback(res, flags)
+
+    def ring_closed(self, res):
+        ffi.release(self.memory)
 
 
 def _feed_buffered(protocol, data):
