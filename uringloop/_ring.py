@@ -198,7 +198,10 @@ class Ring:
         rc = lib.ul_bufring_setup(self._ptr, count, size)
         if rc < 0:
             return False
-        self._buffer_base = ffi.cast("char *", lib.ul_bufring_base(self._ptr))
+        # One view of the whole pool: a receive's bytes are a slice of it
+        # (cheaper per call than cdata arithmetic and ffi.unpack's keyword
+        # parsing: 2.0k instead of 2.7k instructions for 1 KiB).
+        self._buffers = memoryview(ffi.buffer(lib.ul_bufring_base(self._ptr), count * size))
         self._buffer_size = size
         return True
 
@@ -206,7 +209,7 @@ class Ring:
         """The bytes a multishot receive completion delivered (copied: the
         buffer goes back to the kernel at the next turn)."""
         start = (flags >> _CQE_BUFFER_SHIFT) * self._buffer_size
-        return ffi.unpack(self._buffer_base + start, nbytes)
+        return self._buffers[start:start + nbytes].tobytes()
 
     # -- submission ----------------------------------------------------
     def _start(self, prep_result, user_data, callback, keepalive, result_is_fd=False):
