@@ -19,6 +19,17 @@
  * reallocated or freed meanwhile: appends go to `queued`, and a queue is
  * freed only when no send of it is in flight (ul_sendq_release defers to
  * the completion; ring destruction frees only queues the kernel let go).
+ *
+ * Big writes by reference (ul_sendq_write_ref): an idle queue sends a
+ * caller's buffer in place of `sending` (`ref`), without copying it; what
+ * is written meanwhile goes to `queued`, so wire order holds.  The caller
+ * keeps that buffer alive and unchanged while ul_sendq_holds_ref says so.
+ *
+ * Write pressure (ul_sendq_check_pressure): whether a write above the
+ * high-water mark must pause the writer is decided at the next send
+ * completion, in C: an event only if the kernel left more than the mark
+ * unsent, none when the send took everything (asyncio's write sends at
+ * once and counts only what the socket refused).
  */
 #include <errno.h>
 #include <limits.h>
@@ -50,7 +61,11 @@ struct ul_sendq {
     struct ul_sendbuf sending;      /* the kernel reads [sent, len) */
     size_t sent;
     struct ul_sendbuf queued;       /* written while `sending` is busy */
+    const char *ref;                /* a caller's buffer sent instead of `sending`: */
+    size_t ref_len;                 /*   the kernel reads [sent, ref_len); `sending` is empty */
+    unsigned ref_done_event : 1;    /* tell the owner when `ref` is let go */
     size_t notify_threshold;
+    size_t pressure_at;             /* NO_THRESHOLD, or a high-water mark to check */
     int error;                      /* first failure (negative errno) */
     unsigned in_flight : 1;
     unsigned waiting_start : 1;
@@ -58,11 +73,22 @@ struct ul_sendq {
     unsigned released : 1;
 };
 
+/* The buffer of the send in flight (or about to start). */
+static const char *send_data(const struct ul_sendq *q)
+{
+    return q->ref != NULL ? q->ref : q->sending.data;
+}
+
+static size_t send_len(const struct ul_sendq *q)
+{
+    return q->ref != NULL ? q->ref_len : q->sending.len;
+}
+
 /* What the owner still has to wait for: after an abort, nothing (the send
  * the kernel may still hold is the queue's business, not the owner's). */
 static size_t unconfirmed(const struct ul_sendq *q)
 {
-    return q->aborted ? 0 : (q->sending.len - q->sent) + q->queued.len;
+    return q->aborted ? 0 : (send_len(q) - q->sent) + q->queued.len;
 }
 
 static int append(struct ul_sendbuf *b, const void *data, size_t len)
@@ -107,8 +133,8 @@ static void start_send(struct ul_sendq *q)
         return;
     }
     /* Cap a single send at INT_MAX: its result must fit the CQE's res. */
-    size_t left = q->sending.len - q->sent;
-    io_uring_prep_send(sqe, q->fd, q->sending.data + q->sent, left > INT_MAX ? INT_MAX : left,
+    size_t left = send_len(q) - q->sent;
+    io_uring_prep_send(sqe, q->fd, send_data(q) + q->sent, left > INT_MAX ? INT_MAX : left,
                        MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, UL_SENDQ_TAG | (uint64_t)(uintptr_t)q);
     q->in_flight = 1;
@@ -152,6 +178,7 @@ struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner)
     q->fd = fd;
     q->owner = owner;
     q->notify_threshold = NO_THRESHOLD;
+    q->pressure_at = NO_THRESHOLD;
     q->next = q->list->all;
     if (q->next != NULL)
         q->next->prev = q;
@@ -166,7 +193,7 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
     if (q->released || q->aborted)
         return -EPIPE;
     int ret;
-    if (!q->in_flight) {
+    if (!q->in_flight && q->ref == NULL) {
         /* No SQE points into `sending` until the queue's send starts. */
         if (q->sending.len == q->sent)
             q->sending.len = q->sent = 0;
@@ -177,6 +204,29 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
         ret = append(&q->queued, data, len);
     }
     return ret < 0 ? ret : (long long)unconfirmed(q);
+}
+
+long long ul_sendq_write_ref(struct ul_sendq *q, const void *data, size_t len, int done_event)
+{
+    if (q->error || q->released || q->aborted || q->in_flight || q->ref != NULL
+            || q->sending.len != q->sent || q->queued.len != 0 || len == 0)
+        return ul_sendq_write(q, data, len);
+    q->sending.len = q->sent = 0;
+    q->ref = data;
+    q->ref_len = len;
+    q->ref_done_event = done_event != 0;
+    wait_start(q);
+    return (long long)len | UL_SENDQ_BY_REF;
+}
+
+int ul_sendq_holds_ref(struct ul_sendq *q)
+{
+    return q->ref != NULL;
+}
+
+void ul_sendq_check_pressure(struct ul_sendq *q, size_t high_water)
+{
+    q->pressure_at = high_water;
 }
 
 long long ul_sendq_size(struct ul_sendq *q)
@@ -192,11 +242,12 @@ void ul_sendq_notify_at(struct ul_sendq *q, size_t threshold)
 int ul_sendq_abort(struct ul_sendq *q)
 {
     q->aborted = 1;
-    q->notify_threshold = NO_THRESHOLD;
+    q->notify_threshold = q->pressure_at = NO_THRESHOLD;
     q->queued.len = 0;
     unlink_waiting(q);
     if (!q->in_flight) {
         q->sending.len = q->sent = 0;
+        q->ref = NULL;
         return 0;
     }
     int error = 0;
@@ -234,19 +285,23 @@ static int event(const struct ul_sendq *q, int kind, int res, struct ul_completi
 int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
 {
     struct ul_sendq *q = (struct ul_sendq *)(uintptr_t)(user_data & ~UL_SENDQ_TAG);
-    int failed = 0;
+    int failed = 0, ref_done = 0;
     q->in_flight = 0;
     q->list->in_flight--;
     if (res < 0 || q->aborted) {
         q->sending.len = q->sent = q->queued.len = 0;
-        q->notify_threshold = NO_THRESHOLD;
+        ref_done = q->ref != NULL && q->ref_done_event;
+        q->ref = NULL;
+        q->notify_threshold = q->pressure_at = NO_THRESHOLD;
         if (res < 0 && !q->aborted && !q->error) {
             q->error = res;
             failed = 1;
         }
     } else {
         q->sent += (size_t)res;
-        if (q->sent == q->sending.len) {
+        if (q->sent == send_len(q)) {
+            ref_done = q->ref != NULL && q->ref_done_event;
+            q->ref = NULL;   /* the caller's buffer is the kernel's no more */
             struct ul_sendbuf done = q->sending;
             q->sending = q->queued;
             q->sent = 0;
@@ -260,7 +315,7 @@ int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
             done.len = 0;
             q->queued = done;
         }
-        if (q->sending.len > q->sent)
+        if (send_len(q) > q->sent)
             start_send(q);   /* the rest, or what was queued meanwhile */
     }
     if (q->released) {
@@ -275,10 +330,16 @@ int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
     if (failed)
         return event(q, UL_SENDQ_FAILED, res, out);
     size_t left = unconfirmed(q);
+    size_t pressure_at = q->pressure_at;
+    q->pressure_at = NO_THRESHOLD;
+    if (pressure_at != NO_THRESHOLD && left > pressure_at)
+        return event(q, UL_SENDQ_DRAINED, left > INT_MAX ? INT_MAX : (int)left, out);
     if (q->notify_threshold != NO_THRESHOLD && left <= q->notify_threshold) {
         q->notify_threshold = NO_THRESHOLD;
         return event(q, UL_SENDQ_DRAINED, left > INT_MAX ? INT_MAX : (int)left, out);
     }
+    if (ref_done)
+        return event(q, UL_SENDQ_DRAINED, left > INT_MAX ? INT_MAX : (int)left, out);
     return 0;
 }
 

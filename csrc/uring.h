@@ -142,7 +142,10 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
  * what it must act on, as completions with the owner's user_data and
  * flags = (event << UL_SENDQ_EVENT_SHIFT) | IORING_CQE_F_MORE:
  *   UL_SENDQ_DRAINED   res = bytes still unconfirmed, now at or below the
- *                      threshold set with ul_sendq_notify_at (one shot);
+ *                      threshold set with ul_sendq_notify_at (one shot), or
+ *                      above the mark given to ul_sendq_check_pressure, or
+ *                      a buffer written by reference with `done_event` is
+ *                      let go;
  *   UL_SENDQ_FAILED    res = -errno of the failed send; queued bytes dropped;
  *   UL_SENDQ_RELEASED  (no IORING_CQE_F_MORE: the last one) the queue that
  *                      ul_sendq_release left to its send is freed now.
@@ -151,12 +154,25 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
 #define UL_SENDQ_DRAINED 1
 #define UL_SENDQ_FAILED 2
 #define UL_SENDQ_RELEASED 3
+/* Added to ul_sendq_write_ref's result when the queue took the buffer by
+ * reference. */
+#define UL_SENDQ_BY_REF 0x2000000000000000
 
 struct ul_sendq;
 struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner);
 /* Queue `len` bytes (copied).  Returns the bytes not yet confirmed by the
  * kernel, this write included, or a negative errno (a failed queue). */
 long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len);
+/* The same for a big write, but an idle queue sends from `data` itself
+ * (result | UL_SENDQ_BY_REF): the caller keeps it alive and unchanged until
+ * ul_sendq_holds_ref returns 0, or UL_SENDQ_RELEASED, or ul_sendq_release
+ * returns 0; with `done_event`, a UL_SENDQ_DRAINED event (whatever the
+ * size) says when that may be.  A busy queue copies it. */
+long long ul_sendq_write_ref(struct ul_sendq *q, const void *data, size_t len, int done_event);
+int ul_sendq_holds_ref(struct ul_sendq *q);
+/* After the next send completion, one UL_SENDQ_DRAINED event if more than
+ * `high_water` bytes are still unconfirmed, none otherwise (one shot). */
+void ul_sendq_check_pressure(struct ul_sendq *q, size_t high_water);
 long long ul_sendq_size(struct ul_sendq *q);
 /* Ask for one UL_SENDQ_DRAINED event once at most `threshold` bytes are
  * unconfirmed (the caller checks the current size first). */

@@ -14,7 +14,16 @@ delivered by ``resume_reading()``.
 Data flow, writing: ``write()`` copies the bytes into the transport's
 C-owned send queue (csrc/sendq.c), which keeps one send in flight,
 coalesces what is written meanwhile and resubmits partial sends without
-coming back to Python.  The queue reports only what the transport waits
+coming back to Python.  A big ``bytes`` write (``_REF_WRITE`` and up) to
+an idle queue is not copied: the queue sends from the object itself,
+which the transport keeps (``_write_ref``) until the queue lets it go
+(checked at the next big write or queue event; an object big enough that
+keeping it would matter asks for an event).  A bytearray or memoryview is
+copied first, since its owner may change it once write() returns.  Write
+pressure is asyncio's: only what the kernel did not take at once counts
+against the high-water mark, so whether a write above the mark pauses
+the protocol is decided by the queue at the next send completion, with
+no event when the send took everything.  The queue reports only what the transport waits
 for: falling to the low-water mark (``resume_writing``), draining
 completely (``close()``, ``write_eof()``, sendfile), or a failed send.
 The write buffer size is every byte the kernel has not confirmed.
@@ -50,8 +59,17 @@ _sendq_notify_at = lib.ul_sendq_notify_at
 _SENDQ_EVENT_SHIFT = lib.UL_SENDQ_EVENT_SHIFT
 _SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
 _SENDQ_FAILED = lib.UL_SENDQ_FAILED
-# A send queue threshold no queue size reaches: "after the next send".
-_NEXT_COMPLETION = 1 << 62
+_SENDQ_RELEASED = lib.UL_SENDQ_RELEASED
+_sendq_write_ref = lib.ul_sendq_write_ref
+_sendq_check_pressure = lib.ul_sendq_check_pressure
+_BY_REF = lib.UL_SENDQ_BY_REF
+# Writes from this size up are sent from the caller's bytes object, not
+# copied (measured on 100 KiB echo: ~100k fewer instructions per message,
+# the size of the copy); smaller ones coalesce better in the queue.
+_REF_WRITE = 64 * 1024
+# A written object kept past its send until the transport next looks is
+# at most this big; a bigger one asks for an event when it is let go.
+_REF_KEEP = 256 * 1024
 
 
 def _set_nodelay(sock):
@@ -75,8 +93,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._write_shut = False     # shutdown(SHUT_WR) done
         self._recv_buffer = None     # reused by every receive for a Protocol
         self._empty_waiter = None    # set while loop.sendfile owns the socket
-        self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
         self._writer_context = None  # where resume_writing() runs: see _on_write_pressure
+        self._write_ref = None       # the bytes the send queue sends from, if any
         super().__init__(loop, sock, protocol, extra, server)
         # The write side lives in C (csrc/sendq.c); its events come back
         # through the ring like completions.
@@ -233,8 +251,15 @@ class RingStreamTransport(RingTransport, transports.Transport):
         queue = self._sendq
         if queue is None:
             raise RuntimeError("the io_uring ring is closed")
-        # The queue copies the bytes: the caller may reuse its buffer.
-        size = _sendq_write(queue, data, len(data))
+        if len(data) < _REF_WRITE:
+            # The queue copies the bytes: the caller may reuse its buffer.
+            size = _sendq_write(queue, data, len(data))
+        else:
+            size = _sendq_write_ref(queue, data, len(data), len(data) > _REF_KEEP)
+            if size >= _BY_REF:
+                # Sent from ``data`` itself; an earlier object is let go.
+                size -= _BY_REF
+                self._write_ref = data
         if size > self._high_water:
             self._on_write_pressure(size - len(data))
         elif size < 0:
@@ -254,20 +279,19 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._writer_context = contextvars.copy_context()
         if already_queued:
             self._maybe_pause_protocol()
+            self._watch_send_queue()
         else:
             # Like asyncio's immediate send: what the kernel takes at once
-            # never counts against the high-water mark, so look again once
-            # this first send has completed.
-            self._pressure_check = True
-        self._watch_send_queue()
+            # never counts against the high-water mark, so the queue looks
+            # again once this first send has completed, and reports only if
+            # more than the mark is left.
+            _sendq_check_pressure(self._sendq, self._high_water)
 
     def _watch_send_queue(self):
         """Ask the send queue for the one event this transport waits for
         next (one threshold at a time: the one reached first)."""
         threshold = -1
-        if self._pressure_check:
-            threshold = _NEXT_COMPLETION
-        elif self._protocol_paused:
+        if self._protocol_paused:
             threshold = self._low_water
         if self._closing or self._eof or self._empty_waiter is not None:
             threshold = max(threshold, 0)
@@ -276,12 +300,17 @@ class RingStreamTransport(RingTransport, transports.Transport):
 
     def _on_send_event(self, res, flags):
         event = flags >> _SENDQ_EVENT_SHIFT
+        if self._write_ref is not None and event != 0 and (
+                event == _SENDQ_RELEASED or not lib.ul_sendq_holds_ref(self._sendq)):
+            self._write_ref = None
         if event == _SENDQ_DRAINED:
             self._on_send_progress(res)
         elif event == _SENDQ_FAILED:
             self._fatal_error(os_error(res), "Fatal write error on socket transport")
         else:
-            # Released after its last send, or gone with the ring: either
+            # Released after its last send, or gone with the ring (event 0,
+            # see Ring._drop_send_queues: the kernel may still read
+            # ``_write_ref`` until the ring is gone, so it stays): either
             # way the queue must not be touched again.
             self._sendq = None
             self._ring_fd.op_done()
@@ -289,7 +318,6 @@ class RingStreamTransport(RingTransport, transports.Transport):
     def _on_send_progress(self, size):
         if self._conn_lost:
             return
-        self._pressure_check = False
         if self._protocol_paused:
             self._in_writer_context(self._maybe_resume_protocol)
         elif size > self._high_water:
@@ -320,6 +348,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         queue = self._sendq
         if queue is not None and self._ring.release_send_queue(queue, self._sendq_events):
             self._sendq = None
+            self._write_ref = None
             self._ring_fd.op_done()
 
     def _on_write_drained(self):
