@@ -136,7 +136,8 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
 
 /* ---- C-owned send queues (csrc/sendq.c; used by uringloop/_stream.py) ----
  * A stream transport's writes are copied into its queue, so no Python
- * object has to outlive the call.  The queue keeps at most one send in
+ * object has to outlive the call, except big ones when the owner asks
+ * (ul_sendq_by_reference).  The queue keeps at most one send in
  * flight (the rest coalesces behind it), resubmits partial sends, and
  * handles every successful send completion itself.  Its owner hears only
  * what it must act on, as completions with the owner's user_data and
@@ -144,8 +145,7 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
  *   UL_SENDQ_DRAINED   res = bytes still unconfirmed, now at or below the
  *                      threshold set with ul_sendq_notify_at (one shot), or
  *                      above the mark given to ul_sendq_check_pressure, or
- *                      a buffer written by reference with `done_event` is
- *                      let go;
+ *                      a big buffer written by reference is let go;
  *   UL_SENDQ_FAILED    res = -errno of the failed send; queued bytes dropped;
  *   UL_SENDQ_RELEASED  (no IORING_CQE_F_MORE: the last one) the queue that
  *                      ul_sendq_release left to its send is freed now.
@@ -154,8 +154,8 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
 #define UL_SENDQ_DRAINED 1
 #define UL_SENDQ_FAILED 2
 #define UL_SENDQ_RELEASED 3
-/* Added to ul_sendq_write_ref's result when the queue took the buffer by
- * reference. */
+/* Added to ul_sendq_write's result when the queue took the buffer by
+ * reference (see ul_sendq_by_reference). */
 #define UL_SENDQ_BY_REF 0x2000000000000000
 
 struct ul_sendq;
@@ -163,12 +163,14 @@ struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner);
 /* Queue `len` bytes (copied).  Returns the bytes not yet confirmed by the
  * kernel, this write included, or a negative errno (a failed queue). */
 long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len);
-/* The same for a big write, but an idle queue sends from `data` itself
- * (result | UL_SENDQ_BY_REF): the caller keeps it alive and unchanged until
- * ul_sendq_holds_ref returns 0, or UL_SENDQ_RELEASED, or ul_sendq_release
- * returns 0; with `done_event`, a UL_SENDQ_DRAINED event (whatever the
- * size) says when that may be.  A busy queue copies it. */
-long long ul_sendq_write_ref(struct ul_sendq *q, const void *data, size_t len, int done_event);
+/* From now on, a write of `ref_min` bytes or more to an idle queue is sent
+ * from `data` itself (the result | UL_SENDQ_BY_REF), and one of `zc_min`
+ * or more with IORING_OP_SEND_ZC (0: never).  The caller keeps such a
+ * buffer alive and unchanged until ul_sendq_holds_ref returns 0, a
+ * UL_SENDQ_RELEASED event, or ul_sendq_release returning 0; for a buffer
+ * over 256 KiB a UL_SENDQ_DRAINED event (whatever the size) says when that
+ * may be.  A write to a busy queue is copied. */
+void ul_sendq_by_reference(struct ul_sendq *q, size_t ref_min, size_t zc_min);
 int ul_sendq_holds_ref(struct ul_sendq *q);
 /* After the next send completion, one UL_SENDQ_DRAINED event if more than
  * `high_water` bytes are still unconfirmed, none otherwise (one shot). */

@@ -77,7 +77,7 @@ def loop_setup_flags():
 # Kernel names (IORING_OP_<name>) of every operation uringloop submits, for
 # ``python -m uringloop info``; a new io_uring_prep_* in csrc adds its name
 # here (tests/test_info.py checks the two agree).
-OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
+OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND", "SEND_ZC",
                 "RECVMSG", "SENDMSG", "CONNECT", "ACCEPT", "SPLICE",
                 "OPENAT", "CLOSE", "READ", "WRITE", "READV", "WRITEV", "FSYNC",
                 "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT", "FTRUNCATE")

@@ -14,12 +14,14 @@ delivered by ``resume_reading()``.
 Data flow, writing: ``write()`` copies the bytes into the transport's
 C-owned send queue (csrc/sendq.c), which keeps one send in flight,
 coalesces what is written meanwhile and resubmits partial sends without
-coming back to Python.  A big ``bytes`` write (``_REF_WRITE`` and up) to
-an idle queue is not copied: the queue sends from the object itself,
-which the transport keeps (``_write_ref``) until the queue lets it go
-(checked at the next big write or queue event; an object big enough that
-keeping it would matter asks for an event).  A bytearray or memoryview is
-copied first, since its owner may change it once write() returns.  Write
+coming back to Python.  A big write (``_REF_WRITE`` and up, and with
+``URINGLOOP_SEND_ZC`` at its threshold and up, zero-copy) to an idle queue
+is not copied: the queue sends from the ``bytes`` object itself, which the
+transport keeps (``_write_ref``) until the queue lets it go (checked at
+the next big write or queue event; the queue sends an event for an
+object big enough that keeping it would matter).  A bytearray or
+memoryview becomes ``bytes`` first, since its owner may change it once
+write() returns.  Write
 pressure is asyncio's: only what the kernel did not take at once counts
 against the high-water mark, so whether a write above the mark pauses
 the protocol is decided by the queue at the next send completion, with
@@ -60,16 +62,12 @@ _SENDQ_EVENT_SHIFT = lib.UL_SENDQ_EVENT_SHIFT
 _SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
 _SENDQ_FAILED = lib.UL_SENDQ_FAILED
 _SENDQ_RELEASED = lib.UL_SENDQ_RELEASED
-_sendq_write_ref = lib.ul_sendq_write_ref
 _sendq_check_pressure = lib.ul_sendq_check_pressure
 _BY_REF = lib.UL_SENDQ_BY_REF
 # Writes from this size up are sent from the caller's bytes object, not
 # copied (measured on 100 KiB echo: ~100k fewer instructions per message,
 # the size of the copy); smaller ones coalesce better in the queue.
 _REF_WRITE = 64 * 1024
-# A written object kept past its send until the transport next looks is
-# at most this big; a bigger one asks for an event when it is let go.
-_REF_KEEP = 256 * 1024
 
 
 def _set_nodelay(sock):
@@ -101,6 +99,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._sendq, self._sendq_events = self._ring.new_send_queue(
             self._sock_fd, self._in_context(self._on_send_event))
         self._ring_fd.ops += 1   # until the queue is released
+        send_zc = loop._features.send_zc
+        lib.ul_sendq_by_reference(self._sendq, min(_REF_WRITE, send_zc or _REF_WRITE),
+                                  send_zc or 0)
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -251,16 +252,17 @@ class RingStreamTransport(RingTransport, transports.Transport):
         queue = self._sendq
         if queue is None:
             raise RuntimeError("the io_uring ring is closed")
-        if len(data) < _REF_WRITE:
-            # The queue copies the bytes: the caller may reuse its buffer.
-            size = _sendq_write(queue, data, len(data))
-        else:
-            size = _sendq_write_ref(queue, data, len(data), len(data) > _REF_KEEP)
+        # The queue copies the bytes (the caller may reuse its buffer), or
+        # sends a big write from ``data`` itself.
+        size = _sendq_write(queue, data, len(data))
+        if size > self._high_water:
             if size >= _BY_REF:
-                # Sent from ``data`` itself; an earlier object is let go.
+                # Kept while the queue sends from it; an earlier one is
+                # let go (the queue took this one: it was idle).
                 size -= _BY_REF
                 self._write_ref = data
-        if size > self._high_water:
+                if size <= self._high_water:
+                    return
             self._on_write_pressure(size - len(data))
         elif size < 0:
             self._fatal_error(os_error(size), "Fatal write error on socket transport")
