@@ -54,7 +54,7 @@ static int ul_ring_turn_releasing_gil(struct ul_ring *ring, long long timeout_ns
 # io_uring's (from liburing's headers, through compat.h) and <fcntl.h>'s.
 KERNEL_CONSTANTS = (
     "IORING_CQE_F_MORE", "IORING_CQE_F_BUFFER", "IORING_CQE_BUFFER_SHIFT",
-    "UL_IORING_OP_FTRUNCATE",
+    "UL_IORING_OP_FTRUNCATE", "IORING_OP_SEND_ZC",
     "IORING_SETUP_SQPOLL", "IORING_SETUP_R_DISABLED", "IORING_SETUP_SUBMIT_ALL", "IORING_SETUP_COOP_TASKRUN",
     "IORING_SETUP_TASKRUN_FLAG", "IORING_SETUP_SINGLE_ISSUER", "IORING_SETUP_DEFER_TASKRUN",
     "AT_FDCWD", "AT_SYMLINK_NOFOLLOW", "AT_REMOVEDIR", "AT_EMPTY_PATH",

@@ -19,6 +19,21 @@
  * reallocated or freed meanwhile: appends go to `queued`, and a queue is
  * freed only when no send of it is in flight (ul_sendq_release defers to
  * the completion; ring destruction frees only queues the kernel let go).
+ *
+ * Big writes by reference (ul_sendq_by_reference): an idle queue sends a
+ * big write from the caller's buffer in place of `sending` (`ref`),
+ * without copying it; what is written meanwhile goes to `queued`, so wire
+ * order holds.  The caller keeps that buffer alive and unchanged while
+ * ul_sendq_holds_ref says so.  Such a send may be zero-copy (SEND_ZC):
+ * the kernel then reads the buffer until the notification CQE
+ * (IORING_CQE_F_NOTIF) that follows the send's own completion, which
+ * counts as in flight until then, and the buffer stays held.
+ *
+ * Write pressure (ul_sendq_check_pressure): whether a write above the
+ * high-water mark must pause the writer is decided at the next send
+ * completion, in C: an event only if the kernel left more than the mark
+ * unsent, none when the send took everything (asyncio's write sends at
+ * once and counts only what the socket refused).
  */
 #include <errno.h>
 #include <limits.h>
@@ -51,7 +66,14 @@ struct ul_sendq {
     struct ul_sendbuf sending;      /* the kernel reads [sent, len) */
     size_t sent;
     struct ul_sendbuf queued;       /* written while `sending` is busy */
+    const char *ref;                /* a caller's buffer sent instead of `sending`: */
+    size_t ref_len;                 /*   the kernel reads [sent, ref_len); `sending` is empty */
+    size_t ref_min, zc_min;         /* writes this big go by reference / zero-copy */
+    unsigned zc_notifs;             /* SEND_ZC notifications still to come */
+    unsigned ref_zc : 1;            /* `ref` goes out with SEND_ZC */
+    unsigned ref_done_event : 1;    /* tell the owner when `ref` is let go */
     size_t notify_threshold;
+    size_t pressure_at;             /* NO_THRESHOLD, or a high-water mark to check */
     int error;                      /* first failure (negative errno) */
     unsigned in_flight : 1;
     unsigned waiting_start : 1;
@@ -59,11 +81,22 @@ struct ul_sendq {
     unsigned released : 1;
 };
 
+/* The buffer of the send in flight (or about to start). */
+static const char *send_data(const struct ul_sendq *q)
+{
+    return q->ref != NULL ? q->ref : q->sending.data;
+}
+
+static size_t send_len(const struct ul_sendq *q)
+{
+    return q->ref != NULL ? q->ref_len : q->sending.len;
+}
+
 /* What the owner still has to wait for: after an abort, nothing (the send
  * the kernel may still hold is the queue's business, not the owner's). */
 static size_t unconfirmed(const struct ul_sendq *q)
 {
-    return q->aborted ? 0 : (q->sending.len - q->sent) + q->queued.len;
+    return q->aborted ? 0 : (send_len(q) - q->sent) + q->queued.len;
 }
 
 static int append(struct ul_sendbuf *b, const void *data, size_t len)
@@ -108,9 +141,13 @@ static void start_send(struct ul_sendq *q)
         return;
     }
     /* Cap a single send at INT_MAX: its result must fit the CQE's res. */
-    size_t left = q->sending.len - q->sent;
-    io_uring_prep_send(sqe, q->fd, q->sending.data + q->sent, left > INT_MAX ? INT_MAX : left,
-                       MSG_NOSIGNAL);
+    size_t left = send_len(q) - q->sent;
+    if (q->ref != NULL && q->ref_zc)
+        io_uring_prep_send_zc(sqe, q->fd, send_data(q) + q->sent,
+                              left > INT_MAX ? INT_MAX : left, MSG_NOSIGNAL, 0);
+    else
+        io_uring_prep_send(sqe, q->fd, send_data(q) + q->sent,
+                           left > INT_MAX ? INT_MAX : left, MSG_NOSIGNAL);
     ul_sqe_target(sqe, q->fd);
     io_uring_sqe_set_data64(sqe, UL_SENDQ_TAG | (uint64_t)(uintptr_t)q);
     q->in_flight = 1;
@@ -154,11 +191,17 @@ struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner)
     q->fd = fd;
     q->owner = owner;
     q->notify_threshold = NO_THRESHOLD;
+    q->pressure_at = q->ref_min = q->zc_min = NO_THRESHOLD;
     q->next = q->list->all;
     if (q->next != NULL)
         q->next->prev = q;
     q->list->all = q;
     return q;
+}
+
+int ul_sendq_holds_ref(struct ul_sendq *q)
+{
+    return q->ref != NULL || q->zc_notifs != 0;
 }
 
 long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
@@ -167,8 +210,21 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
         return q->error;
     if (q->released || q->aborted)
         return -EPIPE;
+    if (len >= q->ref_min && !q->in_flight && !ul_sendq_holds_ref(q)
+            && q->sending.len == q->sent && q->queued.len == 0) {
+        /* Idle: send from the caller's buffer. */
+        q->sending.len = q->sent = 0;
+        q->ref = data;
+        q->ref_len = len;
+        q->ref_zc = len >= q->zc_min;
+        /* Holding on to a buffer bigger than a kept one of our own
+         * would matter: the owner hears when it may let go. */
+        q->ref_done_event = len > KEEP_CAPACITY;
+        wait_start(q);
+        return (long long)len | UL_SENDQ_BY_REF;
+    }
     int ret;
-    if (!q->in_flight) {
+    if (!q->in_flight && q->ref == NULL) {
         /* No SQE points into `sending` until the queue's send starts. */
         if (q->sending.len == q->sent)
             q->sending.len = q->sent = 0;
@@ -179,6 +235,17 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
         ret = append(&q->queued, data, len);
     }
     return ret < 0 ? ret : (long long)unconfirmed(q);
+}
+
+void ul_sendq_by_reference(struct ul_sendq *q, size_t ref_min, size_t zc_min)
+{
+    q->ref_min = ref_min ? ref_min : NO_THRESHOLD;
+    q->zc_min = zc_min ? zc_min : NO_THRESHOLD;
+}
+
+void ul_sendq_check_pressure(struct ul_sendq *q, size_t high_water)
+{
+    q->pressure_at = high_water;
 }
 
 long long ul_sendq_size(struct ul_sendq *q)
@@ -194,11 +261,12 @@ void ul_sendq_notify_at(struct ul_sendq *q, size_t threshold)
 int ul_sendq_abort(struct ul_sendq *q)
 {
     q->aborted = 1;
-    q->notify_threshold = NO_THRESHOLD;
+    q->notify_threshold = q->pressure_at = NO_THRESHOLD;
     q->queued.len = 0;
     unlink_waiting(q);
     if (!q->in_flight) {
         q->sending.len = q->sent = 0;
+        q->ref = NULL;
         return 0;
     }
     int error = 0;
@@ -210,10 +278,16 @@ int ul_sendq_abort(struct ul_sendq *q)
     return 0;
 }
 
+/* Whether the kernel may still use anything of the queue's. */
+static int busy(const struct ul_sendq *q)
+{
+    return q->in_flight || q->waiting_start || q->zc_notifs;
+}
+
 int ul_sendq_release(struct ul_sendq *q)
 {
     q->released = 1;
-    if (q->in_flight || q->waiting_start)
+    if (busy(q))
         return 1;
     destroy(q);
     return 0;
@@ -233,22 +307,68 @@ static int event(const struct ul_sendq *q, int kind, int res, struct ul_completi
     return 1;
 }
 
-int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
+/* The one event (if any) the owner must hear after a completion. */
+static int report(struct ul_sendq *q, int send_completed, int failed_res,
+                  struct ul_completion *out)
+{
+    if (q->released) {
+        /* Even a released queue finishes sending what it holds: close()
+         * loses nothing.  Its owner only waits for the end. */
+        if (busy(q))
+            return 0;
+        event(q, UL_SENDQ_RELEASED, 0, out);
+        destroy(q);
+        return 1;
+    }
+    if (failed_res)
+        return event(q, UL_SENDQ_FAILED, failed_res, out);
+    size_t left = unconfirmed(q);
+    int clipped = left > INT_MAX ? INT_MAX : (int)left;
+    int ref_done = q->ref_done_event && !ul_sendq_holds_ref(q);
+    if (ref_done)
+        q->ref_done_event = 0;
+    if (send_completed) {
+        size_t pressure_at = q->pressure_at;
+        q->pressure_at = NO_THRESHOLD;
+        if (pressure_at != NO_THRESHOLD && left > pressure_at)
+            return event(q, UL_SENDQ_DRAINED, clipped, out);
+    }
+    if (q->notify_threshold != NO_THRESHOLD && left <= q->notify_threshold) {
+        q->notify_threshold = NO_THRESHOLD;
+        return event(q, UL_SENDQ_DRAINED, clipped, out);
+    }
+    return ref_done ? event(q, UL_SENDQ_DRAINED, clipped, out) : 0;
+}
+
+int ul_sendq_complete(uint64_t user_data, int res, uint32_t cqe_flags, struct ul_completion *out)
 {
     struct ul_sendq *q = (struct ul_sendq *)(uintptr_t)(user_data & ~UL_SENDQ_TAG);
+    if (cqe_flags & IORING_CQE_F_NOTIF) {
+        /* A zero-copy send's pages are the kernel's no more. */
+        q->zc_notifs--;
+        q->list->in_flight--;
+        return report(q, 0, 0, out);
+    }
     int failed = 0;
     q->in_flight = 0;
     q->list->in_flight--;
+    if (cqe_flags & IORING_CQE_F_MORE) {
+        /* A SEND_ZC whose notification follows: its buffer stays held. */
+        q->zc_notifs++;
+        q->list->in_flight++;
+    }
     if (res < 0 || q->aborted) {
         q->sending.len = q->sent = q->queued.len = 0;
-        q->notify_threshold = NO_THRESHOLD;
+        q->ref = NULL;
+        q->notify_threshold = q->pressure_at = NO_THRESHOLD;
         if (res < 0 && !q->aborted && !q->error) {
             q->error = res;
             failed = 1;
         }
     } else {
         q->sent += (size_t)res;
-        if (q->sent == q->sending.len) {
+        if (q->sent == send_len(q)) {
+            q->ref = NULL;   /* sent: the next send is `queued`'s */
             struct ul_sendbuf done = q->sending;
             q->sending = q->queued;
             q->sent = 0;
@@ -262,26 +382,10 @@ int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *out)
             done.len = 0;
             q->queued = done;
         }
-        if (q->sending.len > q->sent)
+        if (send_len(q) > q->sent)
             start_send(q);   /* the rest, or what was queued meanwhile */
     }
-    if (q->released) {
-        /* Even a released queue finishes sending what it holds: close()
-         * loses nothing.  Its owner only waits for the end. */
-        if (q->in_flight || q->waiting_start)
-            return 0;
-        event(q, UL_SENDQ_RELEASED, 0, out);
-        destroy(q);
-        return 1;
-    }
-    if (failed)
-        return event(q, UL_SENDQ_FAILED, res, out);
-    size_t left = unconfirmed(q);
-    if (q->notify_threshold != NO_THRESHOLD && left <= q->notify_threshold) {
-        q->notify_threshold = NO_THRESHOLD;
-        return event(q, UL_SENDQ_DRAINED, left > INT_MAX ? INT_MAX : (int)left, out);
-    }
-    return 0;
+    return report(q, 1, failed ? res : 0, out);
 }
 
 void ul_sendq_start_waiting(struct ul_sendq_list *list)

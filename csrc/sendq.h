@@ -30,9 +30,11 @@ struct ul_sendq_list {
 struct ul_sendq_list *ul_ring_sendq_list(struct ul_ring *ring);
 struct io_uring_sqe *ul_ring_sqe(struct ul_ring *ring, int *error);
 
-/* A completion tagged UL_SENDQ_TAG: advance its queue.  Returns 1 and fills
- * `event` when the owner must hear about it, else 0. */
-int ul_sendq_complete(uint64_t user_data, int res, struct ul_completion *event);
+/* A completion tagged UL_SENDQ_TAG (a send's, or a SEND_ZC notification):
+ * advance its queue.  Returns 1 and fills `event` when the owner must hear
+ * about it, else 0. */
+int ul_sendq_complete(uint64_t user_data, int res, uint32_t cqe_flags,
+                      struct ul_completion *event);
 /* Prepare the sends of the queues waiting to start (called just before
  * the ring submits). */
 void ul_sendq_start_waiting(struct ul_sendq_list *list);

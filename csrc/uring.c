@@ -486,7 +486,8 @@ static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
             continue;
         if (cqe->user_data & UL_SENDQ_TAG) {
             /* A send of a C-owned queue: Python sees it only as an event. */
-            *copied += ul_sendq_complete(cqe->user_data, cqe->res, &out[*copied]);
+            *copied += ul_sendq_complete(cqe->user_data, cqe->res, cqe->flags,
+                                         &out[*copied]);
             continue;
         }
         if (cqe->flags & IORING_CQE_F_BUFFER)

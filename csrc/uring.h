@@ -159,13 +159,16 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
 
 /* ---- C-owned send queues (csrc/sendq.c; used by uringloop/_stream.py) ----
  * A stream transport's writes are copied into its queue, so no Python
- * object has to outlive the call.  The queue keeps at most one send in
+ * object has to outlive the call, except big ones when the owner asks
+ * (ul_sendq_by_reference).  The queue keeps at most one send in
  * flight (the rest coalesces behind it), resubmits partial sends, and
  * handles every successful send completion itself.  Its owner hears only
  * what it must act on, as completions with the owner's user_data and
  * flags = (event << UL_SENDQ_EVENT_SHIFT) | IORING_CQE_F_MORE:
  *   UL_SENDQ_DRAINED   res = bytes still unconfirmed, now at or below the
- *                      threshold set with ul_sendq_notify_at (one shot);
+ *                      threshold set with ul_sendq_notify_at (one shot), or
+ *                      above the mark given to ul_sendq_check_pressure, or
+ *                      a big buffer written by reference is let go;
  *   UL_SENDQ_FAILED    res = -errno of the failed send; queued bytes dropped;
  *   UL_SENDQ_RELEASED  (no IORING_CQE_F_MORE: the last one) the queue that
  *                      ul_sendq_release left to its send is freed now.
@@ -174,6 +177,9 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
 #define UL_SENDQ_DRAINED 1
 #define UL_SENDQ_FAILED 2
 #define UL_SENDQ_RELEASED 3
+/* Added to ul_sendq_write's result when the queue took the buffer by
+ * reference (see ul_sendq_by_reference). */
+#define UL_SENDQ_BY_REF 0x2000000000000000
 
 struct ul_sendq;
 /* fd is a file target (see ul_files_setup). */
@@ -181,6 +187,18 @@ struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner);
 /* Queue `len` bytes (copied).  Returns the bytes not yet confirmed by the
  * kernel, this write included, or a negative errno (a failed queue). */
 long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len);
+/* From now on, a write of `ref_min` bytes or more to an idle queue is sent
+ * from `data` itself (the result | UL_SENDQ_BY_REF), and one of `zc_min`
+ * or more with IORING_OP_SEND_ZC (0: never).  The caller keeps such a
+ * buffer alive and unchanged until ul_sendq_holds_ref returns 0, a
+ * UL_SENDQ_RELEASED event, or ul_sendq_release returning 0; for a buffer
+ * over 256 KiB a UL_SENDQ_DRAINED event (whatever the size) says when that
+ * may be.  A write to a busy queue is copied. */
+void ul_sendq_by_reference(struct ul_sendq *q, size_t ref_min, size_t zc_min);
+int ul_sendq_holds_ref(struct ul_sendq *q);
+/* After the next send completion, one UL_SENDQ_DRAINED event if more than
+ * `high_water` bytes are still unconfirmed, none otherwise (one shot). */
+void ul_sendq_check_pressure(struct ul_sendq *q, size_t high_water);
 long long ul_sendq_size(struct ul_sendq *q);
 /* Ask for one UL_SENDQ_DRAINED event once at most `threshold` bytes are
  * unconfirmed (the caller checks the current size first). */

@@ -54,10 +54,11 @@ def test_text_report():
     for name in ("multishot_recv", "multishot_accept", "buffer_ring", "ftruncate"):
         assert any(l.split() == [name, "on"] for l in lines), name
     assert any(l.split()[:2] == ["sqpoll", "off:"] for l in lines)
+    assert any(l.split()[:2] == ["send_zc", "off:"] and "URINGLOOP_SEND_ZC" in l for l in lines)
     # A summary of the opcodes, not one line each.
     assert any(l.startswith("opcodes:             63 supported by the kernel") for l in lines)
     unused = " ".join(l for l in lines if l.startswith(("unused (", " " * 21)))
-    for name in ("TEE", "TIMEOUT", "SEND_ZC", "WAITID", "BIND", "PIPE"):
+    for name in ("TEE", "TIMEOUT", "SENDMSG_ZC", "WAITID", "BIND", "PIPE"):
         assert name in unused.split(), name
     assert "  * RECV" not in lines and len(lines) < 50
     assert "NOT supported" not in out
@@ -72,7 +73,7 @@ def test_opcodes_lists_them_all():
                  "FTRUNCATE"):
         assert f"  * {name}" in lines, name
     # Supported but unused ops are listed too, by name, unstarred.
-    for name in ("TEE", "TIMEOUT", "SEND_ZC", "WAITID", "BIND", "PIPE"):
+    for name in ("TEE", "TIMEOUT", "SENDMSG_ZC", "WAITID", "BIND", "PIPE"):
         assert f"    {name}" in lines, name
 
 

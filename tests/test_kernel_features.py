@@ -4,7 +4,7 @@ stream ``Protocol`` and ``BufferedProtocol`` transports, ``sock_*`` calls,
 accepts -- and writing, reading and truncating a file; and the knobs that
 shape the ring (``URINGLOOP_SQ_ENTRIES``, ``_CQ_ENTRIES``, ``_BUFFERS``,
 ``_SQPOLL``, ``_SINGLE_THREAD``, ``_NAPI``, ``_FIXED_FILES``) each through
-the same echo.  ``ring_stats()`` shows which path the loop really took (a
+the same echo, and ``_SEND_ZC`` through a checksummed echo of big messages.  ``ring_stats()`` shows which path the loop really took (a
 multishot accept is one ACCEPT SQE for every connection; without it, one
 per connection)."""
 import asyncio
@@ -221,6 +221,7 @@ def test_a_misspelt_path_is_an_error(monkeypatch, value, message):
     ("URINGLOOP_BUFFERS", "512"), ("URINGLOOP_BUFFERS", "500x4k"),
     ("URINGLOOP_BUFFERS", "8x0"), ("URINGLOOP_BUFFERS", "8x2G"),
     ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"), ("URINGLOOP_FIXED_FILES", "yes"),
+    ("URINGLOOP_SEND_ZC", "0"), ("URINGLOOP_SEND_ZC", "big"), ("URINGLOOP_SEND_ZC", "2048M"),
 ])
 def test_a_bad_knob_is_an_error_not_a_silent_fallback(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -460,3 +461,53 @@ def test_fixed_file_operations_name_the_slot_not_the_fd(monkeypatch):
         decoy_peer.setblocking(False)
         with pytest.raises(BlockingIOError):
             decoy_peer.recv(100)
+
+
+def test_send_zc_echo(monkeypatch):
+    """Writes from the threshold up leave with SEND_ZC: many writes of big
+    messages (bytes, bytearray, some several per turn) through an echo,
+    every byte checksummed, on a loop with URINGLOOP_SEND_ZC=32k."""
+    import hashlib
+    import random
+
+    monkeypatch.setenv("URINGLOOP_SEND_ZC", "32k")
+    loop = new_strict_loop("uringloop")
+    rng = random.Random(3)
+    messages = [rng.randbytes(rng.choice((40_000, 100_000, 1 << 20, 3 << 20)))
+                for _ in range(40)]
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        sent, received = hashlib.sha256(), hashlib.sha256()
+        total = 0
+
+        async def read_all():
+            nonlocal total
+            while total < sum(map(len, messages)):
+                chunk = await reader.read(1 << 20)
+                assert chunk
+                received.update(chunk)
+                total += len(chunk)
+
+        reading = asyncio.ensure_future(read_all())
+        for index, message in enumerate(messages):
+            writer.write(message if index % 3 else bytearray(message))
+            sent.update(message)
+            if index % 4 == 0:
+                await writer.drain()
+        await reading
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return sent.digest() == received.digest()
+
+    try:
+        assert run(loop, main(), timeout=120)
+        stats = loop.ring_stats()
+    finally:
+        finish_strict_loop(loop)
+    assert stats["config"]["paths"]["send_zc"] == "on"
+    assert stats["config"]["knobs"]["URINGLOOP_SEND_ZC"] == "32k"
+    assert stats["sqes_by_opcode"].get("SEND_ZC", 0) >= 10

@@ -9,13 +9,13 @@ import socket
 from .conftest import run
 
 
-def _garbage_after(loop, traffic):
+def _garbage_after(loop, traffic, count=2000):
     async def main():
         await traffic(20)  # warm caches, free lists and lazily built state
         gc.collect()
         gc.disable()
         try:
-            await traffic(2000)
+            await traffic(count)
             return gc.collect()
         finally:
             gc.enable()
@@ -41,6 +41,43 @@ def test_sock_round_trips_leave_no_cycles(loop):
     finally:
         a.close()
         b.close()
+
+
+def test_sock_echo_server_leaves_no_cycles(loop):
+    """The shape of a sock_* server (bench/echo_server.py --style sock): a
+    task per TCP connection echoing with sock_recv/sock_sendall, each call
+    suspending its task until the data is there; 10,000 round trips."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    message = b"m" * 1024
+
+    async def serve(conn):
+        with conn:
+            while data := await loop.sock_recv(conn, 65536):
+                await loop.sock_sendall(conn, data)
+
+    async def traffic(count):
+        client = socket.socket()
+        client.setblocking(False)
+        with client:
+            await loop.sock_connect(client, listener.getsockname())
+            conn, _ = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            server = loop.create_task(serve(conn))
+            for _ in range(count):
+                await loop.sock_sendall(client, message)
+                received = 0
+                while received < len(message):
+                    received += len(await loop.sock_recv(client, 65536))
+            client.shutdown(socket.SHUT_WR)
+            await server
+
+    try:
+        assert _garbage_after(loop, traffic, 10_000) == 0
+    finally:
+        listener.close()
 
 
 class Echo(asyncio.Protocol):

@@ -20,6 +20,7 @@ Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
   URINGLOOP_SQPOLL=IDLE_MS      a kernel thread polls the SQ, sleeping after IDLE_MS idle
   URINGLOOP_NAPI=USEC           NAPI busy polling for up to USEC per wait (real NICs only)
   URINGLOOP_FIXED_FILES=1       a registered-file table for stream transports' sockets
+  URINGLOOP_SEND_ZC=BYTES       stream writes of BYTES and up go out zero-copy (SEND_ZC)
 
 Data flow: ``Loop.__init__`` calls :func:`read_knobs`, makes its ring with
 :meth:`Knobs.ring_arguments`, then :func:`configure` reads back what the
@@ -72,6 +73,7 @@ OPT_IN = {
     "fixed_files": ("a sparse registered-file table: stream transports' receives and "
                     "sends name a slot (IOSQE_FIXED_FILE), not an fd", "5.19",
                     "URINGLOOP_FIXED_FILES=1"),
+    "send_zc": ("IORING_OP_SEND_ZC for big stream writes", "6.0", "URINGLOOP_SEND_ZC=BYTES"),
 }
 
 _DEFAULT_SQ_ENTRIES = 1024
@@ -82,6 +84,7 @@ _MAX_BUFFERS = 32768           # a buffer ring holds at most 2^15 entries
 # which the kernel also enforces on the table), at most this many (8 bytes
 # of kernel memory each).
 _MAX_FIXED_FILES = 32768
+_MAX_SEND_ZC = 1 << 30         # a threshold above any one send (MAX_IO_LEN)
 _SIZE = re.compile(r"^(\d+)([kKmM]?)$")
 
 
@@ -90,7 +93,7 @@ class Knobs:
 
     def __init__(self, disabled=frozenset(), sq_entries=_DEFAULT_SQ_ENTRIES, cq_entries=0,
                  buffers=None, single_thread=False, sqpoll_idle_ms=None, napi_busy_poll_us=None,
-                 fixed_files=False, environment=None):
+                 fixed_files=False, send_zc=None, environment=None):
         self.environment = environment or {}  # the URINGLOOP_* variables read
         self.disabled = frozenset(disabled)
         self.sq_entries = sq_entries
@@ -100,6 +103,7 @@ class Knobs:
         self.sqpoll_idle_ms = sqpoll_idle_ms
         self.napi_busy_poll_us = napi_busy_poll_us
         self.fixed_files = fixed_files
+        self.send_zc = send_zc            # threshold in bytes; None: off
 
     def setup_candidates(self):
         """IORING_SETUP_* sets to ask for, best first, without disabled bits.
@@ -199,10 +203,16 @@ def read_knobs(environ=os.environ):
     napi = None
     if "URINGLOOP_NAPI" in environ:
         napi = _count("URINGLOOP_NAPI", environ["URINGLOOP_NAPI"], 1, 1_000_000)
+    send_zc = None
+    if "URINGLOOP_SEND_ZC" in environ:
+        send_zc = _byte_size("URINGLOOP_SEND_ZC", environ["URINGLOOP_SEND_ZC"])
+        if not 1 <= send_zc <= _MAX_SEND_ZC:
+            raise ValueError(f"URINGLOOP_SEND_ZC={environ['URINGLOOP_SEND_ZC']!r}: "
+                             f"a size from 1 byte to 1 GiB")
     return Knobs(disabled=parse_disabled(environ.get("URINGLOOP_DISABLE", "")),
                  sq_entries=sq_entries, cq_entries=cq_entries, buffers=buffers,
                  single_thread=environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1",
-                 sqpoll_idle_ms=sqpoll, napi_busy_poll_us=napi,
+                 sqpoll_idle_ms=sqpoll, napi_busy_poll_us=napi, send_zc=send_zc,
                  fixed_files=_switch("URINGLOOP_FIXED_FILES", environ),
                  environment=knobs_in_environment(environ))
 
@@ -215,12 +225,14 @@ def knobs_in_environment(environ=os.environ):
 
 class Features:
     """The optional paths of one loop: ``on`` (a frozenset of names),
-    ``off`` (name -> why) and the ``environment`` they were chosen under."""
+    ``off`` (name -> why), the ``environment`` they were chosen under and
+    ``send_zc``, the zero-copy write threshold (None when that is off)."""
 
-    def __init__(self, on, off, environment):
+    def __init__(self, on, off, environment, send_zc=None):
         self.on = frozenset(on)
         self.off = dict(off)
         self.environment = environment
+        self.send_zc = send_zc if "send_zc" in self.on else None
 
     def report(self):
         """name -> "on" or "off: <why>", every path in a fixed order."""
@@ -481,10 +493,17 @@ def configure(ring, knobs):
         on.discard("multishot_recv")
         off["multishot_recv"] = "needs buffer_ring"
 
+    if knobs.send_zc is None:
+        off["send_zc"] = f"not asked for ({OPT_IN['send_zc'][2]})"
+    elif lib.IORING_OP_SEND_ZC in ring.supported_opcodes():
+        on.add("send_zc")
+    else:
+        off["send_zc"] = "not in the kernel's opcode probe"
+
     if "ftruncate" in disabled:
         off["ftruncate"] = "URINGLOOP_DISABLE"
     elif lib.UL_IORING_OP_FTRUNCATE in ring.supported_opcodes():
         on.add("ftruncate")
     else:
         off["ftruncate"] = "not in the kernel's opcode probe"
-    return Features(on, off, knobs.environment)
+    return Features(on, off, knobs.environment, knobs.send_zc)

@@ -91,7 +91,7 @@ def loop_setup_flags():
 # Kernel names (IORING_OP_<name>) of every operation uringloop submits, for
 # ``python -m uringloop info``; a new io_uring_prep_* in csrc adds its name
 # here (tests/test_info.py checks the two agree).
-OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
+OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND", "SEND_ZC",
                 "RECVMSG", "SENDMSG", "CONNECT", "ACCEPT", "SPLICE",
                 "OPENAT", "CLOSE", "READ", "WRITE", "READV", "WRITEV", "FSYNC",
                 "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT", "FTRUNCATE")
@@ -216,7 +216,10 @@ class Ring:
         rc = lib.ul_bufring_setup(self._ptr, count, size)
         if rc < 0:
             return False
-        self._buffer_base = ffi.cast("char *", lib.ul_bufring_base(self._ptr))
+        # One view of the whole pool: a receive's bytes are a slice of it
+        # (cheaper per call than cdata arithmetic and ffi.unpack's keyword
+        # parsing: 2.0k instead of 2.7k instructions for 1 KiB).
+        self._buffers = memoryview(ffi.buffer(lib.ul_bufring_base(self._ptr), count * size))
         self._buffer_size = size
         return True
 
@@ -224,7 +227,7 @@ class Ring:
         """The bytes a multishot receive completion delivered (copied: the
         buffer goes back to the kernel at the next turn)."""
         start = (flags >> _CQE_BUFFER_SHIFT) * self._buffer_size
-        return ffi.unpack(self._buffer_base + start, nbytes)
+        return self._buffers[start:start + nbytes].tobytes()
 
     # -- registered files ------------------------------------------------
     def register_files(self, slots):

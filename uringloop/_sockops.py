@@ -1,6 +1,13 @@
 """``loop.sock_*`` on the ring: each call is one completion-based operation
 (recv, send, recvmsg, sendmsg, connect, accept) instead of a readiness wait
-followed by a syscall.
+followed by a syscall.  The exception is ``sock_sendall``, which first
+offers the data to the socket with a plain ``send`` as asyncio and uvloop
+do: a socket with room takes it all and the call returns without
+suspending its task (measured: 79k -> 34k instructions per 1 KiB sock_*
+echo round trip, for one ``sendto`` syscall where the ring's SEND cost
+none); only what the socket refuses goes to the ring.  ``sock_recv`` does
+not try first: in a request/response exchange the next request is rarely
+there yet, and the failed ``recv`` would be a wasted syscall per call.
 
 Data flow: a method checks its arguments as asyncio does (the same
 exception, in the same order: the socket, its arguments as the socket
@@ -337,10 +344,10 @@ class _Accept(SockOp):
 class _SendAll(SockOp):
     __slots__ = ("source", "sent")
 
-    def __init__(self, loop, sock, fd, source):
+    def __init__(self, loop, sock, fd, source, sent):
         SockOp.__init__(self, loop, sock, fd)
         self.source = source
-        self.sent = 0
+        self.sent = sent
 
     def submit(self):
         source = self.source
@@ -629,9 +636,21 @@ class RingSocketOpsMixin:
     async def sock_sendall(self, sock, data):
         if type(sock) is not socket.socket or self._debug:
             self._check_sock(sock, "send")
+        # Sent first, as asyncio does (same exceptions, and the same
+        # result on a socket that takes it all: no suspension); the ring
+        # sends the rest.
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent and type(data) is bytes and sent == len(data):
+            return
         source = _pin(data)
+        if sent == len(source):   # any other buffer: its length in bytes
+            ffi.release(source)
+            return
         fd = self._sock_fd(sock, source)
-        return await _SendAll(self, sock, fd, source).run()
+        return await _SendAll(self, sock, fd, source, sent).run()
 
     async def sock_sendto(self, sock, data, address):
         if type(sock) is not socket.socket or self._debug:

@@ -15,7 +15,18 @@ delivered by ``resume_reading()``.
 Data flow, writing: ``write()`` copies the bytes into the transport's
 C-owned send queue (csrc/sendq.c), which keeps one send in flight,
 coalesces what is written meanwhile and resubmits partial sends without
-coming back to Python.  The queue reports only what the transport waits
+coming back to Python.  A big write (``_REF_WRITE`` and up, and with
+``URINGLOOP_SEND_ZC`` at its threshold and up, zero-copy) to an idle queue
+is not copied: the queue sends from the ``bytes`` object itself, which the
+transport keeps (``_write_ref``) until the queue lets it go (checked at
+the next big write or queue event; the queue sends an event for an
+object big enough that keeping it would matter).  A bytearray or
+memoryview becomes ``bytes`` first, since its owner may change it once
+write() returns.  Write
+pressure is asyncio's: only what the kernel did not take at once counts
+against the high-water mark, so whether a write above the mark pauses
+the protocol is decided by the queue at the next send completion, with
+no event when the send took everything.  The queue reports only what the transport waits
 for: falling to the low-water mark (``resume_writing``), draining
 completely (``close()``, ``write_eof()``, sendfile), or a failed send.
 The write buffer size is every byte the kernel has not confirmed.
@@ -58,10 +69,15 @@ _sendq_notify_at = lib.ul_sendq_notify_at
 _SENDQ_EVENT_SHIFT = lib.UL_SENDQ_EVENT_SHIFT
 _SENDQ_DRAINED = lib.UL_SENDQ_DRAINED
 _SENDQ_FAILED = lib.UL_SENDQ_FAILED
-# A send queue threshold no queue size reaches: "after the next send".
-_NEXT_COMPLETION = 1 << 62
 # Python 3.12 gave the socket transport a writelines() of its own.
 _OWN_WRITELINES = sys.version_info >= (3, 12)
+_SENDQ_RELEASED = lib.UL_SENDQ_RELEASED
+_sendq_check_pressure = lib.ul_sendq_check_pressure
+_BY_REF = lib.UL_SENDQ_BY_REF
+# Writes from this size up are sent from the caller's bytes object, not
+# copied (measured on 100 KiB echo: ~100k fewer instructions per message,
+# the size of the copy); smaller ones coalesce better in the queue.
+_REF_WRITE = 64 * 1024
 
 
 def _set_nodelay(sock):
@@ -86,9 +102,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._write_shut = False     # shutdown(SHUT_WR) done
         self._recv_buffer = None     # reused by every receive for a Protocol
         self._empty_waiter = None    # set while loop.sendfile owns the socket
-        self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
         self._writer_context = None  # where resume_writing() runs: see _on_write_pressure
         self._close_called = False   # close() called: see writelines
+        self._write_ref = None       # the bytes the send queue sends from, if any
         super().__init__(loop, sock, protocol, extra, server)
         # What receives and sends name: a registered slot under
         # URINGLOOP_FIXED_FILES=1 while the table has a free one, else the fd.
@@ -99,6 +115,9 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._sendq, self._sendq_events = self._ring.new_send_queue(
             self._io_fd, self._in_context(self._on_send_event))
         self._ring_fd.ops += 1   # until the queue is released
+        send_zc = loop._features.send_zc
+        lib.ul_sendq_by_reference(self._sendq, min(_REF_WRITE, send_zc or _REF_WRITE),
+                                  send_zc or 0)
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -262,9 +281,17 @@ class RingStreamTransport(RingTransport, transports.Transport):
         queue = self._sendq
         if queue is None:
             raise RuntimeError("the io_uring ring is closed")
-        # The queue copies the bytes: the caller may reuse its buffer.
+        # The queue copies the bytes (the caller may reuse its buffer), or
+        # sends a big write from ``data`` itself.
         size = _sendq_write(queue, data, len(data))
         if size > self._high_water:
+            if size >= _BY_REF:
+                # Kept while the queue sends from it; an earlier one is
+                # let go (the queue took this one: it was idle).
+                size -= _BY_REF
+                self._write_ref = data
+                if size <= self._high_water:
+                    return
             self._on_write_pressure(size - len(data))
         elif size < 0:
             self._fatal_error(os_error(size), "Fatal write error on socket transport")
@@ -295,34 +322,39 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._writer_context = contextvars.copy_context()
         if already_queued:
             self._maybe_pause_protocol()
+            self._watch_send_queue()
         else:
             # Like asyncio's immediate send: what the kernel takes at once
-            # never counts against the high-water mark, so look again once
-            # this first send has completed.
-            self._pressure_check = True
-        self._watch_send_queue()
+            # never counts against the high-water mark, so the queue looks
+            # again once this first send has completed, and reports only if
+            # more than the mark is left.  (Marks may be floats, as with
+            # asyncio; sizes are whole bytes, so the floor compares alike.)
+            _sendq_check_pressure(self._sendq, int(self._high_water))
 
     def _watch_send_queue(self):
         """Ask the send queue for the one event this transport waits for
         next (one threshold at a time: the one reached first)."""
         threshold = -1
-        if self._pressure_check:
-            threshold = _NEXT_COMPLETION
-        elif self._protocol_paused:
+        if self._protocol_paused:
             threshold = self._low_water
         if self._closing or self._eof or self._empty_waiter is not None:
             threshold = max(threshold, 0)
         if threshold >= 0:
-            _sendq_notify_at(self._sendq, threshold)
+            _sendq_notify_at(self._sendq, int(threshold))
 
     def _on_send_event(self, res, flags):
         event = flags >> _SENDQ_EVENT_SHIFT
+        if self._write_ref is not None and event != 0 and (
+                event == _SENDQ_RELEASED or not lib.ul_sendq_holds_ref(self._sendq)):
+            self._write_ref = None
         if event == _SENDQ_DRAINED:
             self._on_send_progress(res)
         elif event == _SENDQ_FAILED:
             self._fatal_error(os_error(res), "Fatal write error on socket transport")
         else:
-            # Released after its last send, or gone with the ring: either
+            # Released after its last send, or gone with the ring (event 0,
+            # see Ring._drop_send_queues: the kernel may still read
+            # ``_write_ref`` until the ring is gone, so it stays): either
             # way the queue must not be touched again.
             self._sendq = None
             self._ring_fd.op_done()
@@ -330,7 +362,6 @@ class RingStreamTransport(RingTransport, transports.Transport):
     def _on_send_progress(self, size):
         if self._conn_lost:
             return
-        self._pressure_check = False
         if self._protocol_paused:
             self._in_writer_context(self._maybe_resume_protocol)
         elif size > self._high_water:
@@ -368,6 +399,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         queue = self._sendq
         if queue is not None and self._ring.release_send_queue(queue, self._sendq_events):
             self._sendq = None
+            self._write_ref = None
             self._ring_fd.op_done()
 
     def _on_write_drained(self):

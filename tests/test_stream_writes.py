@@ -1,0 +1,166 @@
+"""The write side of stream transports: big writes, what write() keeps of
+the caller's data, wire order, and write pressure.  ``loop`` tests state
+asyncio's behaviour (both loops); ``uloop`` tests pin how uringloop gets
+there (big ``bytes`` sent in place, no send-queue event per big write)."""
+import asyncio
+import random
+import socket
+import sys
+
+from uringloop import _stream
+
+from .conftest import run
+
+
+class Writer(asyncio.Protocol):
+    def __init__(self):
+        self.pauses = 0
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def pause_writing(self):
+        self.pauses += 1
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def _connected(loop):
+    """A transport (Writer protocol) and the peer socket it writes to."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    with listener:
+        accepting = asyncio.ensure_future(loop.sock_accept(listener))
+        transport, proto = await loop.create_connection(Writer, *listener.getsockname())
+        peer, _ = await accepting
+    peer.setblocking(False)
+    return transport, proto, peer
+
+
+async def _receive(loop, peer, size):
+    received = bytearray()
+    while len(received) < size:
+        chunk = await loop.sock_recv(peer, 1 << 20)
+        assert chunk, "EOF before all data arrived"
+        received += chunk
+    return bytes(received)
+
+
+async def _close(transport, proto, peer):
+    transport.close()
+    await proto.lost
+    peer.close()
+
+
+def test_big_writes_the_socket_takes_never_pause_the_protocol(loop):
+    # asyncio sends at once and counts only what the socket refused; a
+    # 100 KiB write (above the 64 KiB high-water mark) that the socket
+    # takes whole never pauses the writer.
+    async def main():
+        transport, proto, peer = await _connected(loop)
+        message = random.Random(1).randbytes(100 * 1024)
+        for _ in range(50):
+            transport.write(message)
+            assert await _receive(loop, peer, len(message)) == message
+        await _close(transport, proto, peer)
+        return proto.pauses
+
+    assert run(loop, main()) == 0
+
+
+def test_written_bytearray_and_memoryview_are_copied(loop):
+    # write() takes a copy: changing the buffer afterwards changes nothing
+    # on the wire, whatever its size.
+    async def main():
+        transport, proto, peer = await _connected(loop)
+        expected = b""
+        for size in (10, 100 * 1024, 1 << 20):
+            for make in (bytearray, lambda b: memoryview(bytearray(b))):
+                original = random.Random(size).randbytes(size)
+                buffer = make(original)
+                transport.write(buffer)
+                buffer[:] = bytes(len(original))
+                expected += original
+        received = await _receive(loop, peer, len(expected))
+        await _close(transport, proto, peer)
+        return received == expected
+
+    assert run(loop, main())
+
+
+def test_mixed_writes_keep_wire_order(loop):
+    # Small and big writes, bytes and not, several per turn or one per
+    # turn: the peer gets them in write order.
+    rng = random.Random(7)
+
+    async def main():
+        transport, proto, peer = await _connected(loop)
+        expected = bytearray()
+        chunks = []
+        for _ in range(300):
+            size = rng.choice((1, 100, 4096, 64 * 1024, 70_000, 300_000))
+            data = rng.randbytes(size)
+            chunks.append(data if rng.random() < 0.7 else bytearray(data))
+            expected += data
+        receiving = asyncio.ensure_future(_receive(loop, peer, len(expected)))
+        for data in chunks:
+            transport.write(data)
+            if rng.random() < 0.3:
+                await asyncio.sleep(0)
+        received = await receiving
+        await _close(transport, proto, peer)
+        return received == bytes(expected)
+
+    assert run(loop, main(), timeout=60)
+
+
+def test_big_bytes_are_sent_in_place_and_let_go(uloop):
+    # uringloop sends a big bytes object from the object itself (no copy
+    # into the send queue), keeping it only until the kernel is done.
+    async def main():
+        transport, proto, peer = await _connected(uloop)
+        small, big = bytes(100 * 1024), bytes(1 << 20)
+        base_small, base_big = sys.getrefcount(small), sys.getrefcount(big)
+        transport.write(small)
+        kept = sys.getrefcount(small) - base_small
+        await _receive(uloop, peer, len(small))
+        transport.write(big)               # the queue is idle: small is let go
+        released_small = sys.getrefcount(small) - base_small
+        await _receive(uloop, peer, len(big))
+        for _ in range(10):                # its send's completion, then its event
+            await asyncio.sleep(0)
+        released_big = sys.getrefcount(big) - base_big
+        await _close(transport, proto, peer)
+        return kept, released_small, released_big
+
+    assert run(uloop, main()) == (1, 0, 0)
+
+
+def test_big_writes_bring_no_send_queue_event(uloop, monkeypatch):
+    # A send that takes the whole write is handled in C: no event reaches
+    # Python (asyncio's write sends at once and schedules nothing either).
+    events = []
+    handler = _stream.RingStreamTransport._on_send_event
+
+    def counting(self, res, flags):
+        events.append(flags >> _stream._SENDQ_EVENT_SHIFT)
+        return handler(self, res, flags)
+
+    monkeypatch.setattr(_stream.RingStreamTransport, "_on_send_event", counting)
+
+    async def main():
+        transport, proto, peer = await _connected(uloop)
+        message = bytes(100 * 1024)
+        for _ in range(20):
+            transport.write(message)
+            await _receive(uloop, peer, len(message))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        drained = list(events)
+        await _close(transport, proto, peer)
+        return drained
+
+    assert run(uloop, main()) == []
