@@ -221,7 +221,7 @@ def run_callgrind(server, case, per_conn, echo_client, echo_server, keep):
                                f"--log-file={os.path.join(workdir, 'valgrind.log')}"]
         started = time.monotonic()
         try:
-            with PinnedServer(valgrind + command, result, workdir, signal.SIGKILL) as proc:
+            with PinnedServer(valgrind + command, result, workdir, stop=signal.SIGKILL) as proc:
                 address = proc.ready(READY_TIMEOUT)["address"]
                 if case["part"] == "http":
                     client = [sys.executable, os.path.join(BENCH, "http_count_client.py"),
