@@ -41,9 +41,10 @@ from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
 from ._subprocess import RingSubprocessMixin
 from ._stream import RingStreamTransport
+from ._turn import TurnMixin
 
 
-class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
+class Loop(TurnMixin, LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
            RingSubprocessMixin, asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
