@@ -14,7 +14,8 @@
  *      are scheduled and over half are cancelled, else pop cancelled heads;
  *   2. timeout: 0 when callbacks are ready or the loop is stopping, else
  *      until the earliest timer (at most MAXIMUM_SELECT_TIMEOUT), else None;
- *   3. loop._selector.select(timeout), loop._process_events(events);
+ *   3. loop._selector.select(timeout), loop._process_events(events) (skipped
+ *      for no events when it is asyncio's own, which then does nothing);
  *   4. timers due before time() + clock_resolution move to the ready queue;
  *   5. the handles ready now (not those they schedule) run, cancelled ones
  *      skipped, each as handle._context.run(handle._callback, *handle._args).
@@ -45,6 +46,7 @@ static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
 static PyObject *debug_run;        /* debug_run(loop, handle) */
 static PyObject *handle_types;     /* tuple of the types run inline */
+static PyObject *stock_process_events;  /* BaseSelectorEventLoop._process_events */
 static double max_timeout;         /* asyncio's MAXIMUM_SELECT_TIMEOUT */
 
 #define MIN_SCHEDULED_TIMER_HANDLES 100
@@ -553,11 +555,25 @@ run_once(PyObject *module, PyObject *loop)
     Py_DECREF(timeout);
     if (events == NULL)
         goto fail;
-    PyObject *processed = PyObject_CallMethodObjArgs(loop, s_process_events, events, NULL);
+    int skip = PyList_CheckExact(events) && PyList_Size(events) == 0;
+    if (skip) {
+        PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(loop), s_process_events);
+        if (method == NULL) {
+            Py_DECREF(events);
+            goto fail;
+        }
+        skip = method == stock_process_events;
+        Py_DECREF(method);
+    }
+    if (!skip) {
+        PyObject *processed = PyObject_CallMethodObjArgs(loop, s_process_events, events, NULL);
+        if (processed == NULL) {
+            Py_DECREF(events);
+            goto fail;
+        }
+        Py_DECREF(processed);
+    }
     Py_DECREF(events);
-    if (processed == NULL)
-        goto fail;
-    Py_DECREF(processed);
 
     if (move_due_timers(loop, ready) < 0)
         goto fail;
@@ -587,11 +603,12 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
     static char *keywords[] = {"report_error", "debug_run", "handle_types",
-                               "max_timeout", NULL};
-    PyObject *report, *debug, *types;
+                               "max_timeout", "process_events", NULL};
+    PyObject *report, *debug, *types, *process_events;
     double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!d:configure", keywords,
-                                     &report, &debug, &PyTuple_Type, &types, &timeout))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dO:configure", keywords,
+                                     &report, &debug, &PyTuple_Type, &types, &timeout,
+                                     &process_events))
         return NULL;
     PyObject *contextvars = PyImport_ImportModule("contextvars");
     if (contextvars == NULL)
@@ -612,6 +629,8 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     debug_run = Py_NewRef(debug);
     Py_XDECREF(handle_types);
     handle_types = Py_NewRef(types);
+    Py_XDECREF(stock_process_events);
+    stock_process_events = Py_NewRef(process_events);
     max_timeout = timeout;
     Py_RETURN_NONE;
 }
@@ -623,7 +642,7 @@ static PyMethodDef methods[] = {
      "heap_push(heap, timer): heapq.heappush for timer handles."},
     {"heap_pop", heap_pop, METH_O, "heap_pop(heap): heapq.heappop for timer handles."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
-     "configure(report_error, debug_run, handle_types, max_timeout)."},
+     "configure(report_error, debug_run, handle_types, max_timeout, process_events)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,7 +14,7 @@ The Python implementation stays the reference: the test suite runs against
 both (tests/run.sh), and ``python -m uringloop info`` says which is active.
 """
 import sys
-from asyncio import base_events, events, format_helpers
+from asyncio import base_events, events, format_helpers, selector_events
 
 from . import _accel, _scheduling
 
@@ -65,7 +65,8 @@ def configure(speedups):
         report_error=report_callback_error, debug_run=run_debug,
         handle_types=(events.Handle, events.TimerHandle,
                       _scheduling.Handle, _scheduling.TimerHandle),
-        max_timeout=float(base_events.MAXIMUM_SELECT_TIMEOUT))
+        max_timeout=float(base_events.MAXIMUM_SELECT_TIMEOUT),
+        process_events=selector_events.BaseSelectorEventLoop._process_events)
 
 
 if _accel.speedups is not None:

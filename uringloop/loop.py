@@ -35,7 +35,7 @@ from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
 from ._ring import Ring
-from ._scheduling import LeanSchedulingMixin
+from ._scheduling import Handle, LeanSchedulingMixin
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
@@ -72,7 +72,11 @@ class Loop(TurnMixin, LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin
         self._selector.defer_completions = self._schedule_completions
 
     def _schedule_completions(self, batch):
-        self.call_soon(self._ring.run_callbacks, batch)
+        if self._debug:
+            self.call_soon(self._ring.run_callbacks, batch)
+        else:
+            # call_soon's work without its frame: the loop is running.
+            self._ready.append(Handle(self._ring.run_callbacks, (batch,), self, None))
 
     def _report_ring_callback_error(self, exc):
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
