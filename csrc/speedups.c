@@ -46,6 +46,9 @@ static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
 static PyObject *debug_run;        /* debug_run(loop, handle) */
 static PyObject *handle_types;     /* tuple of the types run inline */
+#define MAX_HANDLE_TYPES 8
+static PyObject *handle_type_list[MAX_HANDLE_TYPES];   /* borrowed from handle_types */
+static Py_ssize_t handle_type_count;
 static PyObject *stock_process_events;  /* BaseSelectorEventLoop._process_events */
 static double max_timeout;         /* asyncio's MAXIMUM_SELECT_TIMEOUT */
 
@@ -514,9 +517,9 @@ run_handle(PyObject *loop, PyObject *handle)
     if (debug) {
         result = PyObject_CallFunctionObjArgs(debug_run, loop, handle, NULL);
     } else {
-        int known = PySequence_Contains(handle_types, (PyObject *)Py_TYPE(handle));
-        if (known < 0)
-            return -1;
+        int known = 0;
+        for (Py_ssize_t i = 0; i < handle_type_count && !known; i++)
+            known = (PyObject *)Py_TYPE(handle) == handle_type_list[i];
         if (!known)
             result = PyObject_CallMethodObjArgs(handle, s_run, NULL);
         else if ((result = call_in_context(handle)) == NULL)
@@ -617,6 +620,11 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_DECREF(contextvars);
     if (context_type == NULL)
         return NULL;
+    if (PyTuple_Size(types) > MAX_HANDLE_TYPES) {
+        Py_DECREF(context_type);
+        PyErr_SetString(PyExc_ValueError, "too many handle types");
+        return NULL;
+    }
     PyObject *run = PyObject_GetAttrString(context_type, "run");
     Py_DECREF(context_type);
     if (run == NULL)
@@ -629,6 +637,9 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     debug_run = Py_NewRef(debug);
     Py_XDECREF(handle_types);
     handle_types = Py_NewRef(types);
+    handle_type_count = PyTuple_Size(types);
+    for (Py_ssize_t i = 0; i < handle_type_count; i++)
+        handle_type_list[i] = PyTuple_GetItem(types, i);
     Py_XDECREF(stock_process_events);
     stock_process_events = Py_NewRef(process_events);
     max_timeout = timeout;
