@@ -264,3 +264,24 @@ def test_heap_push_and_pop_match_heapq_with_equal_keys(number):
     assert popped_ours == popped_reference
     with pytest.raises(IndexError):
         speedups.heap_pop([])
+
+
+def test_the_loops_own_turn_hooks_run_before_the_c_turn(monkeypatch):
+    # The sock_* mixin checks for sockets closed under their ops every turn
+    # (its _run_once): the C turn must come after it, not replace it.
+    from uringloop import _sockops
+    calls = []
+    original = _sockops.RingSocketOpsMixin._run_once
+
+    def counted(self):
+        calls.append(self)
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        patch.setattr(_sockops.RingSocketOpsMixin, "_run_once", counted)
+        try:
+            one_iteration(loop)
+        finally:
+            finish_strict_loop(loop)
+    assert calls and calls[0] is loop

@@ -44,8 +44,8 @@ from ._stream import RingStreamTransport
 from ._turn import TurnMixin
 
 
-class Loop(TurnMixin, LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
-           RingSubprocessMixin, asyncio.SelectorEventLoop):
+class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
+           RingSubprocessMixin, TurnMixin, asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
     backend = "io_uring"
