@@ -23,6 +23,7 @@ def extension():
     return Extension(
         "uringloop._speedups",
         sources=["csrc/speedups.c"],
+        include_dirs=["csrc"],   # uring.h: ul_ring_turn, called through its address
         define_macros=[("Py_LIMITED_API", LIMITED_API)],
         py_limited_api=True,
         extra_compile_args=["-Wall", "-Wextra", "-Werror", "-O2"]

@@ -15,7 +15,14 @@
  *   2. timeout: 0 when callbacks are ready or the loop is stopping, else
  *      until the earliest timer (at most MAXIMUM_SELECT_TIMEOUT), else None;
  *   3. loop._selector.select(timeout), loop._process_events(events) (skipped
- *      for no events when it is asyncio's own, which then does nothing);
+ *      for no events when it is asyncio's own, which then does nothing).
+ *      When the selector has no fd to arm and the ring nothing unfinished
+ *      (loop._c_ring_turn, see ring_select), the ring turn is made here:
+ *      one ul_ring_turn call (its address from the cffi module, which
+ *      releases the GIL around the wait), whose
+ *      batch of completions is deferred as Ring.take_turn defers it; a
+ *      turn that reaped polls, a full batch or an error goes back to
+ *      Ring.take_turn and RingSelector.fired_events;
  *   4. timers due before time() + clock_resolution move to the ready queue;
  *   5. the handles ready now (not those they schedule) run, cancelled ones
  *      skipped, each as handle._context.run(handle._callback, *handle._args).
@@ -35,13 +42,18 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "uring.h"
 
 /* Interned attribute names and what configure() handed in.  Module-level
  * because the module keeps no per-interpreter state worth the machinery. */
 static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
     *s_ready, *s_stopping, *s_time, *s_selector, *s_select, *s_process_events,
     *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
-    *s_debug, *s_run;
+    *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn;
 static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
 static PyObject *debug_run;        /* debug_run(loop, handle) */
@@ -51,6 +63,8 @@ static PyObject *handle_type_list[MAX_HANDLE_TYPES];   /* borrowed from handle_t
 static Py_ssize_t handle_type_count;
 static PyObject *stock_process_events;  /* BaseSelectorEventLoop._process_events */
 static double max_timeout;         /* asyncio's MAXIMUM_SELECT_TIMEOUT */
+typedef __typeof__(ul_ring_turn) ring_turn_fn;
+static ring_turn_fn *ring_turn;    /* _uring's ul_ring_turn, or NULL */
 
 #define MIN_SCHEDULED_TIMER_HANDLES 100
 #define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
@@ -531,6 +545,141 @@ run_handle(PyObject *loop, PyObject *handle)
     return 0;
 }
 
+/* Indexes of Ring.c_turn_state and of loop._c_ring_turn (uringloop/_ring.py,
+ * uringloop/loop.py). */
+enum { STATE_RING, STATE_OUT, STATE_INLINE, STATE_BATCH, STATE_UNFINISHED, STATE_THREAD,
+       STATE_SIZE };
+enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING, TURN_SIZE };
+
+/* The completions of a turn as Ring.take_turn defers them: an iterator of
+ * (user_data, res, flags), appended to the ring's unfinished batches. */
+static PyObject *
+completion_batch(const struct ul_completion *out, int count)
+{
+    PyObject *items = PyList_New(count);
+    if (items == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        PyObject *item = PyTuple_New(3);
+        PyObject *user_data = PyLong_FromUnsignedLongLong(out[i].user_data);
+        PyObject *res = PyLong_FromLong(out[i].res);
+        PyObject *flags = PyLong_FromUnsignedLong(out[i].flags);
+        if (item == NULL || user_data == NULL || res == NULL || flags == NULL) {
+            Py_XDECREF(item);
+            Py_XDECREF(user_data);
+            Py_XDECREF(res);
+            Py_XDECREF(flags);
+            Py_DECREF(items);
+            return NULL;
+        }
+        PyTuple_SetItem(item, 0, user_data);
+        PyTuple_SetItem(item, 1, res);
+        PyTuple_SetItem(item, 2, flags);
+        PyList_SetItem(items, i, item);
+    }
+    PyObject *batch = PyObject_GetIter(items);
+    Py_DECREF(items);
+    return batch;
+}
+
+/* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
+ * nothing but a plain ring turn is needed: select()'s result (a new
+ * reference), NULL with an error, or NULL without one when the loop must
+ * take the Python path (selector.select). */
+static PyObject *
+ring_select(PyObject *loop, PyObject *timeout)
+{
+    if (ring_turn == NULL)
+        return NULL;
+    PyObject *turn = PyObject_GetAttr(loop, s_c_ring_turn);
+    if (turn == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (!PyTuple_Check(turn) || PyTuple_Size(turn) != TURN_SIZE)
+        goto done;   /* None: closed, or no C turn for this loop */
+    PyObject *state = PyTuple_GetItem(turn, TURN_STATE);
+    if (!PyList_Check(state) || PyList_Size(state) != STATE_SIZE)
+        goto done;   /* emptied: the ring is closed or the parent's */
+    if (PySet_Size(PyTuple_GetItem(turn, TURN_TO_ARM)) != 0 ||
+            PyDict_Size(PyTuple_GetItem(turn, TURN_FIRED)) != 0 ||
+            PyList_Size(PyList_GetItem(state, STATE_UNFINISHED)) != 0)
+        goto done;   /* polls to arm, events or batches left: select() does it all */
+    PyObject *thread = PyList_GetItem(state, STATE_THREAD);
+    if (!PyLong_Check(thread) ||
+            PyLong_AsUnsignedLong(thread) != PyThread_get_thread_ident()) {
+        PyErr_Clear();
+        goto done;   /* not bound to this thread yet: run_turn binds it */
+    }
+    struct ul_ring *ring = PyLong_AsVoidPtr(PyList_GetItem(state, STATE_RING));
+    struct ul_completion *out = PyLong_AsVoidPtr(PyList_GetItem(state, STATE_OUT));
+    unsigned *inline_count = PyLong_AsVoidPtr(PyList_GetItem(state, STATE_INLINE));
+    long batch_size = PyLong_AsLong(PyList_GetItem(state, STATE_BATCH));
+    if (PyErr_Occurred() || ring == NULL || out == NULL || inline_count == NULL ||
+            batch_size <= 0)
+        goto done;
+    long long timeout_ns = -1;
+    if (timeout != Py_None) {
+        double seconds = PyFloat_AsDouble(timeout);
+        if (seconds == -1.0 && PyErr_Occurred())
+            goto done;
+        /* Ring.run_turn's max(0, int(timeout * 1e9)) */
+        double ns = seconds * 1e9;
+        timeout_ns = ns > 0 ? (long long)ns : 0;
+    }
+    /* The GIL stays held here: ffi.addressof(lib, "ul_ring_turn") is cffi's
+     * direct-call wrapper, which goes through the GIL-releasing version
+     * build_ffi.py's PRELUDE puts in the name's place. */
+    int count = ring_turn(ring, timeout_ns, out, (unsigned)batch_size, inline_count);
+    PyObject *defer = PyTuple_GetItem(turn, TURN_DEFER);
+    PyObject *ring_obj = PyTuple_GetItem(turn, TURN_RING);
+    if (count < 0 || *inline_count != 0 || count >= batch_size) {
+        /* Polls, an error or a full batch: Ring.take_turn's full rules. */
+        PyObject *count_obj = PyLong_FromLong(count);
+        if (count_obj == NULL)
+            goto done;
+        PyObject *over = PyObject_CallMethodObjArgs(ring_obj, s_take_turn, count_obj,
+                                                    defer, NULL);
+        Py_DECREF(count_obj);
+        if (over == NULL)
+            goto done;
+        int finished = PyObject_IsTrue(over);
+        Py_DECREF(over);
+        if (finished < 0)
+            goto done;
+        if (!finished) {
+            PyObject *zero = PyLong_FromLong(0);
+            PyObject *more = zero == NULL ? NULL :
+                PyObject_CallMethodObjArgs(ring_obj, s_run_turn, zero, defer, NULL);
+            Py_XDECREF(zero);
+            if (more == NULL)
+                goto done;
+            Py_DECREF(more);
+        }
+        result = PyObject_CallMethodObjArgs(PyTuple_GetItem(turn, TURN_SELECTOR),
+                                            s_fired_events, NULL);
+        goto done;
+    }
+    if (count > 0) {
+        PyObject *batch = completion_batch(out, count);
+        if (batch == NULL)
+            goto done;
+        PyObject *deferred = NULL;
+        if (PyList_Append(PyList_GetItem(state, STATE_UNFINISHED), batch) == 0)
+            deferred = PyObject_CallFunctionObjArgs(defer, batch, NULL);
+        Py_DECREF(batch);
+        if (deferred == NULL)
+            goto done;
+        Py_DECREF(deferred);
+    }
+    result = PyList_New(0);
+done:
+    Py_DECREF(turn);
+    return result;
+}
+
 static PyObject *
 run_once(PyObject *module, PyObject *loop)
 {
@@ -548,13 +697,14 @@ run_once(PyObject *module, PyObject *loop)
     if (timeout == NULL)
         goto fail;
 
-    PyObject *selector = PyObject_GetAttr(loop, s_selector);
-    if (selector == NULL) {
-        Py_DECREF(timeout);
-        goto fail;
+    PyObject *events = ring_select(loop, timeout);
+    if (events == NULL && !PyErr_Occurred()) {
+        PyObject *selector = PyObject_GetAttr(loop, s_selector);
+        if (selector != NULL) {
+            events = PyObject_CallMethodObjArgs(selector, s_select, timeout, NULL);
+            Py_DECREF(selector);
+        }
     }
-    PyObject *events = PyObject_CallMethodObjArgs(selector, s_select, timeout, NULL);
-    Py_DECREF(selector);
     Py_DECREF(timeout);
     if (events == NULL)
         goto fail;
@@ -606,13 +756,19 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
     static char *keywords[] = {"report_error", "debug_run", "handle_types",
-                               "max_timeout", "process_events", NULL};
-    PyObject *report, *debug, *types, *process_events;
+                               "max_timeout", "process_events", "ring_turn", NULL};
+    PyObject *report, *debug, *types, *process_events, *ring_turn_address;
     double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dO:configure", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO:configure", keywords,
                                      &report, &debug, &PyTuple_Type, &types, &timeout,
-                                     &process_events))
+                                     &process_events, &ring_turn_address))
         return NULL;
+    void *ring_turn_pointer = NULL;
+    if (ring_turn_address != Py_None) {
+        ring_turn_pointer = PyLong_AsVoidPtr(ring_turn_address);
+        if (ring_turn_pointer == NULL && PyErr_Occurred())
+            return NULL;
+    }
     PyObject *contextvars = PyImport_ImportModule("contextvars");
     if (contextvars == NULL)
         return NULL;
@@ -643,6 +799,7 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_XDECREF(stock_process_events);
     stock_process_events = Py_NewRef(process_events);
     max_timeout = timeout;
+    ring_turn = (ring_turn_fn *)ring_turn_pointer;
     Py_RETURN_NONE;
 }
 
@@ -653,7 +810,8 @@ static PyMethodDef methods[] = {
      "heap_push(heap, timer): heapq.heappush for timer handles."},
     {"heap_pop", heap_pop, METH_O, "heap_pop(heap): heapq.heappop for timer handles."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
-     "configure(report_error, debug_run, handle_types, max_timeout, process_events)."},
+     "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
+     "          ring_turn): ring_turn is ul_ring_turn's address (or None)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -673,7 +831,9 @@ intern_names(void)
         {&s_select, "select"}, {&s_process_events, "_process_events"},
         {&s_clock_resolution, "_clock_resolution"}, {&s_popleft, "popleft"},
         {&s_append, "append"}, {&s_context, "_context"}, {&s_callback, "_callback"},
-        {&s_args, "_args"}, {&s_debug, "_debug"}, {&s_run, "_run"}
+        {&s_args, "_args"}, {&s_debug, "_debug"}, {&s_run, "_run"},
+        {&s_c_ring_turn, "_c_ring_turn"}, {&s_take_turn, "take_turn"},
+        {&s_fired_events, "fired_events"}, {&s_run_turn, "run_turn"}
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL &&

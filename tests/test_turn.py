@@ -285,3 +285,36 @@ def test_the_loops_own_turn_hooks_run_before_the_c_turn(monkeypatch):
         finally:
             finish_strict_loop(loop)
     assert calls and calls[0] is loop
+
+
+def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
+    # Completions without polls are reaped and deferred by the C turn, not
+    # through RingSelector.select; polls (add_reader) still go through it.
+    import socket
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        try:
+            one_iteration(loop)   # arms the self-pipe's poll and binds the thread
+            selects = []
+            real_select = loop._selector.select
+            patch.setattr(loop._selector, "select",
+                          lambda timeout: (selects.append(timeout), real_select(timeout))[1])
+            done = []
+            loop._ring.submit_nop(lambda res, flags: done.append(res))
+            while not done:
+                one_iteration(loop)
+            assert done == [0] and selects == []
+
+            a, b = socket.socketpair()
+            try:
+                read = loop.create_future()
+                loop.add_reader(a, lambda: read.set_result(a.recv(1)))
+                b.send(b"x")
+                assert loop.run_until_complete(read) == b"x"
+                loop.remove_reader(a)
+            finally:
+                a.close()
+                b.close()
+            assert selects
+        finally:
+            finish_strict_loop(loop)

@@ -16,7 +16,7 @@ both (tests/run.sh), and ``python -m uringloop info`` says which is active.
 import sys
 from asyncio import base_events, events, format_helpers, selector_events
 
-from . import _accel, _scheduling
+from . import _accel, _extension, _scheduling
 
 
 def report_callback_error(handle, exc):
@@ -66,7 +66,17 @@ def configure(speedups):
         handle_types=(events.Handle, events.TimerHandle,
                       _scheduling.Handle, _scheduling.TimerHandle),
         max_timeout=float(base_events.MAXIMUM_SELECT_TIMEOUT),
-        process_events=selector_events.BaseSelectorEventLoop._process_events)
+        process_events=selector_events.BaseSelectorEventLoop._process_events,
+        ring_turn=_ring_turn_address())
+
+
+def _ring_turn_address():
+    # The C turn calls ul_ring_turn directly (no cffi argument conversion);
+    # the ring's own state comes from Ring.c_turn_state.
+    if _extension.error is not None:
+        return None
+    from ._uring import ffi, lib
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "ul_ring_turn")))
 
 
 if _accel.speedups is not None:
