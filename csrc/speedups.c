@@ -597,15 +597,20 @@ ring_select(PyObject *loop, PyObject *timeout)
             PyErr_Clear();
         return NULL;
     }
-    PyObject *result = NULL;
+    PyObject *result = NULL, *unfinished_ref = NULL;
     if (!PyTuple_Check(turn) || PyTuple_Size(turn) != TURN_SIZE)
         goto done;   /* None: closed, or no C turn for this loop */
     PyObject *state = PyTuple_GetItem(turn, TURN_STATE);
     if (!PyList_Check(state) || PyList_Size(state) != STATE_SIZE)
         goto done;   /* emptied: the ring is closed or the parent's */
+    /* Held: the state list is only borrowed while the GIL is released. */
+    PyObject *unfinished = PyList_GetItem(state, STATE_UNFINISHED);
+    if (!PyList_Check(unfinished))
+        goto done;
+    unfinished_ref = Py_NewRef(unfinished);
     if (PySet_Size(PyTuple_GetItem(turn, TURN_TO_ARM)) != 0 ||
             PyDict_Size(PyTuple_GetItem(turn, TURN_FIRED)) != 0 ||
-            PyList_Size(PyList_GetItem(state, STATE_UNFINISHED)) != 0)
+            PyList_Size(unfinished) != 0)
         goto done;   /* polls to arm, events or batches left: select() does it all */
     PyObject *thread = PyList_GetItem(state, STATE_THREAD);
     if (!PyLong_Check(thread) ||
@@ -667,7 +672,7 @@ ring_select(PyObject *loop, PyObject *timeout)
         if (batch == NULL)
             goto done;
         PyObject *deferred = NULL;
-        if (PyList_Append(PyList_GetItem(state, STATE_UNFINISHED), batch) == 0)
+        if (PyList_Append(unfinished, batch) == 0)
             deferred = PyObject_CallFunctionObjArgs(defer, batch, NULL);
         Py_DECREF(batch);
         if (deferred == NULL)
@@ -676,6 +681,7 @@ ring_select(PyObject *loop, PyObject *timeout)
     }
     result = PyList_New(0);
 done:
+    Py_XDECREF(unfinished_ref);
     Py_DECREF(turn);
     return result;
 }
