@@ -307,8 +307,9 @@ def main(argv):
               "(fixed request counts), then each cell's native CPU per request --", flush=True)
         data["instructions"] = instructions.run(
             args.full, CLIENT, server_command,
-            lambda server, case: run_one(server, case, args.warmup, args.seconds, traced=False),
-            args.seconds)
+            lambda server, case: run_one(server, case, args.warmup, args.seconds, traced=False,
+                                         env=args.variants.get(server)),
+            args.seconds, args.variants)
     env["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     env["wall_seconds"] = round(time.monotonic() - started, 1)
     env["matrix"] = "full" if args.full else "short"

@@ -100,9 +100,12 @@ def matrix(full):
     return cases
 
 
-def servers_for(case, c_done):
-    """The servers of a case: the C server once per echo shape, as style "c"."""
+def servers_for(case, c_done, variants=()):
+    """The servers of a case: the uringloop variants (bench.py --uring-env)
+    for echo cases, the C server once per echo shape, as style "c"."""
     runs = [(server, case) for server in LOOPS]
+    if case["part"] == "echo":
+        runs += [(server, case) for server in variants]
     if case["part"] == "echo" and (case["size"], case["conns"]) not in c_done:
         c_done.add((case["size"], case["conns"]))
         runs.append(("c", dict(case, style="c")))
@@ -201,11 +204,12 @@ def counted_window(command, pid):
                 pipe.close()
 
 
-def run_callgrind(server, case, per_conn, echo_client, echo_server, keep):
+def run_callgrind(server, case, per_conn, echo_client, echo_server, keep, env=None):
     """One callgrind run with ``per_conn`` measured requests per connection
     (kind "callgrind"; "callgrind-half" for the shorter run, ``keep`` False);
-    keeps the callgrind file in PROFILES when ``keep``.  Returns a result
-    dict (with "error" instead of numbers when something failed)."""
+    keeps the callgrind file in PROFILES when ``keep``; ``env``: the
+    server's extra environment (a uringloop variant's knobs).  Returns a
+    result dict (with "error" instead of numbers when something failed)."""
     warmup = counts(case)[0]
     result = dict(case, server=server, kind="callgrind" if keep else "callgrind-half",
                   per_conn=per_conn, loadavg=loadavg())
@@ -221,7 +225,8 @@ def run_callgrind(server, case, per_conn, echo_client, echo_server, keep):
                                f"--log-file={os.path.join(workdir, 'valgrind.log')}"]
         started = time.monotonic()
         try:
-            with PinnedServer(valgrind + command, result, workdir, stop=signal.SIGKILL) as proc:
+            with PinnedServer(valgrind + command, result, workdir, env=env,
+                              stop=signal.SIGKILL) as proc:
                 address = proc.ready(READY_TIMEOUT)["address"]
                 if case["part"] == "http":
                     client = [sys.executable, os.path.join(BENCH, "http_count_client.py"),
@@ -258,21 +263,23 @@ def progress(result):
     return f"{text} {result['cpu_us_per_req']:>6.1f} CPU us/req ({result['rps']:,.0f} req/s)"
 
 
-def run(full, echo_client, echo_server, echo_timing, seconds):
+def run(full, echo_client, echo_server, echo_timing, seconds, variants=None):
     """Every callgrind run (each cell at N and at N/2 requests per
     connection), then each cell's native timing run; prints a line per run
     and returns the runs.  ``echo_client`` is the C client's path,
-    ``echo_server(server, case, unix_path)`` an echo server's command line
-    and ``echo_timing(server, case)`` one native echo run (bench/bench.py's)."""
+    ``echo_server(server, case, unix_path)`` an echo server's command line,
+    ``echo_timing(server, case)`` one native echo run (bench/bench.py's) and
+    ``variants`` {server name: knobs} the uringloop variants to add."""
+    variants = variants or {}
     cells, c_done = [], set()
     for case in matrix(full):
-        cells += servers_for(case, c_done)
+        cells += servers_for(case, c_done, variants)
     results = []
     for server, case in cells:
         measured = counts(case)[1] * (C_SCALE if server == "c" else 1)
         for per_conn in (measured, measured // 2):
             results.append(run_callgrind(server, case, per_conn, echo_client, echo_server,
-                                         keep=per_conn == measured))
+                                         keep=per_conn == measured, env=variants.get(server)))
             print(progress(results[-1]), flush=True)
     for server, case in cells:
         if case["part"] == "http":

@@ -297,15 +297,17 @@ def unsteady(full, half):
     return full is not None and half is not None and abs(half / full - 1) > STEADY
 
 
-def instructions_tables(table):
-    """Instructions per request of every server side by side with
-    uringloop's ratio to uvloop's, then per server the check run at half
-    the requests and the native CPU µs per request next to it."""
+def instructions_tables(table, extra=()):
+    """Instructions per request of every server (and the uringloop variants
+    ``extra``) side by side with uringloop's ratio to uvloop's, then per
+    server the check run at half the requests and the native CPU µs per
+    request next to it."""
     def value(kind, server, case):
         return table.value(kind, server, case, "ir_per_req")
 
-    summary = ["| case | " + " | ".join(NAMES[s] for s in ECHO_SERVERS) + " | uringloop / uvloop |",
-               "|---|" + "--:|" * (len(ECHO_SERVERS) + 1)]
+    servers = ECHO_SERVERS + list(extra)
+    summary = ["| case | " + " | ".join(name(s) for s in servers) + " | uringloop / uvloop |",
+               "|---|" + "--:|" * (len(servers) + 1)]
     detail = ["| case | server | instructions/req | at half the requests | difference "
               "| idle instructions/s | native CPU µs/req | native req/s |",
               "|---|---|--:|--:|--:|--:|--:|--:|"]
@@ -314,11 +316,11 @@ def instructions_tables(table):
         cells = [fmt(value("callgrind", server, case), ",.0f")
                  + (" ‡" if unsteady(value("callgrind", server, case),
                                      value("callgrind-half", server, case)) else "")
-                 for server in ECHO_SERVERS]
+                 for server in servers]
         summary.append(f"| {instructions_label(case)} | " + " | ".join(cells) + " | "
                        + ratio(value("callgrind", "uringloop", case),
                                value("callgrind", "uvloop", case)) + " |")
-        for server in ECHO_SERVERS:
+        for server in servers:
             full, half = value("callgrind", server, case), value("callgrind-half", server, case)
             if full is None and half is None or server == "c" and case[1:] in c_shown:
                 continue
@@ -327,7 +329,7 @@ def instructions_tables(table):
             change = "—" if full is None or half is None else f"{half / full - 1:+.2%}"
             change += " ‡" if unsteady(full, half) else ""
             idle = table.value("callgrind", server, case, "idle_ir_per_s")
-            detail.append(f"| {instructions_label(case)} | {NAMES[server]} | {fmt(full, ',.0f')} "
+            detail.append(f"| {instructions_label(case)} | {name(server)} | {fmt(full, ',.0f')} "
                           f"| {fmt(half, ',.0f')} | {change} | {fmt(idle, ',.0f')} "
                           f"| {fmt(table.value('timing', server, case, 'cpu_us_per_req'), '.1f')} "
                           f"| {fmt(table.value('timing', server, case, 'rps'), ',.0f')} |")
@@ -432,7 +434,8 @@ def files_section(data):
 
 
 def instructions_section(data):
-    summary, detail = instructions_tables(Table(data["instructions"], instructions_key))
+    summary, detail = instructions_tables(Table(data["instructions"], instructions_key),
+                                          variants(data["instructions"]))
     return [
         "### Instructions per request",
         "User-space instructions per request (`bench/instructions.py`, "

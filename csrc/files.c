@@ -6,7 +6,7 @@
  * Like uring.c, this file owns no memory: every path, buffer, iovec array
  * and statx buffer passed in is the caller's and must stay alive until the
  * completion with the same user_data comes back from ul_ring_turn
- * (uringloop/_files_ops.py keeps them in the ring's ops table).  Each
+ * (uringloop/files/_ops.py keeps them in the ring's ops table).  Each
  * function only fills one SQE taken from uring.c's SQ; nothing enters the
  * kernel until the loop's next turn.
  *

@@ -30,6 +30,7 @@
 #include "compat.h"
 #include "uring.h"
 #include "sendq.h"
+#include "fixed.h"
 
 #define NO_THRESHOLD SIZE_MAX
 /* A drained buffer up to this size is kept for the next writes. */
@@ -110,6 +111,7 @@ static void start_send(struct ul_sendq *q)
     size_t left = q->sending.len - q->sent;
     io_uring_prep_send(sqe, q->fd, q->sending.data + q->sent, left > INT_MAX ? INT_MAX : left,
                        MSG_NOSIGNAL);
+    ul_sqe_target(sqe, q->fd);
     io_uring_sqe_set_data64(sqe, UL_SENDQ_TAG | (uint64_t)(uintptr_t)q);
     q->in_flight = 1;
     q->list->in_flight++;

@@ -23,6 +23,7 @@
 #include "compat.h"
 #include "uring.h"
 #include "sendq.h"
+#include "fixed.h"
 
 #ifndef UL_LIBURING_VERSION
 #define UL_LIBURING_VERSION "unknown"
@@ -56,6 +57,7 @@ struct ul_ring {
     int skip_registered_fd;
     struct ul_bufring buffers;
     struct ul_sendq_list sendqs;
+    struct ul_filetable files;
     struct ul_ring_stats stats;
 };
 
@@ -109,6 +111,7 @@ void ul_ring_destroy(struct ul_ring *r)
      * so the memory is freed after, never before. */
     io_uring_queue_exit(&r->ring);
     ul_sendq_free_all(&r->sendqs);
+    ul_files_free(&r->files);
     free(r->buffers.ring);
     free(r->buffers.memory);
     free(r->buffers.handed_out);
@@ -254,6 +257,8 @@ static struct io_uring_sqe *next_sqe(struct ul_ring *r, int *error)
 }
 
 struct ul_sendq_list *ul_ring_sendq_list(struct ul_ring *r) { return &r->sendqs; }
+struct ul_filetable *ul_ring_filetable(struct ul_ring *r) { return &r->files; }
+struct io_uring *ul_ring_io(struct ul_ring *r) { return &r->ring; }
 
 /* The same SQE source for the operations defined in other files (files.c,
  * sendq.c). */
@@ -285,6 +290,7 @@ int ul_prep_recv(struct ul_ring *r, int fd, void *buf, size_t len, int flags, ui
 {
     GET_SQE(r, sqe);
     io_uring_prep_recv(sqe, fd, buf, cap_len(len), flags);
+    ul_sqe_target(sqe, fd);
     io_uring_sqe_set_data64(sqe, user_data);
     return 0;
 }
@@ -295,6 +301,7 @@ int ul_prep_recv_multishot(struct ul_ring *r, int fd, uint64_t user_data)
         return -ENOBUFS;
     GET_SQE(r, sqe);
     io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    ul_sqe_target(sqe, fd);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = UL_BUFFER_GROUP;
     io_uring_sqe_set_data64(sqe, user_data);

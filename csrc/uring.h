@@ -84,7 +84,9 @@ void ul_ring_stats(struct ul_ring *ring, struct ul_ring_stats *out);
  * length; the Python side asks no more of one file request either. */
 #define UL_MAX_IO_LEN 0x40000000
 
-/* Operation preparation: queue one SQE (submitting first if the SQ is full). */
+/* Operation preparation: queue one SQE (submitting first if the SQ is full).
+ * ul_prep_recv's and ul_prep_recv_multishot's fd is a file target (see
+ * ul_files_setup). */
 int ul_prep_nop(struct ul_ring *ring, uint64_t user_data);
 int ul_prep_recv(struct ul_ring *ring, int fd, void *buf, size_t len, int flags, uint64_t user_data);
 int ul_prep_send(struct ul_ring *ring, int fd, const void *buf, size_t len, int flags, uint64_t user_data);
@@ -115,6 +117,27 @@ void *ul_bufring_base(struct ul_ring *ring);
 int ul_prep_recv_multishot(struct ul_ring *ring, int fd, uint64_t user_data);
 /* One receive of at most `len` bytes into a provided buffer. */
 int ul_prep_recv_provided(struct ul_ring *ring, int fd, unsigned len, uint64_t user_data);
+
+/* Registered (fixed) files (csrc/fixed.c; kernel 5.19): a sparse table
+ * of `slots` registered once; ul_files_install puts a socket in a free
+ * slot (returns the slot, or -ENFILE when none is free, or the kernel's
+ * -errno) and ul_files_remove empties it, once no SQE naming it waits in
+ * the submission queue.  Wherever an argument is called a "file target"
+ * (ul_prep_recv, ul_prep_recv_multishot, ul_sendq_new) it is an fd >= 0,
+ * or slot s given as -1 - s: the SQE then names the slot with
+ * IOSQE_FIXED_FILE. */
+struct ul_files_usage {
+    uint64_t slots;          /* 0: no table */
+    uint64_t in_use;
+    uint64_t high_water;     /* most slots in use at once */
+    uint64_t installed;      /* sockets put in a slot */
+    uint64_t table_full;     /* installs that found no free slot (the fd was used) */
+    uint64_t refused;        /* installs the kernel refused (the fd was used) */
+};
+int ul_files_setup(struct ul_ring *ring, unsigned slots);
+int ul_files_install(struct ul_ring *ring, int fd);
+int ul_files_remove(struct ul_ring *ring, unsigned slot);
+void ul_files_usage(struct ul_ring *ring, struct ul_files_usage *out);
 
 /* Submit queued SQEs now, without waiting or reaping.  Returns 0 once
  * every queued SQE is in the kernel, 1 if some are still queued (a kernel
@@ -153,6 +176,7 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
 #define UL_SENDQ_RELEASED 3
 
 struct ul_sendq;
+/* fd is a file target (see ul_files_setup). */
 struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner);
 /* Queue `len` bytes (copied).  Returns the bytes not yet confirmed by the
  * kernel, this write included, or a negative errno (a failed queue). */
@@ -169,7 +193,7 @@ int ul_sendq_release(struct ul_sendq *q);
 /* Sends the kernel still holds, over all queues of the ring. */
 unsigned ul_ring_sends_in_flight(struct ul_ring *ring);
 
-/* ---- file operations (csrc/files.c; used by uringloop/_files_ops.py) ----
+/* ---- file operations (csrc/files.c; used by uringloop/files/_ops.py) ----
  * Offsets of -1 mean "the fd's own position" (streams, O_APPEND).  Paths,
  * buffers, iovec arrays and statx buffers stay alive until the completion,
  * like every other pointer handed to ul_prep_*.  ul_prep_ftruncate needs

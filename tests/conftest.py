@@ -2,15 +2,19 @@
 
 ``loop`` runs a test twice, on uringloop and on asyncio's own selector
 loop, so that its assertions pin down asyncio's semantics; ``uloop`` is a
-uringloop loop alone.  Both are strict: the loop's exception handler
-records every call in ``loop.handler_calls`` and a test that leaves one
-behind fails, as does a uringloop loop that fell back to the selector.
+uringloop loop alone.  They are the only loop fixtures, and both are
+strict: the loop's exception handler records every call in
+``loop.handler_calls`` and a test that leaves one behind fails (a test
+that expects a call asserts it and clears the list), as does a uringloop
+loop that fell back to the selector, or whose ring, once closed, had to
+be parked in ``_ring._leaked_rings`` because the kernel kept buffers.
 """
 import asyncio
 
 import pytest
 
 import uringloop
+from uringloop import _ring
 
 
 def new_uring_loop():
@@ -28,6 +32,7 @@ def new_strict_loop(kind):
     loop.set_exception_handler(lambda _loop, context: calls.append(context))
     loop.handler_calls = calls
     loop.is_uring = kind == "uringloop"
+    loop.leaked_rings_before = len(_ring._leaked_rings)
     return loop
 
 
@@ -39,6 +44,12 @@ def finish_strict_loop(loop):
     finally:
         loop.close()
     assert loop.handler_calls == [], loop.handler_calls
+    if loop.is_uring:
+        # Every operation in flight was drained by close, none left behind
+        # with buffers the kernel may still write.
+        assert loop._ring.closed and not loop._ring._ops, loop._ring._ops
+        leaked = _ring._leaked_rings[loop.leaked_rings_before:]
+        assert not leaked, f"rings parked as leaked: {leaked}"
 
 
 @pytest.fixture(params=list(LOOP_KINDS))

@@ -28,7 +28,7 @@ import warnings
 import pytest
 
 import uringloop
-from uringloop import _files_ops
+from uringloop.files import _ops as _files_ops
 from uringloop._uring import ffi
 
 from .conftest import run
@@ -1018,7 +1018,7 @@ def test_cancelled_pipe_write_keeps_its_buffer_until_the_cqe(uloop, fifo):
         async with uringloop.open(fifo, "rb+", buffering=0) as f:
             task = asyncio.ensure_future(f.write(data))
             await asyncio.sleep(0.05)
-            held = [keep for _, keep in ring._ops.values() if keep]
+            held = [entry.keepalive for entry in ring._ops.values() if entry.keepalive]
             assert held, "the write's buffer must be in the ops table"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):

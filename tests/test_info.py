@@ -195,6 +195,19 @@ def test_bit_names(value, names, expected):
     assert name_tables.bit_names(value, names) == expected
 
 
+def test_fixed_files_knob_shows():
+    off = run_info("info").stdout.splitlines()
+    assert "registered files:    none" in off
+    assert any(l.split()[:2] == ["fixed_files", "off:"] for l in off)
+    proc = run_info("info", env={"URINGLOOP_FIXED_FILES": "1"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(l.split() == ["fixed_files", "on"] for l in lines)
+    slots = next(l for l in lines if l.startswith("registered files:")).split()
+    assert int(slots[2]) > 0 and slots[3] == "slots"
+    assert "URINGLOOP_FIXED_FILES=1" in next(l for l in lines if l.startswith("knobs set:"))
+
+
 def test_opcodes_used_lists_every_op_the_c_layer_prepares():
     # Scans the C sources so a new operation cannot be left out of "info".
     import glob

@@ -1,11 +1,12 @@
 """Optional io_uring paths chosen by probing (``_features``), each forced
 off with ``URINGLOOP_DISABLE`` and the loop still serving a real echo --
 stream ``Protocol`` and ``BufferedProtocol`` transports, ``sock_*`` calls,
-accepts -- and truncating a file; and the knobs that shape the ring
-(``URINGLOOP_SQ_ENTRIES``, ``_CQ_ENTRIES``, ``_BUFFERS``, ``_SQPOLL``,
-``_SINGLE_THREAD``, ``_NAPI``) each through the same echo.  ``ring_stats()`` shows
-which path the loop really took (a multishot accept is one ACCEPT SQE for
-every connection; without it, one per connection)."""
+accepts -- and writing, reading and truncating a file; and the knobs that
+shape the ring (``URINGLOOP_SQ_ENTRIES``, ``_CQ_ENTRIES``, ``_BUFFERS``,
+``_SQPOLL``, ``_SINGLE_THREAD``, ``_NAPI``, ``_FIXED_FILES``) each through
+the same echo.  ``ring_stats()`` shows which path the loop really took (a
+multishot accept is one ACCEPT SQE for every connection; without it, one
+per connection)."""
 import asyncio
 import errno
 import os
@@ -89,10 +90,14 @@ async def echo_everything(loop, tmp_path):
         await asyncio.gather(accepting, return_exceptions=True)
         listener.close()
     path = tmp_path / "file"
-    async with uringloop.open(path, "wb") as f:
-        await f.write(b"0123456789")
+    data = os.urandom(300_000)
+    async with uringloop.open(path, "w+b") as f:
+        await f.write(data)
+        await f.seek(0)
+        assert await f.read() == data
+        assert await f.pread(10, 1000) == data[1000:1010]
         assert await f.truncate(4) == 4
-    assert path.read_bytes() == b"0123"
+    assert path.read_bytes() == data[:4]
 
 
 def echo_loop(monkeypatch, tmp_path, **environment):
@@ -124,6 +129,8 @@ def test_each_path_forced_off_still_echoes(monkeypatch, tmp_path, name):
         assert by_opcode["ACCEPT"] >= 2 * 4 + 3
     if name in ("multishot_recv", "buffer_ring", "all"):
         assert not loop._recv_multishot
+    if name in ("buffer_ring", "all"):
+        assert not loop._recv_provided
         assert stats["buffers"]["count"] == 0
     if name in ("ftruncate", "all"):
         assert "FTRUNCATE" not in by_opcode
@@ -166,7 +173,8 @@ def test_a_failed_feature_test_turns_the_path_off(monkeypatch, tmp_path):
     paths = stats["config"]["paths"]
     assert paths["multishot_accept"] == "off: the kernel accepted once and disarmed"
     assert paths["multishot_recv"] == "off: the kernel ignored the multishot flag"
-    assert paths["buffer_ring"] == "off: not needed without multishot_recv"
+    # sock_recv still takes provided buffers.
+    assert paths["buffer_ring"] == "on" and loop._recv_provided
     assert not loop._recv_multishot and not loop._accept_multishot
 
 
@@ -212,7 +220,7 @@ def test_a_misspelt_path_is_an_error(monkeypatch, value, message):
     ("URINGLOOP_SQ_ENTRIES", "lots"), ("URINGLOOP_CQ_ENTRIES", "8"),
     ("URINGLOOP_BUFFERS", "512"), ("URINGLOOP_BUFFERS", "500x4k"),
     ("URINGLOOP_BUFFERS", "8x0"), ("URINGLOOP_BUFFERS", "8x2G"),
-    ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"),
+    ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"), ("URINGLOOP_FIXED_FILES", "yes"),
 ])
 def test_a_bad_knob_is_an_error_not_a_silent_fallback(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
@@ -262,3 +270,193 @@ def test_napi(monkeypatch, tmp_path):
     _, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_NAPI="50")
     assert stats["config"]["paths"]["napi"] == "on"
     assert stats["config"]["knobs"]["URINGLOOP_NAPI"] == "50"
+
+
+async def receive_paths(loop):
+    """(RECV SQEs for 20 Protocol echoes over one connection, the most
+    provided buffers held while 5 sock_recv calls ran)."""
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    before = loop.ring_stats()["sqes_by_opcode"].get("RECV", 0)
+    for i in range(20):
+        writer.write(b"%d" % i)
+        assert await reader.readexactly(len(b"%d" % i)) == b"%d" % i
+    stream_recvs = loop.ring_stats()["sqes_by_opcode"]["RECV"] - before
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
+        for _ in range(5):
+            await loop.sock_sendall(a, b"ping")
+            assert await loop.sock_recv(b, 100) == b"ping"
+    return stream_recvs, loop.ring_stats()["buffers"]["high_water"]
+
+
+@pytest.mark.parametrize("disabled", ["", "multishot_recv", "buffer_ring"])
+def test_buffer_ring_and_multishot_recv_switch_apart(monkeypatch, disabled):
+    """Each switch turns off its own path only: without multishot_recv a
+    Protocol transport posts one RECV per read while sock_recv still takes
+    provided buffers; without buffer_ring neither has provided buffers (a
+    multishot receive needs them)."""
+    monkeypatch.setenv("URINGLOOP_DISABLE", disabled)
+    loop = new_strict_loop("uringloop")
+    try:
+        stream_recvs, high_water = run(loop, receive_paths(loop), timeout=30)
+        paths = loop.ring_stats()["config"]["paths"]
+    finally:
+        finish_strict_loop(loop)
+    multishot = disabled == ""
+    provided = disabled != "buffer_ring"
+    assert (paths["multishot_recv"] == "on") == multishot
+    assert (paths["buffer_ring"] == "on") == provided
+    if disabled == "buffer_ring":
+        assert paths["multishot_recv"] == "off: needs buffer_ring"
+    # One armed receive for all 20 messages, or one receive per message.
+    assert (stream_recvs <= 1) if multishot else (stream_recvs >= 20)
+    # Only sock_recv takes provided buffers once the multishot is off.
+    assert (high_water >= 1) == provided
+
+
+def test_fixed_files(monkeypatch, tmp_path):
+    """Stream transports (Protocol, BufferedProtocol, streams) echo through
+    registered slots; every slot is free again once they closed."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    loop, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_FIXED_FILES="1")
+    assert stats["config"]["paths"]["fixed_files"] == "on"
+    files = stats["config"]["fixed_files"]
+    assert files["slots"] == _features.fixed_file_slots() > 0
+    # Three connections to each of three servers, a transport at each end
+    # but the sock_* server's.
+    assert files["installed"] == 3 * 2 + 3 * 2 + 3
+    assert files["table_full"] == files["refused"] == 0
+    assert loop._ring.closed
+
+
+class ClosingEcho(Echo):
+    def __init__(self, made, lost):
+        self.made = made
+        self.lost = lost
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.made.append(transport)
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+
+def test_fixed_file_feature_test_is_a_real_round_trip():
+    assert _features.fixed_file_support() is None
+
+
+def test_a_failed_fixed_file_test_leaves_the_sockets_on_their_fds(monkeypatch, tmp_path):
+    """What a kernel that keeps an emptied slot's socket open gets."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    why = "the kernel lets an emptied slot's socket go only once older operations on slots end"
+    monkeypatch.setattr(_features, "_fixed_files", why)
+    loop, stats = echo_loop(monkeypatch, tmp_path, URINGLOOP_FIXED_FILES="1")
+    assert stats["config"]["paths"]["fixed_files"] == "off: " + why
+    assert stats["config"]["fixed_files"]["slots"] == 0
+    assert not loop._fixed_files
+
+
+def test_fixed_file_slots_are_reused_and_never_leak(monkeypatch):
+    """Four slots: six transports at once leave two on their fds; then 50
+    connections one after another each take two slots and give them back,
+    the moment their sockets close."""
+    monkeypatch.delenv("URINGLOOP_DISABLE", raising=False)
+    monkeypatch.setenv("URINGLOOP_FIXED_FILES", "1")
+    monkeypatch.setattr(_features, "_MAX_FIXED_FILES", 4)
+    loop = new_strict_loop("uringloop")
+    made, lost = [], []
+
+    async def connect(port):
+        count = len(made)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while len(made) == count:  # until the server side exists too
+            await asyncio.sleep(0)
+        return reader, writer
+
+    async def echo(reader, writer, message):
+        writer.write(message)
+        assert await reader.readexactly(len(message)) == message
+
+    async def main():
+        server = await loop.create_server(lambda: ClosingEcho(made, lost), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        ring = loop._ring
+        connections = [await connect(port) for _ in range(3)]
+        assert ring.files_usage()["in_use"] == 4
+        assert ring.files_usage()["table_full"] == 2
+        for reader, writer in connections:
+            await echo(reader, writer, os.urandom(100_000))
+        for i, (reader, writer) in enumerate(connections):
+            writer.close()
+            await writer.wait_closed()
+            while len(lost) <= i:
+                await asyncio.sleep(0)
+        assert ring.files_usage()["in_use"] == 0
+        for i in range(50):
+            reader, writer = await connect(port)
+            assert ring.files_usage()["in_use"] == 2
+            await echo(reader, writer, b"%d" % i)
+            writer.close()
+            await writer.wait_closed()
+            while len(lost) < 4 + i:
+                await asyncio.sleep(0)
+            assert ring.files_usage()["in_use"] == 0, i
+        server.close()
+        await server.wait_closed()
+        return ring.files_usage()
+
+    try:
+        usage = run(loop, main(), timeout=60)
+    finally:
+        finish_strict_loop(loop)
+    assert usage == {"slots": 4, "in_use": 0, "high_water": 4, "installed": 4 + 2 * 50,
+                     "table_full": 2, "refused": 0}
+
+
+class Received(asyncio.Protocol):
+    def __init__(self):
+        self.data = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data):
+        if not self.data.done():
+            self.data.set_result(data)
+
+
+def test_fixed_file_operations_name_the_slot_not_the_fd(monkeypatch):
+    """With the transport's fd number pointed at another socket (dup2), its
+    sends and receives still reach its own peer: the kernel looks up the
+    slot, not the fd."""
+    monkeypatch.setenv("URINGLOOP_FIXED_FILES", "1")
+    loop = new_strict_loop("uringloop")
+    ours, peer = socket.socketpair()
+    decoy, decoy_peer = socket.socketpair()
+
+    async def main():
+        transport, protocol = await loop.create_unix_connection(Received, sock=ours)
+        await asyncio.sleep(0)  # the receive is armed
+        assert transport._io_fd < 0
+        os.dup2(decoy.fileno(), ours.fileno())
+        transport.write(b"to the peer")
+        peer.send(b"from the peer")
+        assert await asyncio.wait_for(protocol.data, 10) == b"from the peer"
+        transport.close()
+        await asyncio.sleep(0.01)
+
+    try:
+        run(loop, main())
+    finally:
+        finish_strict_loop(loop)
+    with peer, decoy, decoy_peer:
+        peer.settimeout(10)
+        assert peer.recv(100) == b"to the peer"
+        decoy_peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            decoy_peer.recv(100)

@@ -12,29 +12,6 @@ import pytest
 import uringloop
 
 
-def _uring_loop():
-    loop = uringloop.new_event_loop()
-    assert loop.backend == "io_uring"
-    return loop
-
-
-LOOPS = {"uringloop": _uring_loop, "asyncio": asyncio.SelectorEventLoop}
-
-
-@pytest.fixture(params=list(LOOPS))
-def loop(request):
-    loop = LOOPS[request.param]()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def uloop():
-    loop = _uring_loop()
-    yield loop
-    loop.close()
-
-
 @pytest.fixture
 def restore_policy():
     yield

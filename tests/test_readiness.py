@@ -16,23 +16,6 @@ import pytest
 
 import uringloop
 
-LOOPS = {"uringloop": uringloop.Loop, "asyncio": asyncio.SelectorEventLoop}
-
-
-@pytest.fixture(params=list(LOOPS))
-def loop(request):
-    loop = LOOPS[request.param]()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def uloop():
-    loop = uringloop.Loop()
-    yield loop
-    loop.close()
-
-
 @pytest.fixture
 def pipe():
     r, w = os.pipe()
@@ -89,6 +72,10 @@ def test_add_reader_replaces_callback(loop, pipe):
     run_until(loop, lambda: calls)
     turns(loop)
     assert calls == ["new"]
+    # Before the pipe fixture closes the fds, as asyncio asks: on uringloop
+    # the poll in flight pins the pipe, whose write end closing would then
+    # wake the reader on a closed fd (epoll forgets a closed file).
+    assert loop.remove_reader(r)
 
 
 def test_remove_returns_whether_registered(loop, pipe):
@@ -105,26 +92,23 @@ def test_remove_returns_whether_registered(loop, pipe):
     assert loop.remove_writer(w) is False
 
 
-def test_reader_and_writer_on_one_fd():
+def test_reader_and_writer_on_one_fd(loop):
     # asyncio keeps one selector key per fd holding both callbacks.
-    for make in LOOPS.values():
-        loop = make()
-        a, b = socket.socketpair()
-        try:
-            a.setblocking(False)
-            events = []
-            loop.add_writer(a, lambda: (events.append("w"), loop.remove_writer(a)))
-            loop.add_reader(a, lambda: (events.append("r"), a.recv(10)))
-            run_until(loop, lambda: "w" in events)
-            assert "r" not in events
-            b.send(b"ping")
-            run_until(loop, lambda: "r" in events)
-            assert loop.remove_reader(a)
-            assert events.count("w") == 1
-        finally:
-            loop.close()
-            a.close()
-            b.close()
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        events = []
+        loop.add_writer(a, lambda: (events.append("w"), loop.remove_writer(a)))
+        loop.add_reader(a, lambda: (events.append("r"), a.recv(10)))
+        run_until(loop, lambda: "w" in events)
+        assert "r" not in events
+        b.send(b"ping")
+        run_until(loop, lambda: "r" in events)
+        assert loop.remove_reader(a)
+        assert events.count("w") == 1
+    finally:
+        a.close()
+        b.close()
 
 
 def test_level_triggered_reader_reads_one_byte_per_call(loop, pipe):

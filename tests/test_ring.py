@@ -11,6 +11,7 @@ import pytest
 
 from uringloop import _ring
 from uringloop._names import OPCODE_NAMES
+from uringloop._op import RingCallback
 from uringloop._ring import Ring
 from uringloop._uring import ffi
 
@@ -40,7 +41,7 @@ def turn_until(ring, predicate, turns=50):
 
 def test_nop_round_trip(ring):
     seen = []
-    ud = ring.submit_nop(lambda res, flags: seen.append((res, flags)))
+    ud = ring.submit_nop(RingCallback(lambda res, flags: seen.append((res, flags))))
     assert ud > 0
     assert ring.pending() == 1
     ring.run_turn(1.0)
@@ -49,9 +50,9 @@ def test_nop_round_trip(ring):
 
 
 def test_user_data_is_never_reused(ring):
-    ids = [ring.submit_nop(lambda res, flags: None) for _ in range(10)]
+    ids = [ring.submit_nop(RingCallback(lambda res, flags: None)) for _ in range(10)]
     ring.run_turn(1.0)
-    ids += [ring.submit_nop(lambda res, flags: None) for _ in range(10)]
+    ids += [ring.submit_nop(RingCallback(lambda res, flags: None)) for _ in range(10)]
     ring.run_turn(1.0)
     assert len(set(ids)) == 20 and 0 not in ids
 
@@ -62,7 +63,7 @@ def test_entry_and_buffer_released_only_on_completion(ring, pair):
     buf = ffi.new("char[]", 16)
     buf_ref = weakref.ref(buf)
     ring.submit_recv(a.fileno(), buf, 16,
-                     lambda res, flags: seen.append(ffi.unpack(buf_ref(), res)))
+                     RingCallback(lambda res, flags: seen.append(ffi.unpack(buf_ref(), res))))
     del buf
     for _ in range(3):
         ring.run_turn(0)
@@ -78,12 +79,27 @@ def test_entry_and_buffer_released_only_on_completion(ring, pair):
     assert buf_ref() is None
 
 
+def test_ops_table_holds_the_entry_with_what_the_kernel_uses(ring, pair):
+    # The entry contract (see _ring.py): the table holds the object handed
+    # to submit_*, which the ring gives the buffers to keep alive.
+    a, b = pair
+    buf = ffi.new("char[]", 8)
+    seen = []
+    entry = RingCallback(lambda res, flags: seen.append(res))
+    ud = ring.submit_recv(a.fileno(), buf, 8, entry)
+    assert ring._ops[ud] is entry
+    assert entry.keepalive is buf and entry.returns_fd is False
+    b.send(b"x")
+    turn_until(ring, lambda: seen)
+    assert seen == [1] and ud not in ring._ops
+
+
 def test_cancel_pending_recv(ring, pair):
     a, _ = pair
     seen = []
     buf = ffi.new("char[]", 16)
     buf_ref = weakref.ref(buf)
-    ud = ring.submit_recv(a.fileno(), buf, 16, lambda res, flags: seen.append(res))
+    ud = ring.submit_recv(a.fileno(), buf, 16, RingCallback(lambda res, flags: seen.append(res)))
     del buf
     ring.run_turn(0)                 # the recv is now armed in the kernel
     ring.cancel(ud)
@@ -103,7 +119,7 @@ def test_cancel_before_submission(ring, pair):
     a, _ = pair
     seen = []
     ud = ring.submit_recv(a.fileno(), ffi.new("char[]", 4), 4,
-                          lambda res, flags: seen.append(res))
+                          RingCallback(lambda res, flags: seen.append(res)))
     ring.cancel(ud)
     turn_until(ring, lambda: seen)
     ring.run_turn(0)
@@ -112,7 +128,7 @@ def test_cancel_before_submission(ring, pair):
 
 def test_cancel_of_finished_op_is_a_no_op(ring):
     seen = []
-    ud = ring.submit_nop(lambda res, flags: seen.append(res))
+    ud = ring.submit_nop(RingCallback(lambda res, flags: seen.append(res)))
     ring.run_turn(1.0)
     ring.cancel(ud)
     ring.cancel(123456789)
@@ -125,7 +141,7 @@ def test_sq_full_submits_and_continues():
     try:
         seen = []
         for i in range(100):
-            ring.submit_nop(lambda res, flags, i=i: seen.append((i, res)))
+            ring.submit_nop(RingCallback(lambda res, flags, i=i: seen.append((i, res))))
         turn_until(ring, lambda: len(seen) == 100)
         assert sorted(seen) == [(i, 0) for i in range(100)]
         assert ring.pending() == 0
@@ -139,7 +155,7 @@ def test_more_completions_than_one_batch(ring):
         seen = []
         count = 3 * _ring._BATCH + 17
         for i in range(count):
-            big.submit_nop(lambda res, flags, i=i: seen.append(i))
+            big.submit_nop(RingCallback(lambda res, flags, i=i: seen.append(i)))
         big.run_turn(1.0)
         # One turn drains every batch the kernel has ready, in order.
         assert seen == list(range(count))
@@ -155,9 +171,9 @@ def test_callback_error_is_reported_and_others_still_run(ring):
     def boom(res, flags):
         raise ValueError("boom")
 
-    ring.submit_nop(lambda res, flags: seen.append(1))
-    ring.submit_nop(boom)
-    ring.submit_nop(lambda res, flags: seen.append(3))
+    ring.submit_nop(RingCallback(lambda res, flags: seen.append(1)))
+    ring.submit_nop(RingCallback(boom))
+    ring.submit_nop(RingCallback(lambda res, flags: seen.append(3)))
     ring.run_turn(1.0)
     assert seen == [1, 3]
     assert [type(e) for e in errors] == [ValueError]
@@ -167,7 +183,7 @@ def test_callback_error_without_handler_propagates(ring):
     def boom(res, flags):
         raise ValueError("boom")
 
-    ring.submit_nop(boom)
+    ring.submit_nop(RingCallback(boom))
     with pytest.raises(ValueError):
         ring.run_turn(1.0)
     assert ring.pending() == 0
@@ -186,8 +202,8 @@ def test_close_with_ops_in_flight_drains_them(pair):
     leaked_before = len(_ring._leaked_rings)
     bufs = [ffi.new("char[]", 32) for _ in range(4)]
     for buf in bufs:
-        ring.submit_recv(a.fileno(), buf, 32, lambda res, flags: seen.append(res))
-    ring.submit_poll(b.fileno(), 1, lambda res, flags: seen.append(res))
+        ring.submit_recv(a.fileno(), buf, 32, RingCallback(lambda res, flags: seen.append(res)))
+    ring.submit_poll(b.fileno(), 1, RingCallback(lambda res, flags: seen.append(res)))
     ring.run_turn(0)
     fd = os.readlink(f"/proc/self/fd/{_fd_of(ring)}")
     assert "io_uring" in fd
@@ -211,9 +227,9 @@ def test_use_after_close_raises(pair):
     ring = Ring(entries=8)
     ring.close()
     with pytest.raises(RuntimeError, match="closed"):
-        ring.submit_nop(lambda res, flags: None)
+        ring.submit_nop(RingCallback(lambda res, flags: None))
     with pytest.raises(RuntimeError, match="closed"):
-        ring.submit_recv(pair[0].fileno(), ffi.new("char[]", 1), 1, lambda r, f: None)
+        ring.submit_recv(pair[0].fileno(), ffi.new("char[]", 1), 1, RingCallback(lambda r, f: None))
     with pytest.raises(RuntimeError, match="closed"):
         ring.run_turn(0)
     ring.cancel(1)      # cancelling on a closed ring is harmless
@@ -221,19 +237,20 @@ def test_use_after_close_raises(pair):
 
 def test_bad_fd_completes_with_ebadf(ring):
     seen = []
-    ring.submit_recv(999_999, ffi.new("char[]", 4), 4, lambda res, flags: seen.append(res))
+    ring.submit_recv(999_999, ffi.new("char[]", 4), 4,
+                     RingCallback(lambda res, flags: seen.append(res)))
     turn_until(ring, lambda: seen)
     assert seen == [-errno.EBADF]
 
 
 def test_fork_child_cannot_use_the_ring(ring):
-    ring.submit_nop(lambda res, flags: None)   # something queued in the parent
+    ring.submit_nop(RingCallback(lambda res, flags: None))   # something queued in the parent
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             try:
-                ring.submit_nop(lambda res, flags: None)
+                ring.submit_nop(RingCallback(lambda res, flags: None))
             except RuntimeError as exc:
                 if "fork" in str(exc):
                     try:
@@ -247,7 +264,7 @@ def test_fork_child_cannot_use_the_ring(ring):
     assert os.waitstatus_to_exitcode(status) == 0
     # The parent's ring is untouched by the child.
     seen = []
-    ring.submit_nop(lambda res, flags: seen.append(res))
+    ring.submit_nop(RingCallback(lambda res, flags: seen.append(res)))
     turn_until(ring, lambda: seen)
     assert ring.pending() == 0
 
@@ -294,7 +311,7 @@ def test_close_closes_fds_that_complete_during_the_drain():
     ring = Ring(entries=8)
     seen = []
     ring.submit_accept(listener.fileno(), socket.SOCK_CLOEXEC,
-                       lambda res, flags: seen.append(res))
+                       RingCallback(lambda res, flags: seen.append(res), returns_fd=True))
     ring.run_turn(0)
     fds_before = set(os.listdir("/proc/self/fd"))
     client = socket.create_connection(listener.getsockname())

@@ -21,15 +21,7 @@ import pytest
 
 import uringloop
 
-LOOPS = {"uringloop": uringloop.Loop, "asyncio": asyncio.SelectorEventLoop}
 RUNNERS = {"uringloop": uringloop.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
-
-
-@pytest.fixture(params=list(LOOPS))
-def loop(request):
-    loop = LOOPS[request.param]()
-    yield loop
-    loop.close()
 
 
 @pytest.fixture(params=list(RUNNERS))

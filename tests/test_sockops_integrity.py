@@ -23,6 +23,7 @@ import struct
 import pytest
 
 from uringloop import _sockaddr
+from uringloop._op import RingCallback
 
 from .conftest import LOOP_KINDS, run
 
@@ -195,13 +196,13 @@ def _cancel_right_after_completion(monkeypatch, loop, tasks):
         real = getattr(ring, name)
 
         def submit(*args, _real=real):
-            *args, callback = args
+            *args, op = args
 
             def on_completion(res, flags):
-                callback(res, flags)
+                op.on_completion(res, flags)
                 if tasks:
                     tasks.pop().cancel()
-            return _real(*args, on_completion)
+            return _real(*args, RingCallback(on_completion, returns_fd=op.returns_fd))
         monkeypatch.setattr(ring, name, submit)
 
 
@@ -238,13 +239,14 @@ def test_cancel_after_the_result_arrived_keeps_it_for_the_next_caller(
 def test_failing_enobufs_resubmission_resolves_the_future(uloop, monkeypatch):
     # A callback that raises must not leave its caller waiting forever (nor
     # reach the loop's exception handler: the caller hears it).
-    if not uloop._recv_multishot:
+    if not uloop._recv_provided:
         pytest.fail("this kernel has no provided receive buffers")
     ring = uloop._ring
 
     def provided(fd, nbytes, callback):
         # The kernel's answer when every provided buffer is in use.
-        return ring.submit_nop(lambda res, flags: callback(-errno.ENOBUFS, 0))
+        return ring.submit_nop(
+            RingCallback(lambda res, flags: callback.on_completion(-errno.ENOBUFS, 0)))
 
     def refuse(*args):
         raise RuntimeError("the ring refuses the resubmission")

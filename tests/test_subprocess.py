@@ -22,29 +22,27 @@ import pytest
 import uringloop
 from uringloop import _subprocess
 
-LOOPS = {"uringloop": uringloop.Loop, "asyncio": asyncio.SelectorEventLoop}
+from . import conftest
+
 PY = sys.executable
 PIPE = asyncio.subprocess.PIPE
 
 
-@pytest.fixture(params=list(LOOPS))
-def loop(request):
-    loop = LOOPS[request.param]()
-    asyncio.set_event_loop(loop)
-    yield loop
+@pytest.fixture(autouse=True)
+def current_loop(request):
+    """The test's loop as the current one too (asyncio's child watchers
+    of 3.11 find the loop that way)."""
+    fixture = next((name for name in ("loop", "uloop") if name in request.fixturenames), None)
+    if fixture is None:
+        yield
+        return
+    asyncio.set_event_loop(request.getfixturevalue(fixture))
+    yield
     asyncio.set_event_loop(None)
-    loop.close()
-
-
-@pytest.fixture
-def uloop():
-    loop = uringloop.Loop()
-    yield loop
-    loop.close()
 
 
 def run(loop, coro, timeout=60):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    return conftest.run(loop, coro, timeout)
 
 
 def open_fds():

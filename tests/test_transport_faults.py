@@ -40,6 +40,8 @@ import warnings
 import pytest
 from asyncio import constants, trsock
 
+from uringloop._op import RingCallback
+
 from .conftest import LOOP_KINDS, new_strict_loop, run
 
 pytestmark = pytest.mark.timeout(60)
@@ -1274,14 +1276,14 @@ def test_sendfile_cancel_racing_a_completed_splice_counts_its_bytes(uloop, tmp_p
         real_splice = ring.submit_splice
         completed = []
 
-        def splice(fd_in, off_in, fd_out, off_out, nbytes, callback):
+        def splice(fd_in, off_in, fd_out, off_out, nbytes, op):
             def on_done(res, flags):
-                callback(res, flags)
+                op.on_completion(res, flags)
                 if fd_out == sock_fd and res > 0:
                     completed.append(res)
                     if len(completed) == 3:
                         task.cancel()   # the task has not resumed yet
-            return real_splice(fd_in, off_in, fd_out, off_out, nbytes, on_done)
+            return real_splice(fd_in, off_in, fd_out, off_out, nbytes, RingCallback(on_done))
 
         ring.submit_splice = splice
         try:

@@ -16,6 +16,7 @@ from asyncio import events
 import pytest
 
 from uringloop import _accel, _turn
+from uringloop._op import RingCallback
 
 from .conftest import finish_strict_loop, new_strict_loop
 
@@ -300,8 +301,10 @@ def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
             patch.setattr(loop._selector, "select",
                           lambda timeout: (selects.append(timeout), real_select(timeout))[1])
             done = []
-            loop._ring.submit_nop(lambda res, flags: done.append(res))
-            while not done:
+            loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            for _ in range(100):
+                if done:
+                    break
                 one_iteration(loop)
             assert done == [0] and selects == []
 

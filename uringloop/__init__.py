@@ -23,10 +23,10 @@ else:
 # Async file I/O (on the ring under a Loop, in the executor elsewhere).
 # ``open`` is left out of __all__ so that a star import cannot shadow the
 # built-in.
-from ._files import AsyncFile, open
-from ._files_paths import (makedirs, mkdir, read_bytes, read_text, remove, rename, rmdir,
+from .files._binary import AsyncFile, open
+from .files._paths import (makedirs, mkdir, read_bytes, read_text, remove, rename, rmdir,
                            stat, write_bytes, write_text)
-from ._files_text import AsyncTextFile
+from .files._text import AsyncTextFile
 
 __all__ = ["Loop", "SelectorLoop", "new_event_loop", "run", "install",
            "EventLoopPolicy", "BackendUnavailableError",

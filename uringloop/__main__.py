@@ -67,6 +67,7 @@ def _ring_report():
             "sq_entries": ring.sq_entries,
             "cq_entries": ring.cq_entries,
             "buffers": {"count": stats["buffers"]["count"], "size": stats["buffers"]["size"]},
+            "fixed_file_slots": stats["config"]["fixed_files"]["slots"],
             "paths": stats["config"]["paths"],
         }
     finally:
@@ -218,6 +219,8 @@ def format_text(info, all_opcodes=False):
         f"ring entries:        SQ {ring['sq_entries']}, CQ {ring['cq_entries']}",
         "provided buffers:    " + (f"{buffers['count']} x {_bytes(buffers['size'])}"
                                    if buffers["count"] else "none"),
+        "registered files:    " + (f"{ring['fixed_file_slots']} slots"
+                                   if ring["fixed_file_slots"] else "none"),
         "optional paths of a new loop (URINGLOOP_DISABLE=name,... turns one off):",
     ]
     width = max(map(len, ring["paths"]))
@@ -247,6 +250,7 @@ def _per(numerator, denominator):
 def format_stats(stats):
     """One loop's ``ring_stats()`` (as URINGLOOP_STATS wrote it) as text."""
     config, buffers = stats["config"], stats["buffers"]
+    files = config["fixed_files"]
     by_opcode = sorted(stats["sqes_by_opcode"].items(), key=lambda item: -item[1])
     on = [name for name, state in config["paths"].items() if state == "on"]
     lines = [
@@ -264,6 +268,11 @@ def format_stats(stats):
             f"{buffers['count']} x {_bytes(buffers['size'])}, {buffers['circulating']} "
             f"circulating, high water {buffers['high_water']}, ENOBUFS {stats['enobufs']}"
             if buffers["count"] else "none"),
+        "  registered files: " + (
+            f"{files['slots']} slots, {files['installed']} sockets installed, "
+            f"high water {files['high_water']}, {files['in_use']} in use, "
+            f"{files['table_full'] + files['refused']} used their fd instead"
+            if files["slots"] else "none"),
         f"  CQ overflow: {stats['cq_overflow_turns']} turns saw it, "
         f"{stats['cqes_dropped']} CQEs dropped",
         f"  ring: SQ {config['sq_entries']}, CQ {config['cq_entries']}, "

@@ -52,11 +52,12 @@ def probe_ring():
     try:
         if _extension.error is not None:
             raise ImportError(_extension.reason())
+        from ._op import RingCallback
         from ._ring import Ring
         ring = Ring(entries=8)
         try:
             done = []
-            ring.submit_nop(lambda res, flags: done.append(res))
+            ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
             try:
                 ring.run_turn(1.0)
             except OSError as exc:

@@ -28,6 +28,7 @@ from asyncio import transports
 
 from . import _sockaddr
 from ._native import new_uncleared, os_error
+from ._op import RingCallback
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi
 
@@ -62,7 +63,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
         try:
             self._recv_op = self._ring.submit_recvmsg(
                 self._sock_fd, self._recv_msg, self._recv_buffer, _MAX_DATAGRAM,
-                self._in_context(self._on_recv))
+                RingCallback(self._in_context(self._on_recv)))
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on datagram transport")
             return
@@ -143,7 +144,7 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             sockaddr = b"" if self._connected else self._pack_address(addr)
             self._send_op = self._ring.submit_sendmsg(
                 self._sock_fd, self._send_msg, data, len(data), sockaddr,
-                self._in_context(self._on_sent), data)
+                RingCallback(self._in_context(self._on_sent)), data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -6,9 +6,9 @@ The kernel is probed, never judged by its version string: setup flags by
 asking for them (a refused set falls back to the next, see ``Ring``),
 opcodes by the ring's opcode probe, the provided-buffer ring by
 registering it, and the multishot flags -- which no probe lists, and which
-an older kernel may silently ignore -- by a real round trip on a small ring
-of their own, once per process (a kernel does not change under a running
-process).
+an older kernel may silently ignore -- and the release of an emptied
+registered-file slot by a real round trip on a small ring of their own,
+once per process (a kernel does not change under a running process).
 
 Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
 
@@ -19,6 +19,7 @@ Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
   URINGLOOP_SINGLE_THREAD=1     SINGLE_ISSUER + DEFER_TASKRUN (``_ring.loop_setup_flags``)
   URINGLOOP_SQPOLL=IDLE_MS      a kernel thread polls the SQ, sleeping after IDLE_MS idle
   URINGLOOP_NAPI=USEC           NAPI busy polling for up to USEC per wait (real NICs only)
+  URINGLOOP_FIXED_FILES=1       a registered-file table for stream transports' sockets
 
 Data flow: ``Loop.__init__`` calls :func:`read_knobs`, makes its ring with
 :meth:`Knobs.ring_arguments`, then :func:`configure` reads back what the
@@ -30,6 +31,7 @@ report :meth:`Features.report`.
 """
 import os
 import re
+import resource
 import socket
 import time
 
@@ -49,10 +51,11 @@ PATHS = {
     "registered_ring_fd": ("the ring fd registered for its one issuer thread "
                            "(SINGLE_ISSUER rings only)", "5.18",
                            "each enter looks the ring fd up"),
-    "buffer_ring": ("a ring of provided receive buffers", "5.19",
-                    "receives go into buffers of their own"),
-    "multishot_recv": ("one armed receive per stream transport drawing on the buffer "
-                       "ring; sock_recv into provided buffers", "6.0",
+    "buffer_ring": ("a ring of provided receive buffers: sock_recv takes one per call, "
+                    "multishot receives draw on it", "5.19",
+                    "sock_recv allocates a buffer per call; no multishot receive"),
+    "multishot_recv": ("one armed receive per Protocol stream transport, drawing on "
+                       "the buffer ring", "6.0",
                        "one receive per read, into the transport's buffer"),
     "multishot_accept": ("one armed accept per listening socket", "5.19",
                          "one accept per connection, re-armed after each"),
@@ -66,12 +69,19 @@ OPT_IN = {
     "sqpoll": ("IORING_SETUP_SQPOLL: a kernel thread submits", "5.11 (unprivileged)",
                "URINGLOOP_SQPOLL=IDLE_MS"),
     "napi": ("IORING_REGISTER_NAPI busy polling", "6.9", "URINGLOOP_NAPI=USEC"),
+    "fixed_files": ("a sparse registered-file table: stream transports' receives and "
+                    "sends name a slot (IOSQE_FIXED_FILE), not an fd", "5.19",
+                    "URINGLOOP_FIXED_FILES=1"),
 }
 
 _DEFAULT_SQ_ENTRIES = 1024
 _MAX_SQ_ENTRIES = 32768        # IORING_MAX_ENTRIES
 _MAX_CQ_ENTRIES = 2 * _MAX_SQ_ENTRIES
 _MAX_BUFFERS = 32768           # a buffer ring holds at most 2^15 entries
+# Registered-file slots: one per fd the process may open (RLIMIT_NOFILE,
+# which the kernel also enforces on the table), at most this many (8 bytes
+# of kernel memory each).
+_MAX_FIXED_FILES = 32768
 _SIZE = re.compile(r"^(\d+)([kKmM]?)$")
 
 
@@ -80,7 +90,7 @@ class Knobs:
 
     def __init__(self, disabled=frozenset(), sq_entries=_DEFAULT_SQ_ENTRIES, cq_entries=0,
                  buffers=None, single_thread=False, sqpoll_idle_ms=None, napi_busy_poll_us=None,
-                 environment=None):
+                 fixed_files=False, environment=None):
         self.environment = environment or {}  # the URINGLOOP_* variables read
         self.disabled = frozenset(disabled)
         self.sq_entries = sq_entries
@@ -89,6 +99,7 @@ class Knobs:
         self.single_thread = single_thread
         self.sqpoll_idle_ms = sqpoll_idle_ms
         self.napi_busy_poll_us = napi_busy_poll_us
+        self.fixed_files = fixed_files
 
     def setup_candidates(self):
         """IORING_SETUP_* sets to ask for, best first, without disabled bits.
@@ -134,6 +145,13 @@ def _byte_size(name, text):
         raise ValueError(f"{name}: {text!r} is not a size (bytes, or with k or M)")
     scale = {"": 1, "k": 1024, "K": 1024, "m": 1 << 20, "M": 1 << 20}[match.group(2)]
     return int(match.group(1)) * scale
+
+
+def _switch(name, environ):
+    value = environ.get(name, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{name}={value!r}: expected 0 or 1")
+    return value == "1"
 
 
 def parse_disabled(value):
@@ -185,6 +203,7 @@ def read_knobs(environ=os.environ):
                  sq_entries=sq_entries, cq_entries=cq_entries, buffers=buffers,
                  single_thread=environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1",
                  sqpoll_idle_ms=sqpoll, napi_busy_poll_us=napi,
+                 fixed_files=_switch("URINGLOOP_FIXED_FILES", environ),
                  environment=knobs_in_environment(environ))
 
 
@@ -211,6 +230,7 @@ class Features:
 
 # Feature-test results, per process: name -> None (works) or why not.
 _multishot = None
+_fixed_files = None
 
 
 def _wait_for(ring, results, deadline_s=2.0):
@@ -220,6 +240,7 @@ def _wait_for(ring, results, deadline_s=2.0):
 
 
 def _test_multishot_accept(ring):
+    from ._op import RingCallback
     from ._uring import lib
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -227,8 +248,9 @@ def _test_multishot_accept(ring):
         listener.bind("")  # an abstract address chosen by the kernel
         listener.listen(4)
         got = []
-        ring.submit_accept_multishot(listener.fileno(), socket.SOCK_CLOEXEC,
-                                     lambda res, flags: got.append((res, flags)))
+        ring.submit_accept_multishot(
+            listener.fileno(), socket.SOCK_CLOEXEC,
+            RingCallback(lambda res, flags: got.append((res, flags)), returns_fd=True))
         client.connect(listener.getsockname())
         _wait_for(ring, got)
         if not got:
@@ -247,13 +269,15 @@ def _test_multishot_accept(ring):
 
 
 def _test_multishot_recv(ring):
+    from ._op import RingCallback
     from ._uring import lib
     if not ring.enable_receive_buffers(count=2, size=64):
         return "no provided-buffer ring"
     ours, peer = socket.socketpair()
     try:
         got = []
-        ring.submit_recv_multishot(ours.fileno(), lambda res, flags: got.append((res, flags)))
+        ring.submit_recv_multishot(ours.fileno(),
+                                   RingCallback(lambda res, flags: got.append((res, flags))))
         peer.send(b"x")
         _wait_for(ring, got)
         if not got:
@@ -296,6 +320,76 @@ def multishot_support():
             ring.close()
         _multishot = results
     return _multishot
+
+
+def fixed_file_slots():
+    """The size of a loop's registered-file table: within RLIMIT_NOFILE,
+    past which the kernel refuses it (and liburing 2.3 would raise the
+    process's limit to make room)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return _MAX_FIXED_FILES if soft == resource.RLIM_INFINITY else min(soft, _MAX_FIXED_FILES)
+
+
+def _test_fixed_file_release(ring):
+    """An emptied slot must let its socket go at once, as closing an fd
+    does, even while other fixed-file operations stay in flight: a kernel
+    that frees emptied slots only once every operation submitted before
+    has completed would keep a closed connection open for as long as any
+    other connection's receive stays armed, and its peer would never see
+    the close."""
+    from ._native import new_uncleared
+    from ._op import RingCallback
+    rc = ring.register_files(2)
+    if rc < 0:
+        return f"the kernel refused the registration ({os.strerror(-rc)})"
+    closing, closing_peer = socket.socketpair()
+    armed, armed_peer = socket.socketpair()
+    try:
+        closing_slot = ring.install_file(closing.fileno())
+        armed_slot = ring.install_file(armed.fileno())
+        if closing_slot >= 0 or armed_slot >= 0:
+            return "the kernel refused to fill a slot"
+        got = []
+        buf = new_uncleared("char[]", 1)
+        ring.submit_recv(armed_slot, buf, 1, RingCallback(lambda res, flags: got.append(res)))
+        ring.run_turn(0)
+        ring.remove_file(closing_slot)
+        closing.close()
+        closing_peer.settimeout(1.0)
+        try:
+            released = closing_peer.recv(1) == b""
+        except TimeoutError:
+            released = False
+        armed_peer.send(b"x")
+        _wait_for(ring, got)
+        if got != [1]:
+            return "a receive on a slot failed"
+        return (None if released else
+                "the kernel lets an emptied slot's socket go only once older "
+                "operations on slots end")
+    finally:
+        for sock in (closing, closing_peer, armed, armed_peer):
+            sock.close()
+
+
+def fixed_file_support():
+    """None if registered files work as the loop needs (see
+    _test_fixed_file_release), else why not; tested once per process on a
+    small ring of its own."""
+    global _fixed_files
+    if _fixed_files is None:
+        from ._ring import Ring
+        try:
+            ring = Ring(entries=8)
+        except OSError as exc:
+            return f"no ring to test it on ({exc})"
+        try:
+            _fixed_files = _test_fixed_file_release(ring) or ""
+        except OSError as exc:
+            _fixed_files = f"the test failed ({exc})"
+        finally:
+            ring.close()
+    return _fixed_files or None
 
 
 def _setup_flag_reason(knobs, granted, name):
@@ -347,6 +441,17 @@ def configure(ring, knobs):
         else:
             on.add("napi")
 
+    if not knobs.fixed_files:
+        off["fixed_files"] = f"not asked for ({OPT_IN['fixed_files'][2]})"
+    elif fixed_file_support() is not None:
+        off["fixed_files"] = fixed_file_support()
+    else:
+        rc = ring.register_files(fixed_file_slots())
+        if rc < 0:
+            off["fixed_files"] = f"the kernel refused the registration ({os.strerror(-rc)})"
+        else:
+            on.add("fixed_files")
+
     if "registered_ring_fd" in disabled:
         ring.skip_registered_fd()
         off["registered_ring_fd"] = "URINGLOOP_DISABLE"
@@ -364,20 +469,17 @@ def configure(ring, knobs):
             off[name] = tested[name]
         else:
             on.add(name)
-    # The buffer ring's one user is the multishot receive (and sock_recv,
-    # which takes provided buffers on the same condition).
+    # sock_recv takes provided buffers whenever the ring has them; a
+    # multishot receive cannot do without them.
     if "buffer_ring" in disabled:
         off["buffer_ring"] = "URINGLOOP_DISABLE"
-        if "multishot_recv" in on:
-            on.discard("multishot_recv")
-            off["multishot_recv"] = "needs buffer_ring"
-    elif "multishot_recv" not in on:
-        off["buffer_ring"] = "not needed without multishot_recv"
     elif ring.enable_receive_buffers(*(knobs.buffers or ())):
         on.add("buffer_ring")
     else:
-        off["buffer_ring"] = off["multishot_recv"] = "the kernel refused the registration"
+        off["buffer_ring"] = "the kernel refused the registration"
+    if "multishot_recv" in on and "buffer_ring" not in on:
         on.discard("multishot_recv")
+        off["multishot_recv"] = "needs buffer_ring"
 
     if "ftruncate" in disabled:
         off["ftruncate"] = "URINGLOOP_DISABLE"

@@ -3,11 +3,15 @@ completion: the lifecycle that every ``loop.sock_*`` call, the native
 sendfile's steps and every file request share (the model is tokio-uring's
 ``Op<T>``).
 
-An ``Op`` is its own completion callback: the ring (or the file API's
-executor engine) calls ``op(res, flags)`` with each completion, or
-``op.ring_closed(res)`` when the ring closes under it (Ring.close runs no
-callbacks), so that the release work is done either way.  A subclass says
-what the operation is:
+An ``Op`` is its own ops-table entry (the contract is _ring.py's): the
+ring (or the file API's executor engine) calls ``op.on_completion(res,
+flags)`` with each completion, or ``op.ring_closed(res)`` when the ring
+closes under it (Ring.close runs no callbacks), so that the release work
+is done either way; the ring keeps what the kernel uses in
+``op.keepalive``, and ``returns_fd`` says the result is a new fd.  (An
+operation whose completion goes to a plain callback has a
+:class:`RingCallback` as its entry instead.)  A subclass says what the
+operation is:
 
   ``submit()``        queue the request, return its handle (the user_data
                       on the ring); may raise, and then nothing is in flight;
@@ -52,10 +56,12 @@ from asyncio import exceptions
 
 class Op:
     __slots__ = ("loop", "fut", "user_data", "settled", "abandoned", "registry",
-                 "_waiters")
+                 "keepalive", "_waiters")
 
     # True for receives and accepts (see run and _sockops.SockOp).
     claims = False
+    # True for operations whose result is a new fd (see _ring.py).
+    returns_fd = False
 
     def __init__(self, loop, registry):
         self.loop = loop
@@ -64,6 +70,7 @@ class Op:
         self.settled = False
         self.abandoned = False
         self.registry = registry
+        self.keepalive = None
         self._waiters = None
 
     # -- the awaiting side ----------------------------------------------
@@ -134,7 +141,7 @@ class Op:
         if not self.fut.done():
             self.fut.set_exception(exc)
 
-    def __call__(self, res, flags):
+    def on_completion(self, res, flags):
         user_data = self.user_data
         try:
             if self.abandoned:
@@ -197,4 +204,19 @@ class Op:
         return False
 
     def discard(self, res):
+        pass
+
+
+class RingCallback:
+    """The ops-table entry of an operation whose completion goes to a plain
+    callback ``on_completion(res, flags)`` (the contract is _ring.py's)."""
+
+    __slots__ = ("on_completion", "keepalive", "returns_fd")
+
+    def __init__(self, on_completion, returns_fd=False):
+        self.on_completion = on_completion
+        self.keepalive = None
+        self.returns_fd = returns_fd
+
+    def ring_closed(self, res):
         pass

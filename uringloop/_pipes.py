@@ -27,6 +27,7 @@ from asyncio import transports
 from asyncio.log import logger
 
 from ._native import new_uncleared, os_error
+from ._op import RingCallback
 from ._ringfd import RingFd
 from ._transport import ReadPausing, report_fatal_error, set_result_unless_cancelled
 from ._uring import ffi, lib
@@ -87,7 +88,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
         try:
             self._read_op = self._ring.submit(lib.ul_prep_read,
                                               (self._fileno, self._buffer, _READ_SIZE, -1),
-                                              self._in_context(self._on_read),
+                                              RingCallback(self._in_context(self._on_read)),
                                               self._buffer)
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on pipe transport")

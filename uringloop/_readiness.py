@@ -47,6 +47,8 @@ import errno
 import select
 import selectors
 
+from ._op import RingCallback
+
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 _WANT_READ = selectors.EVENT_READ
@@ -149,7 +151,7 @@ class RingSelector(selectors._BaseSelectorImpl):
                 # runs and meets the error itself.
                 self._fired[fd] = self._fired.get(fd, 0) | _WANT_READ | _WANT_WRITE
 
-        user_data = self._ring.submit_poll(fd, _poll_mask(events), on_poll)
+        user_data = self._ring.submit_poll(fd, _poll_mask(events), RingCallback(on_poll))
         self._armed[fd] = user_data
 
     def select(self, timeout=None):

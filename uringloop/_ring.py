@@ -1,15 +1,28 @@
 """The ring as Python sees it: the ops table and the once-per-turn reap.
 
 Every operation gets a fresh ``user_data`` number.  The ops table maps that
-number to ``(callback, keepalive)``: the callback receives ``(res, flags)``
-when the completion arrives, and ``keepalive`` holds every object whose
-memory the kernel may read or write until then (buffers, msghdrs, socket
-addresses).  Only a completion removes an entry, so a buffer outlives a
-cancelled future or a closed transport for as long as the kernel holds it.
+number to an *entry*, one object per operation in flight, with:
+
+  ``on_completion(res, flags)``  called with each completion;
+  ``keepalive``   every object whose memory the kernel may read or write
+                  until then (buffers, msghdrs, socket addresses), or None;
+                  the ``submit_*`` method stores it there;
+  ``returns_fd``  True when the result is a new fd (an accept, an open),
+                  which close() must not drop on the floor;
+  ``ring_closed(res)``  called instead of ``on_completion`` when the ring
+                  closes under the operation, to release what it holds.
+
+An _op.Op is its own entry; a plain callback goes in an
+_op.RingCallback, whose ``on_completion`` is the callback itself (no extra
+call per completion).  An entry is in the table under one
+``user_data`` at a time.  Only a completion removes an entry, so a buffer
+outlives a cancelled future or a closed transport for as long as the
+kernel holds it.
 
 Stream sends are the exception: their bytes live in C-owned send queues
 (csrc/sendq.c), whose successful completions never reach Python; a queue's
-owner has one long-lived entry for the few events it must hear about.
+owner has one long-lived entry (a :class:`SendQueueEvents`) for the few
+events it must hear about.
 
 Data flow: callers queue SQEs with the ``submit_*`` methods (no syscall),
 the loop's selector calls :meth:`Ring.run_turn` once per iteration, which
@@ -30,6 +43,7 @@ import threading
 import weakref
 
 from ._native import os_error
+from ._op import RingCallback
 from ._uring import ffi, lib
 
 # A batch is copied out per C call; a full batch means more are waiting.
@@ -84,9 +98,13 @@ OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND",
 
 # user_data bit of operations whose callback runs inside the turn.
 _INLINE_TAG = lib.UL_INLINE_TAG
-# Keepalive marker of a send queue's event entry (see new_send_queue): it
-# holds no buffer and lasts as long as the queue, not one operation.
-_EVENTS = object()
+
+
+class SendQueueEvents(RingCallback):
+    """A send queue's event entry (see Ring.new_send_queue): it holds no
+    buffer and lasts as long as the queue, not one operation."""
+
+    __slots__ = ()
 
 _live_rings = weakref.WeakSet()
 # Rings whose kernel side never gave back every buffer at close: kept (with
@@ -218,14 +236,44 @@ class Ring:
         start = (flags >> _CQE_BUFFER_SHIFT) * self._buffer_size
         return ffi.unpack(self._buffer_base + start, nbytes)
 
+    # -- registered files ------------------------------------------------
+    def register_files(self, slots):
+        """Register a sparse table of ``slots`` files (csrc/fixed.c); 0 or
+        a negative errno."""
+        return lib.ul_files_setup(self._ptr, slots)
+
+    def install_file(self, fd):
+        """The file target to hand :meth:`submit_recv`,
+        :meth:`submit_recv_multishot` and :meth:`new_send_queue` for the
+        socket ``fd``: a registered slot (``-1 - slot``) if the table has a
+        free one, else ``fd`` itself.  The caller keeps ``fd`` open too and
+        empties the slot with :meth:`remove_file` when it closes it."""
+        if self._ptr is None or self._forked:
+            return fd
+        slot = lib.ul_files_install(self._ptr, fd)
+        return fd if slot < 0 else -1 - slot
+
+    def remove_file(self, target):
+        """Empty the slot of a target :meth:`install_file` returned, under
+        the fd close rule (_ringfd.py); a plain fd has none."""
+        if target < 0 and self._ptr is not None and not self._forked:
+            lib.ul_files_remove(self._ptr, -1 - target)
+
+    def files_usage(self):
+        """The table's slots and counters (struct ul_files_usage) as a dict."""
+        out = ffi.new("struct ul_files_usage *")
+        lib.ul_files_usage(self._ptr, out)
+        return {name: getattr(out, name) for name in
+                ("slots", "in_use", "high_water", "installed", "table_full", "refused")}
+
     # -- submission ----------------------------------------------------
-    def _start(self, prep_result, user_data, callback, keepalive, result_is_fd=False):
+    # Each submit_* method takes the operation's entry (see the module
+    # header) last among what the kernel needs, and returns its user_data.
+    def _start(self, prep_result, user_data, entry, keepalive):
         if prep_result < 0:
             raise os_error(prep_result)
-        # A third item marks operations whose result is a new fd, which
-        # close() must not drop on the floor.
-        self._ops[user_data] = ((callback, keepalive, True) if result_is_fd
-                                else (callback, keepalive))
+        entry.keepalive = keepalive
+        self._ops[user_data] = entry
         return user_data
 
     def _new_user_data(self):
@@ -241,13 +289,13 @@ class Ring:
             raise RuntimeError("an io_uring ring cannot be used after fork(); "
                                "create a new event loop in the child")
 
-    def submit_nop(self, callback):
+    def submit_nop(self, entry):
         ud = self._new_user_data()
-        return self._start(lib.ul_prep_nop(self._ptr, ud), ud, callback, None)
+        return self._start(lib.ul_prep_nop(self._ptr, ud), ud, entry, None)
 
     # recv and send are the per-message hot path: written out in full
     # rather than through _new_user_data/_start.
-    def submit_recv(self, fd, buf, nbytes, callback):
+    def submit_recv(self, fd, buf, nbytes, entry):
         if self._forked or self._ptr is None:
             self._check_usable()
         ud = self._next_user_data
@@ -255,10 +303,11 @@ class Ring:
         rc = _prep_recv(self._ptr, fd, buf, nbytes, 0, ud)
         if rc < 0:
             raise os_error(rc)
-        self._ops[ud] = (callback, buf)
+        entry.keepalive = buf
+        self._ops[ud] = entry
         return ud
 
-    def submit_recv_multishot(self, fd, callback):
+    def submit_recv_multishot(self, fd, entry):
         """A receive that stays armed, each completion naming a provided
         buffer (see :meth:`receive_buffer`); re-arm once a completion comes
         without IORING_CQE_F_MORE."""
@@ -269,17 +318,18 @@ class Ring:
         rc = _prep_recv_multishot(self._ptr, fd, ud)
         if rc < 0:
             raise os_error(rc)
-        self._ops[ud] = (callback, None)
+        entry.keepalive = None
+        self._ops[ud] = entry
         return ud
 
-    def submit_recv_provided(self, fd, nbytes, callback):
+    def submit_recv_provided(self, fd, nbytes, entry):
         """A receive of up to ``nbytes`` into a provided buffer (see
         :meth:`receive_buffer`): no buffer to allocate per call."""
         ud = self._new_user_data()
         rc = lib.ul_prep_recv_provided(self._ptr, fd, nbytes, ud)
-        return self._start(rc, ud, callback, None)
+        return self._start(rc, ud, entry, None)
 
-    def submit_send(self, fd, buf, nbytes, callback, keepalive):
+    def submit_send(self, fd, buf, nbytes, entry, keepalive):
         if self._forked or self._ptr is None:
             self._check_usable()
         ud = self._next_user_data
@@ -287,7 +337,8 @@ class Ring:
         rc = _prep_send(self._ptr, fd, buf, nbytes, 0, ud)
         if rc < 0:
             raise os_error(rc)
-        self._ops[ud] = (callback, keepalive)
+        entry.keepalive = keepalive
+        self._ops[ud] = entry
         return ud
 
     def new_send_queue(self, fd, on_event):
@@ -298,7 +349,7 @@ class Ring:
         queue = lib.ul_sendq_new(self._ptr, fd, ud)
         if queue == ffi.NULL:
             raise MemoryError("cannot allocate a send queue")
-        self._ops[ud] = (on_event, _EVENTS)
+        self._ops[ud] = SendQueueEvents(on_event)
         return queue, ud
 
     def release_send_queue(self, queue, user_data):
@@ -316,52 +367,54 @@ class Ring:
         # Event 0 tells each owner that its queue is gone with the ring (or
         # belongs to the parent, after fork) and must not be touched again.
         for entry in list(self._ops.values()):
-            if entry[1] is _EVENTS:
-                entry[0](0, 0)
+            if type(entry) is SendQueueEvents:
+                entry.on_completion(0, 0)
 
-    def submit_recvmsg(self, fd, msg, buf, nbytes, callback):
+    def submit_recvmsg(self, fd, msg, buf, nbytes, entry):
         ud = self._new_user_data()
         return self._start(lib.ul_prep_recvmsg(self._ptr, fd, msg, buf, nbytes, 0, ud),
-                           ud, callback, (msg, buf))
+                           ud, entry, (msg, buf))
 
-    def submit_sendmsg(self, fd, msg, buf, nbytes, sockaddr, callback, keepalive):
+    def submit_sendmsg(self, fd, msg, buf, nbytes, sockaddr, entry, keepalive):
         ud = self._new_user_data()
         rc = lib.ul_prep_sendmsg(self._ptr, fd, msg, buf, nbytes,
                                  sockaddr, len(sockaddr), 0, ud)
-        return self._start(rc, ud, callback, (msg, keepalive))
+        return self._start(rc, ud, entry, (msg, keepalive))
 
-    def submit_connect(self, fd, sockaddr, callback):
+    def submit_connect(self, fd, sockaddr, entry):
         ud = self._new_user_data()
         rc = lib.ul_prep_connect(self._ptr, fd, sockaddr, len(sockaddr), ud)
-        return self._start(rc, ud, callback, sockaddr)
+        return self._start(rc, ud, entry, sockaddr)
 
-    def submit_accept(self, fd, flags, callback):
+    def submit_accept(self, fd, flags, entry):
+        """``entry.returns_fd`` must be true (as for every accept)."""
         ud = self._new_user_data()
-        return self._start(lib.ul_prep_accept(self._ptr, fd, flags, ud), ud, callback, None,
-                           result_is_fd=True)
+        return self._start(lib.ul_prep_accept(self._ptr, fd, flags, ud), ud, entry, None)
 
-    def submit_accept_multishot(self, fd, flags, callback):
+    def submit_accept_multishot(self, fd, flags, entry):
+        """``entry.returns_fd`` must be true (as for every accept)."""
         ud = self._new_user_data()
         rc = lib.ul_prep_accept_multishot(self._ptr, fd, flags, ud)
-        return self._start(rc, ud, callback, None, result_is_fd=True)
+        return self._start(rc, ud, entry, None)
 
-    def submit_splice(self, fd_in, off_in, fd_out, off_out, nbytes, callback):
+    def submit_splice(self, fd_in, off_in, fd_out, off_out, nbytes, entry):
         ud = self._new_user_data()
         rc = lib.ul_prep_splice(self._ptr, fd_in, off_in, fd_out, off_out, nbytes, ud)
-        return self._start(rc, ud, callback, None)
+        return self._start(rc, ud, entry, None)
 
-    def submit_poll(self, fd, mask, callback):
+    def submit_poll(self, fd, mask, entry):
         """A readiness wait whose callback only records what fired, so it
         runs inside the turn even when other callbacks are deferred."""
         ud = self._new_user_data() | _INLINE_TAG
-        return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, callback, None)
+        return self._start(lib.ul_prep_poll(self._ptr, fd, mask, ud), ud, entry, None)
 
-    def submit(self, prep, args, callback, keepalive, result_is_fd=False):
+    def submit(self, prep, args, entry, keepalive):
         """Queue any operation ``prep(ring, *args, user_data)`` (a
-        ``lib.ul_prep_*`` function); ``keepalive`` stays in the ops table
-        until its completion.  Used by the file operations (_files_ops)."""
+        ``lib.ul_prep_*`` function); ``keepalive`` stays in the entry
+        until its completion.  Used by the file operations (files/_ops.py)
+        and read pipes."""
         ud = self._new_user_data()
-        return self._start(prep(self._ptr, *args, ud), ud, callback, keepalive, result_is_fd)
+        return self._start(prep(self._ptr, *args, ud), ud, entry, keepalive)
 
     def submit_now(self):
         """Hand queued operations to the kernel before the next turn, for
@@ -482,8 +535,11 @@ class Ring:
                 entry = ops.pop(user_data, None)
             if entry is None:
                 continue  # its ring closed meanwhile, or a stale completion
+            # Loaded, then called: for a RingCallback that is a plain slot
+            # load, where a method-call load of a slot is not specialised.
+            on_completion = entry.on_completion
             try:
-                entry[0](res, flags)
+                on_completion(res, flags)
             except BaseException as exc:  # reported, never lost
                 if self.on_callback_error is None:
                     raise
@@ -494,10 +550,9 @@ class Ring:
     def close(self, drain_timeout=5.0):
         """Cancel everything in flight, wait for the kernel to give every
         buffer back, then release the ring.  Callbacks are not run (but
-        send queue owners are told their queue is gone, and a callback
-        with a ``ring_closed(res)`` method gets that call once its
-        operation is over); an fd that an accept or open completing now
-        returns is closed here."""
+        send queue owners are told their queue is gone, and each entry's
+        ``ring_closed(res)`` is called once its operation is over); an fd
+        that an accept or open completing now returns is closed here."""
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
@@ -523,23 +578,18 @@ class Ring:
                 ops.clear()
                 return
 
-        def release(entry, res):
-            # The callback will never run: an operation object that holds
-            # what only the kernel needed (a pinned buffer, a pipe) lets go
-            # of it in its ring_closed(res) (see _op.Op).
-            ring_closed = getattr(entry[0], "ring_closed", None)
-            if ring_closed is not None:
-                ring_closed(res)
-
         def forget(user_data, res, flags):
             entry = ops.get(user_data)
             if entry is None:
                 return
-            if len(entry) == 3 and res >= 0:
+            if entry.returns_fd and res >= 0:
                 os.close(res)  # an fd nobody will receive now
             if not flags & CQE_F_MORE:
                 del ops[user_data]
-                release(entry, res)
+                # The callback will never run: an operation that holds what
+                # only the kernel needed (a pinned buffer, a pipe) lets go
+                # of it here (see _op.Op).
+                entry.ring_closed(res)
 
         # Completions reaped but never run (the loop stopped first) are over
         # as far as the kernel is concerned.
@@ -552,7 +602,7 @@ class Ring:
             # Send queues' event entries live as long as their queues (freed
             # with the ring); what matters is that no send is in the kernel.
             return lib.ul_ring_sends_in_flight(ptr) == 0 and all(
-                entry[1] is _EVENTS for entry in ops.values())
+                type(entry) is SendQueueEvents for entry in ops.values())
 
         if not settled():
             lib.ul_prep_cancel_all(ptr)
@@ -570,8 +620,7 @@ class Ring:
                 if settled():
                     break
         if lib.ul_ring_sends_in_flight(ptr) or any(
-                entry[1] is not None and entry[1] is not _EVENTS
-                for entry in ops.values()):
+                entry.keepalive is not None for entry in ops.values()):
             # The kernel still holds buffers we cannot account for: keep the
             # ring and the buffers alive forever rather than risk a write
             # into freed memory.
@@ -582,7 +631,7 @@ class Ring:
         # e.g. a ring whose io_uring_enter a seccomp filter denies: the
         # kernel cancels those itself when the ring goes away.
         for entry in ops.values():
-            release(entry, -errno.ECANCELED)
+            entry.ring_closed(-errno.ECANCELED)
         ops.clear()
         lib.ul_ring_destroy(ptr)
 

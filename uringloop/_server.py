@@ -30,6 +30,7 @@ from asyncio.log import logger
 from . import _sockaddr
 
 from ._native import os_error
+from ._op import RingCallback
 from ._ring import CQE_F_MORE
 
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
@@ -87,7 +88,7 @@ class RingServerMixin:
         # callback above answers by arming the next: the same code serves both.
         submit = (self._ring.submit_accept_multishot if self._accept_multishot
                   else self._ring.submit_accept)
-        user_data = submit(fd, _ACCEPT_FLAGS, on_accept)
+        user_data = submit(fd, _ACCEPT_FLAGS, RingCallback(on_accept, returns_fd=True))
         self._accepting[fd] = user_data
 
     def _retry_serving(self, fd, serving):

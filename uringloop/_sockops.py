@@ -168,7 +168,7 @@ class _Recv(SockOp):
         loop = self.loop
         buf = self.buf
         if buf is None:
-            if loop._recv_multishot:
+            if loop._recv_provided:
                 return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
             self.buf = buf = new_uncleared("char[]", self.nbytes)
         return loop._ring.submit_recv(self.fd, buf, self.nbytes, self)
@@ -295,6 +295,7 @@ class _RecvMsg(SockOp):
 class _Accept(SockOp):
     __slots__ = ()
     claims = True
+    returns_fd = True
 
     def take_unclaimed(self):
         return self.loop._claim(self.sock)

@@ -59,6 +59,7 @@ def ring_stats(loop):
         "setup_flags": bit_names(ring.setup_flags, SETUP_FLAG_NAMES),
         "features": bit_names(ring.features, FEATURE_NAMES),
         "registered_ring_fd": ring.registered_fd,
+        "fixed_files": ring.files_usage(),
         "paths": features.report(),
         "knobs": dict(features.environment),
     }

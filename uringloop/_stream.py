@@ -19,6 +19,11 @@ for: falling to the low-water mark (``resume_writing``), draining
 completely (``close()``, ``write_eof()``, sendfile), or a failed send.
 The write buffer size is every byte the kernel has not confirmed.
 
+Registered files: under ``URINGLOOP_FIXED_FILES=1`` the socket also goes
+into a slot of the ring's registered-file table (csrc/fixed.c), and every
+receive and send names the slot (``_io_fd``) instead of the fd; the slot
+is emptied when the fd is closed, by the same rule.
+
 Closing: ``close()`` stops reading and lets queued writes finish;
 ``abort()`` drops them.  The socket is closed with ``connection_lost``,
 once nothing of this transport waits in the submission queue (the rule is
@@ -37,6 +42,7 @@ from asyncio import constants, protocols, transports
 from asyncio.log import logger
 
 from ._native import new_uncleared, os_error
+from ._op import RingCallback
 from ._ring import CQE_F_MORE
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi, lib
@@ -69,6 +75,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
     # loop.sendfile splices file -> pipe -> socket (see _sendfile.py).
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
     _sendq = None  # read by __del__ even if __init__ failed early
+    _io_fd = 0     # likewise: no registered slot to empty
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         self._eof = False            # write_eof() called
@@ -78,10 +85,14 @@ class RingStreamTransport(RingTransport, transports.Transport):
         self._pressure_check = False # a write above the high-water mark: see _on_write_pressure
         self._writer_context = None  # where resume_writing() runs: see _on_write_pressure
         super().__init__(loop, sock, protocol, extra, server)
+        # What receives and sends name: a registered slot under
+        # URINGLOOP_FIXED_FILES=1 while the table has a free one, else the fd.
+        self._io_fd = (self._ring.install_file(self._sock_fd) if loop._fixed_files
+                       else self._sock_fd)
         # The write side lives in C (csrc/sendq.c); its events come back
         # through the ring like completions.
         self._sendq, self._sendq_events = self._ring.new_send_queue(
-            self._sock_fd, self._in_context(self._on_send_event))
+            self._io_fd, self._in_context(self._on_send_event))
         self._ring_fd.ops += 1   # until the queue is released
         _set_nodelay(sock)
         loop.call_soon(self._protocol.connection_made, self)
@@ -100,7 +111,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
         if not self._buffered and self._loop._recv_multishot:
             try:
                 self._recv_op = self._ring.submit_recv_multishot(
-                    self._sock_fd, self._in_context(self._on_recv_multishot))
+                    self._io_fd, RingCallback(self._in_context(self._on_recv_multishot)))
             except OSError as exc:
                 self._fatal_error(exc, "Fatal read error on socket transport")
             else:
@@ -124,8 +135,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
             target = self._recv_buffer
             owner = None
         try:
-            self._recv_op = self._ring.submit_recv(self._sock_fd, target, len(target),
-                                                   self._in_context(self._on_recv))
+            self._recv_op = self._ring.submit_recv(self._io_fd, target, len(target),
+                                                   RingCallback(self._in_context(self._on_recv)))
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
@@ -358,6 +369,12 @@ class RingStreamTransport(RingTransport, transports.Transport):
     def _reset_empty_waiter(self):
         self._empty_waiter = None
         self._ring_fd.give_back()
+
+    def _close_socket(self):
+        # The fd close rule holds for the slot too: no SQE naming it waits
+        # in the submission queue any more.
+        self._ring.remove_file(self._io_fd)
+        super()._close_socket()
 
     def close(self):
         if self._empty_waiter is not None:

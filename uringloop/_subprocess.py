@@ -39,6 +39,8 @@ import threading
 from asyncio import unix_events
 from asyncio.log import logger
 
+from ._op import RingCallback
+
 _POLLIN = select.POLLIN
 _pidfd_usable = None
 
@@ -162,7 +164,7 @@ class RingSubprocessMixin:
             popen.returncode = returncode
             self.call_soon(child.transport._process_exited, returncode)
 
-        child.user_data = self._ring.submit_poll(child.pidfd, _POLLIN, on_exit)
+        child.user_data = self._ring.submit_poll(child.pidfd, _POLLIN, RingCallback(on_exit))
 
     def close(self):
         if not self.is_closed() and not self.is_running():

@@ -28,7 +28,7 @@ Context: protocol callbacks run in a copy of the ``contextvars`` context
 current where the transport was created (``create_connection``'s caller,
 or ``create_server``'s for an accepted connection), as with asyncio, whose
 reader and writer handles copy it then; completion callbacks are entered
-through ``_in_context``.
+through ``_in_context`` (in the _ring.RingCallback a submission takes).
 """
 import contextvars
 import functools
@@ -169,7 +169,7 @@ class RingTransport(ReadPausing, transports._FlowControlMixin):
             # first (the ops table holds our callbacks until completion).
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._release_writes()
-            self._ring_fd.close(self._sock.close)
+            self._ring_fd.close(self._close_socket)
 
     # -- protocol ------------------------------------------------------
     def set_protocol(self, protocol):

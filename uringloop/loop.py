@@ -20,8 +20,9 @@ asyncio's self-pipe, whose read end always has a poll armed on the ring.
 
 The ring is made from the knobs in the environment and the optional paths
 (multishot accept and receive, the provided-buffer ring, FTRUNCATE, setup
-flags) are chosen by probing it (``_features``); ``ring_stats()`` reports
-the ring's counters and both (``_stats``).
+flags; registered files when asked for) are chosen by probing it
+(``_features``); ``ring_stats()`` reports the ring's counters and both
+(``_stats``).
 
 ``close()`` first lets asyncio close the selector state, then cancels every
 operation still in the kernel and frees the ring only once all of them
@@ -62,8 +63,12 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # The optional paths this kernel offers, less those switched off.
         self._features = _features.configure(self._ring, knobs)
         self._accept_multishot = "multishot_accept" in self._features.on
-        # Multishot receives draw from provided buffers.
+        # sock_recv takes provided buffers; Protocol streams arm multishot
+        # receives (which draw on the same buffers).
+        self._recv_provided = "buffer_ring" in self._features.on
         self._recv_multishot = "multishot_recv" in self._features.on
+        # Stream transports put their sockets in the registered-file table.
+        self._fixed_files = "fixed_files" in self._features.on
         self._final_stats = None  # ring_stats() as the loop closed
         _stats.track(self)
         super().__init__(selector=RingSelector(self._ring))

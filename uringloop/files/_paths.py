@@ -10,16 +10,16 @@ Data flow: each call encodes its path(s), runs one operation on the
 running loop's engine (``statx``, ``unlinkat``, ``renameat``, ``mkdirat``
 on the ring, or the ``os`` function in the executor) and turns a negative
 result into the OSError ``os`` would raise.  The whole-file helpers are
-open/read-or-write/close through ``_files.open``.
+open/read-or-write/close through ``_binary.open``.
 """
 import asyncio
 import os
 import stat as stat_module
 
-from ._files import open as _open
-from ._files_args import c_int, fd_number
-from ._files_ops import engine_for, fspath_bytes, perform
-from ._native import os_error
+from ._binary import open as _open
+from ._args import c_int, fd_number
+from ._ops import engine_for, fspath_bytes, perform
+from .._native import os_error
 
 
 async def _run(method_name, args, filename, filename2=None):

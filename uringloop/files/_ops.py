@@ -12,8 +12,9 @@ every file API needs (path encoding, the ``os.stat_result`` built from a
 ``statx``).
 
 Data flow: a caller hands an engine method its arguments, including the
-memory the kernel will read or write, and a completion callback
-``cb(res, flags)`` (the op itself); ``res`` is the result (a count,
+memory the kernel will read or write, and the ring entry that hears the
+outcome (the op itself, or a _ring.RingCallback; see _ring.py), whose
+``on_completion(res, flags)`` gets it; ``res`` is the result (a count,
 ``(fd, stat)`` for an open, an ``os.stat_result``, 0) or a negative
 errno.  The ring engine queues an SQE and keeps that memory in the ring's
 ops table until the CQE; the thread engine runs the matching ``os`` call
@@ -29,11 +30,11 @@ them has settled.
 import errno
 import os
 
-from ._files_args import optional_size
-from ._native import MAX_IO_LEN, os_error
-from ._op import Op
-from ._ringfd import RingFd
-from ._uring import ffi, lib
+from ._args import optional_size
+from .._native import MAX_IO_LEN, os_error
+from .._op import Op
+from .._ringfd import RingFd
+from .._uring import ffi, lib
 
 # The most one read or write request moves.  An SQE's length is 32 bits
 # (a longer one would not even reach the kernel), and Linux moves at most
@@ -133,6 +134,26 @@ def _stat_from_statx(buf):
     ))
 
 
+class _Converted:
+    """The ring entry of a request whose result ``convert`` turns into what
+    ``entry`` (its op) expects: an open's fd into ``(fd, stat)``, a statx
+    into an ``os.stat_result``.  A failure (a negative errno) passes as is."""
+
+    __slots__ = ("entry", "convert", "keepalive", "returns_fd")
+
+    def __init__(self, entry, convert, returns_fd=False):
+        self.entry = entry
+        self.convert = convert
+        self.keepalive = None
+        self.returns_fd = returns_fd
+
+    def on_completion(self, res, flags):
+        self.entry.on_completion(res if res < 0 else self.convert(res), flags)
+
+    def ring_closed(self, res):
+        self.entry.ring_closed(res)
+
+
 class RingEngine:
     """Operations as io_uring requests on the loop's ring."""
 
@@ -148,9 +169,9 @@ class RingEngine:
     def cancel(self, handle):
         self._ring.cancel(handle)
 
-    def open_file(self, path, flags, mode, cb):
+    def open_file(self, path, flags, mode, entry):
         """openat on the ring, then fstat(2) of the new fd on the loop
-        thread; ``cb`` gets ``(fd, stat_result)`` or a negative errno.
+        thread; ``entry`` gets ``(fd, stat_result)`` or a negative errno.
 
         fstat rather than a statx request because io_uring never runs
         statx inline: every one would be a round trip through an io-wq
@@ -159,20 +180,14 @@ class RingEngine:
         open); asyncio's own pipe and sendfile code calls os.fstat on the
         loop thread the same way."""
         cpath = ffi.new("char[]", path)
+        return self._ring.submit(lib.ul_prep_openat, (lib.AT_FDCWD, cpath, flags, mode),
+                                 _Converted(entry, _fstat_or_close, returns_fd=True), cpath)
 
-        def on_open(res, flags):
-            if res >= 0:
-                res = _fstat_or_close(res)
-            cb(res, flags)
+    def read(self, fd, ptr, nbytes, offset, keep, entry):
+        return self._ring.submit(lib.ul_prep_read, (fd, ptr, nbytes, offset), entry, keep)
 
-        return self._ring.submit(lib.ul_prep_openat, (lib.AT_FDCWD, cpath, flags, mode), on_open,
-                                 cpath, result_is_fd=True)
-
-    def read(self, fd, ptr, nbytes, offset, keep, cb):
-        return self._ring.submit(lib.ul_prep_read, (fd, ptr, nbytes, offset), cb, keep)
-
-    def write(self, fd, ptr, nbytes, offset, keep, cb):
-        return self._ring.submit(lib.ul_prep_write, (fd, ptr, nbytes, offset), cb, keep)
+    def write(self, fd, ptr, nbytes, offset, keep, entry):
+        return self._ring.submit(lib.ul_prep_write, (fd, ptr, nbytes, offset), entry, keep)
 
     @staticmethod
     def _iovecs(vecs):
@@ -181,30 +196,32 @@ class RingEngine:
             lib.ul_iovec_set(iov, i, ptr, nbytes)
         return iov
 
-    def readv(self, fd, vecs, offset, keep, cb):
+    def readv(self, fd, vecs, offset, keep, entry):
         iov = self._iovecs(vecs)
-        return self._ring.submit(lib.ul_prep_readv, (fd, iov, len(vecs), offset), cb, (iov, keep))
+        return self._ring.submit(lib.ul_prep_readv, (fd, iov, len(vecs), offset), entry,
+                                 (iov, keep))
 
-    def writev(self, fd, vecs, offset, keep, cb):
+    def writev(self, fd, vecs, offset, keep, entry):
         iov = self._iovecs(vecs)
-        return self._ring.submit(lib.ul_prep_writev, (fd, iov, len(vecs), offset), cb, (iov, keep))
+        return self._ring.submit(lib.ul_prep_writev, (fd, iov, len(vecs), offset), entry,
+                                 (iov, keep))
 
-    def fsync(self, fd, datasync, cb):
-        return self._ring.submit(lib.ul_prep_fsync, (fd, int(datasync)), cb, None)
+    def fsync(self, fd, datasync, entry):
+        return self._ring.submit(lib.ul_prep_fsync, (fd, int(datasync)), entry, None)
 
-    def fallocate(self, fd, offset, length, cb):
-        return self._ring.submit(lib.ul_prep_fallocate, (fd, 0, offset, length), cb, None)
+    def fallocate(self, fd, offset, length, entry):
+        return self._ring.submit(lib.ul_prep_fallocate, (fd, 0, offset, length), entry, None)
 
-    def ftruncate(self, fd, length, cb):
+    def ftruncate(self, fd, length, entry):
         if self._ftruncate_on_ring:
-            return self._ring.submit(lib.ul_prep_ftruncate, (fd, length), cb, None)
-        return self._threads.ftruncate(fd, length, cb)
+            return self._ring.submit(lib.ul_prep_ftruncate, (fd, length), entry, None)
+        return self._threads.ftruncate(fd, length, entry)
 
-    def lseek(self, fd, offset, whence, cb):
+    def lseek(self, fd, offset, whence, entry):
         # SEEK_DATA/SEEK_HOLE may read extent maps from disk; no opcode.
-        return self._threads.lseek(fd, offset, whence, cb)
+        return self._threads.lseek(fd, offset, whence, entry)
 
-    def statx(self, path, fd, follow_symlinks, cb):
+    def statx(self, path, fd, follow_symlinks, entry):
         """Stat ``path`` or, when it is None, the open file ``fd``."""
         buf = ffi.new("struct ul_statx_buf *")
         if path is None:
@@ -214,39 +231,38 @@ class RingEngine:
         if not follow_symlinks:
             flags |= lib.AT_SYMLINK_NOFOLLOW
 
-        def on_statx(res, cqe_flags):
-            cb(res if res < 0 else _stat_from_statx(buf), cqe_flags)
+        return self._ring.submit(lib.ul_prep_statx, (dfd, cpath, flags, buf),
+                                 _Converted(entry, lambda res: _stat_from_statx(buf)),
+                                 (cpath, buf))
 
-        return self._ring.submit(lib.ul_prep_statx, (dfd, cpath, flags, buf), on_statx, (cpath, buf))
+    def close(self, fd, entry):
+        return self._ring.submit(lib.ul_prep_close, (fd,), entry, None)
 
-    def close(self, fd, cb):
-        return self._ring.submit(lib.ul_prep_close, (fd,), cb, None)
-
-    def close_detached(self, fd, cb):
+    def close_detached(self, fd, entry):
         """Hand the close of ``fd`` to the kernel before returning, so the
-        caller need not wait for the completion (``cb`` still gets it).
+        caller need not wait for the completion (``entry`` still gets it).
         IORING_OP_CLOSE runs at submission for most files; for files with
         a flush method (NFS, FUSE) it runs in io-wq, where it may block
         without blocking the loop.  Returns True."""
-        self._ring.submit(lib.ul_prep_close, (fd,), cb, None)
+        self._ring.submit(lib.ul_prep_close, (fd,), entry, None)
         self._ring.submit_now()
         return True
 
-    def unlinkat(self, path, rmdir, cb):
+    def unlinkat(self, path, rmdir, entry):
         cpath = ffi.new("char[]", path)
         flags = lib.AT_REMOVEDIR if rmdir else 0
-        return self._ring.submit(lib.ul_prep_unlinkat, (lib.AT_FDCWD, cpath, flags), cb, cpath)
+        return self._ring.submit(lib.ul_prep_unlinkat, (lib.AT_FDCWD, cpath, flags), entry, cpath)
 
-    def renameat(self, src, dst, cb):
+    def renameat(self, src, dst, entry):
         csrc, cdst = ffi.new("char[]", src), ffi.new("char[]", dst)
-        return self._ring.submit(lib.ul_prep_renameat, (lib.AT_FDCWD, csrc, lib.AT_FDCWD, cdst, 0), cb,
-                                 (csrc, cdst))
+        return self._ring.submit(lib.ul_prep_renameat,
+                                 (lib.AT_FDCWD, csrc, lib.AT_FDCWD, cdst, 0), entry, (csrc, cdst))
 
-    def mkdirat(self, path, mode, cb):
+    def mkdirat(self, path, mode, entry):
         cpath = ffi.new("char[]", path)
         # mode_t is unsigned: -1 means all bits, as os.mkdir converts it.
-        return self._ring.submit(lib.ul_prep_mkdirat, (lib.AT_FDCWD, cpath, mode & 0xFFFFFFFF), cb,
-                                 cpath)
+        return self._ring.submit(lib.ul_prep_mkdirat, (lib.AT_FDCWD, cpath, mode & 0xFFFFFFFF),
+                                 entry, cpath)
 
 
 def _negative_errno(func, *args):
@@ -302,7 +318,7 @@ class ThreadEngine:
         if isinstance(handle, _ThreadOpen):
             handle.abandoned = True
 
-    def _run(self, cb, func, *args):
+    def _run(self, entry, func, *args):
         fut = self.loop.run_in_executor(None, _negative_errno, func, *args)
 
         def deliver(fut):
@@ -314,79 +330,79 @@ class ThreadEngine:
                     "exception": exc,
                 })
                 res = -errno.EIO
-            cb(res, 0)
+            entry.on_completion(res, 0)
 
         fut.add_done_callback(deliver)
         return fut
 
-    def open_file(self, path, flags, mode, cb):
+    def open_file(self, path, flags, mode, entry):
         job = _ThreadOpen()
-        self._run(cb, job.open, path, flags, mode)
+        self._run(entry, job.open, path, flags, mode)
         return job
 
     @staticmethod
     def _buffers(vecs):
         return [ffi.buffer(ptr, nbytes) for ptr, nbytes in vecs]
 
-    def read(self, fd, ptr, nbytes, offset, keep, cb):
-        return self.readv(fd, ((ptr, nbytes),), offset, keep, cb)
+    def read(self, fd, ptr, nbytes, offset, keep, entry):
+        return self.readv(fd, ((ptr, nbytes),), offset, keep, entry)
 
-    def write(self, fd, ptr, nbytes, offset, keep, cb):
-        return self.writev(fd, ((ptr, nbytes),), offset, keep, cb)
+    def write(self, fd, ptr, nbytes, offset, keep, entry):
+        return self.writev(fd, ((ptr, nbytes),), offset, keep, entry)
 
-    def readv(self, fd, vecs, offset, keep, cb):
+    def readv(self, fd, vecs, offset, keep, entry):
         buffers = self._buffers(vecs)
         if offset < 0:
-            return self._run(cb, os.readv, fd, buffers)
-        return self._run(cb, os.preadv, fd, buffers, offset)
+            return self._run(entry, os.readv, fd, buffers)
+        return self._run(entry, os.preadv, fd, buffers, offset)
 
-    def writev(self, fd, vecs, offset, keep, cb):
+    def writev(self, fd, vecs, offset, keep, entry):
         buffers = self._buffers(vecs)
         if offset < 0:
-            return self._run(cb, os.writev, fd, buffers)
-        return self._run(cb, os.pwritev, fd, buffers, offset)
+            return self._run(entry, os.writev, fd, buffers)
+        return self._run(entry, os.pwritev, fd, buffers, offset)
 
-    def fsync(self, fd, datasync, cb):
-        return self._run(cb, os.fdatasync if datasync else os.fsync, fd)
+    def fsync(self, fd, datasync, entry):
+        return self._run(entry, os.fdatasync if datasync else os.fsync, fd)
 
-    def fallocate(self, fd, offset, length, cb):
-        return self._run(cb, os.posix_fallocate, fd, offset, length)
+    def fallocate(self, fd, offset, length, entry):
+        return self._run(entry, os.posix_fallocate, fd, offset, length)
 
-    def ftruncate(self, fd, length, cb):
-        return self._run(cb, os.ftruncate, fd, length)
+    def ftruncate(self, fd, length, entry):
+        return self._run(entry, os.ftruncate, fd, length)
 
-    def lseek(self, fd, offset, whence, cb):
-        return self._run(cb, os.lseek, fd, offset, whence)
+    def lseek(self, fd, offset, whence, entry):
+        return self._run(entry, os.lseek, fd, offset, whence)
 
-    def statx(self, path, fd, follow_symlinks, cb):
+    def statx(self, path, fd, follow_symlinks, entry):
         if path is None:
-            return self._run(cb, os.fstat, fd)
-        return self._run(cb, _stat, path, follow_symlinks)
+            return self._run(entry, os.fstat, fd)
+        return self._run(entry, _stat, path, follow_symlinks)
 
-    def close(self, fd, cb):
+    def close(self, fd, entry):
         try:
-            return self._run(cb, os.close, fd)
+            return self._run(entry, os.close, fd)
         except RuntimeError:
             # No executor any more: shutdown_default_executor() (asyncio.run
             # calls it) delivers the executor's last results, e.g. an fd
             # whose open was cancelled, after it has refused new work; or
             # the loop is closed.  Closing here beats leaking the fd.
-            cb(_negative_errno(os.close, fd), 0)
+            entry.on_completion(_negative_errno(os.close, fd), 0)
             return None
 
-    def close_detached(self, fd, cb):
+    def close_detached(self, fd, entry):
         """A thread cannot promise the fd is closed on return: False, and
         the caller closes with ``close`` and waits."""
         return False
 
-    def unlinkat(self, path, rmdir, cb):
-        return self._run(cb, os.rmdir if rmdir else os.unlink, path)
+    def unlinkat(self, path, rmdir, entry):
+        return self._run(entry, os.rmdir if rmdir else os.unlink, path)
 
-    def renameat(self, src, dst, cb):
-        return self._run(cb, os.rename, src, dst)
+    def renameat(self, src, dst, entry):
+        return self._run(entry, os.rename, src, dst)
 
-    def mkdirat(self, path, mode, cb):
-        return self._run(cb, os.mkdir, path, mode)
+    def mkdirat(self, path, mode, entry):
+        return self._run(entry, os.mkdir, path, mode)
 
 
 def _stat(path, follow_symlinks):
@@ -574,7 +590,7 @@ class CallGroup:
 
 def perform(engine, method, args, group=None, *, reading=False, positioned=False,
             on_cqe=None, on_abandon=None, more=None, pins=None):
-    """Await ``method(*args, cb)`` on ``engine`` (and the requests ``more``
+    """Await ``method(*args, op)`` on ``engine`` (and the requests ``more``
     adds) for its result: a negative errno is returned, not raised.
     Cancelling the caller asks the engine to cancel the request; the hooks
     still run at completion.  ``pins``: the :class:`Pinned` memory the

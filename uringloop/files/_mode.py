@@ -4,7 +4,7 @@ the same messages), before any file is touched.
 
 Data flow: ``parse(mode, buffering, encoding, errors, newline)`` returns an
 :class:`OpenSpec` -- the ``os.open`` flags, what the file may do, the
-buffer size and the text-layer settings -- which ``_files.open`` turns
+buffer size and the text-layer settings -- which ``_binary.open`` turns
 into an ``openat`` and a file object.
 """
 import codecs
@@ -15,7 +15,7 @@ import os
 import warnings
 from typing import NamedTuple
 
-from ._files_args import c_int
+from ._args import c_int
 
 # Read-ahead and write-buffer size when the caller does not choose one.
 # Larger than io.DEFAULT_BUFFER_SIZE because every refill is a trip through

@@ -1,10 +1,10 @@
 """Async binary files: ``uringloop.open(path, "rb")`` and friends.
 
-What this module owns: :func:`open` (argument checks in ``_files_mode``,
-then ``openat`` (+ fstat) through ``_files_ops``), and :class:`AsyncFile`,
+What this module owns: :func:`open` (argument checks in ``_mode``,
+then ``openat`` (+ fstat) through ``_ops``), and :class:`AsyncFile`,
 the binary file with its read-ahead and write buffers.  Text mode is a
-layer on top (``_files_text``); paths without an open file (stat, rename,
-...) live in ``_files_paths``.
+layer on top (``_text``); paths without an open file (stat, rename,
+...) live in ``_paths``.
 
 Data flow: every byte moves through one kernel operation on the loop's
 engine -- a ring request on a ``uringloop.Loop``, an executor thread
@@ -39,14 +39,15 @@ import stat as stat_module
 import warnings
 from collections import deque
 
-from . import _files_mode
-from ._files_args import (OFF_MAX, bytes_view, c_int, c_long, optional_size,
+from . import _mode
+from ._args import (OFF_MAX, bytes_view, c_int, c_long, optional_size,
                           seek_offset, ssize, vector_buffer, writable_buffer)
-from ._files_ops import (CLOSED, CLOSED_PLAIN, CallGroup, LineReading, Pinned, capped,
+from ._ops import (CLOSED, CLOSED_PLAIN, CallGroup, LineReading, Pinned, capped,
                          capped_vecs, engine_for, fspath_bytes, perform)
-from ._native import new_uncleared, os_error
-from ._files_text import AsyncTextFile
-from ._uring import ffi
+from .._native import new_uncleared, os_error
+from .._op import RingCallback
+from ._text import AsyncTextFile
+from .._uring import ffi
 
 # Reads at the position up to this size reuse the file's landing buffer.
 _REUSED_BUFFER_LIMIT = 8 << 20
@@ -338,7 +339,7 @@ class AsyncFile(LineReading):
             while True:
                 remaining = self._size_hint - self._pos
                 request = remaining + 1 if self._regular and remaining > 0 else max(
-                    self._chunk or _files_mode.DEFAULT_BUFFER_SIZE, ahead.size)
+                    self._chunk or _mode.DEFAULT_BUFFER_SIZE, ahead.size)
                 if self._at_eof(request, await self._fill(request)):
                     return ahead.take(ahead.size)
         if ahead.size >= n or (not self._chunk and ahead.size):
@@ -371,7 +372,7 @@ class AsyncFile(LineReading):
         await self._before_read()
         if not self._ahead.size:
             await self._fill(max(n, self._chunk) if n >= 0 else
-                             self._chunk or _files_mode.DEFAULT_BUFFER_SIZE)
+                             self._chunk or _mode.DEFAULT_BUFFER_SIZE)
         return self._ahead.take(n if n >= 0 else self._ahead.size)
 
     async def _read_into(self, ptr, count, target, pins):
@@ -459,7 +460,7 @@ class AsyncFile(LineReading):
                 end = ahead.size
                 break
             scanned = ahead.size
-            request = self._chunk or _files_mode.DEFAULT_BUFFER_SIZE
+            request = self._chunk or _mode.DEFAULT_BUFFER_SIZE
             eof = self._at_eof(request, await self._fill(request))
         return ahead.take(end if limit < 0 else min(end, limit))
 
@@ -833,7 +834,8 @@ class AsyncFile(LineReading):
 
     def _close_now(self, done):
         fd, self._fd = self._fd, -1
-        if not self._writable and self._engine.close_detached(fd, self._report_close_error):
+        if not self._writable and self._engine.close_detached(
+                fd, RingCallback(self._report_close_error)):
             # close(2) of a read-only file has no data to lose, and the
             # request is already in the kernel: nobody need wait for it.
             done.set_result(None)
@@ -844,7 +846,7 @@ class AsyncFile(LineReading):
                 done.set_exception(os_error(res))
             else:
                 done.set_result(None)
-        self._engine.close(fd, on_close)
+        self._engine.close(fd, RingCallback(on_close))
 
     def _report_close_error(self, res, flags):
         if res < 0:
@@ -909,7 +911,7 @@ def _lseek_works(fd):
 def _close_later(engine, fd):
     """Close an fd nobody will use (a cancelled or failed open), without
     waiting for the result."""
-    engine.close(fd, lambda res, flags: None)
+    engine.close(fd, RingCallback(lambda res, flags: None))
 
 
 class _Opening:
@@ -967,5 +969,5 @@ def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None)
     On a ``uringloop.Loop`` every operation is an io_uring request; on any
     other loop the same API runs ``os`` calls in the default executor.
     The default buffer size is 64 KiB."""
-    spec = _files_mode.parse(mode, buffering, encoding, errors, newline)
+    spec = _mode.parse(mode, buffering, encoding, errors, newline)
     return _Opening(file, spec)

@@ -30,9 +30,9 @@ import operator
 import os
 from collections import deque
 
-from ._files_args import c_int, c_long, optional_size, ssize, type_name
-from ._files_ops import CLOSED, LineReading
-from ._native import os_error
+from ._args import c_int, c_long, optional_size, ssize, type_name
+from ._ops import CLOSED, LineReading
+from .._native import os_error
 
 _COOKIE_BITS = 64
 _PLAIN_LIMIT = 1 << _COOKIE_BITS
