@@ -12,7 +12,7 @@ cd "$repo_root"
 git ls-files -z --cached --others --exclude-standard | \
     xargs -0 cp --parents -t "$work" 2>/dev/null || cp -r csrc uringloop tests build_ffi.py pyproject.toml "$work"
 cd "$work"
-rm -f uringloop/_uring*.so
+rm -f uringloop/_uring*.so uringloop/_speedups*.so
 # cffi compiles through setuptools, which a 3.12+ venv lacks unless
 # bootstrap put it there (the test extra).
 "$repo_root/.venv/bin/python" -c 'import setuptools' 2>/dev/null || {
@@ -20,6 +20,9 @@ rm -f uringloop/_uring*.so
 URINGLOOP_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -O1" \
 URINGLOOP_LDFLAGS="-fsanitize=address" \
     "$repo_root/.venv/bin/python" build_ffi.py >/dev/null
+URINGLOOP_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -O1" \
+URINGLOOP_LDFLAGS="-fsanitize=address" \
+    "$repo_root/.venv/bin/python" build_speedups.py >/dev/null
 
 export LD_PRELOAD=$(gcc -print-file-name=libasan.so)
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
@@ -27,7 +30,8 @@ export PYTHONPATH="$work"
 # The editable install in .venv points at the normal build: make sure the
 # sanitized extension is the one imported.
 "$repo_root/.venv/bin/python" -c '
-import sys, uringloop._uring as ext
-assert ext.__file__.startswith(sys.argv[1]), ext.__file__
-print("ASan build:", ext.__file__)' "$work"
+import sys, uringloop._uring as ext, uringloop._speedups as speedups
+for module in (ext, speedups):
+    assert module.__file__.startswith(sys.argv[1]), module.__file__
+    print("ASan build:", module.__file__)' "$work"
 "$repo_root/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

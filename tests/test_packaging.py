@@ -108,7 +108,8 @@ def test_wheel_contents_and_metadata(dist):
         info = f"{NAME}-{VERSION}.dist-info"
         metadata = wheel.read(f"{info}/METADATA").decode()
         tags = wheel.read(f"{info}/WHEEL").decode()
-    assert {"uringloop/_uring.abi3.so", "uringloop/py.typed", "uringloop/__init__.pyi",
+    assert {"uringloop/_uring.abi3.so", "uringloop/_speedups.abi3.so", "uringloop/py.typed",
+            "uringloop/__init__.pyi",
             "uringloop/__init__.py", "uringloop/__main__.py",
             f"{info}/licenses/LICENSE"} <= names
     # Only the package: no C sources, tests or per-version extension.
@@ -147,6 +148,7 @@ def test_installed_wheel_runs_outside_the_source_tree(venv, tmp_path):
     info = _run([venv, "-m", "uringloop", "info"], cwd=tmp_path, env=env).stdout
     assert info.startswith(f"uringloop-asyncio {VERSION} (import uringloop) on Python ")
     assert "backend:             io_uring" in info.splitlines()
+    assert "loop turn:           C (uringloop._speedups)" in info.splitlines()
     version = _run([venv, "-m", "uringloop", "--version"], cwd=tmp_path, env=env).stdout
     assert version == f"uringloop-asyncio {VERSION}\n"
 
@@ -172,3 +174,4 @@ def test_the_abi3_wheel_runs_on_later_pythons(dist, tmp_path, version, python):
     assert "asyncio.run io_uring" in out.splitlines()   # 3.12+: loop_factory=
     info = _run([venv, "-m", "uringloop", "info"], cwd=tmp_path, env=_clean_env()).stdout
     assert f" on Python {version}." in info.splitlines()[0]
+    assert "loop turn:           C (uringloop._speedups)" in info.splitlines()

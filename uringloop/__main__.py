@@ -37,7 +37,7 @@ import sys
 import tempfile
 import textwrap
 
-from . import __version__, _backend, _extension
+from . import __version__, _accel, _backend, _extension
 from ._features import knobs_in_environment
 from ._names import FEATURE_NAMES, SETUP_FLAG_NAMES, bit_names, opcode_name
 
@@ -143,6 +143,7 @@ def collect():
         "rlimit_memlock": _memlock(),
         "knobs": knobs_in_environment(),
         "requested_backend": _backend.requested_backend(),
+        "hot_loop": _accel.description,
     }
     if info["requested_backend"] == "selector":
         info["backend"] = "selector"
@@ -201,6 +202,7 @@ def format_text(info, all_opcodes=False):
         lines.append(f"io_uring_disabled:   {disabled} (sysctl kernel.io_uring_disabled)")
     knobs = [f"{name}={value}" for name, value in info["knobs"].items()]
     lines += _wrapped("knobs set:", knobs or ["none"])
+    lines.append(f"loop turn:           {info['hot_loop']}")
     backend = info["backend"]
     if info["backend_reason"]:
         backend += f" -- {info['backend_reason']}"

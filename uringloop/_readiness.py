@@ -163,6 +163,13 @@ class RingSelector(selectors._BaseSelectorImpl):
                     self._arm(fd, key.events)
             self._to_arm.clear()
         self._ring.run_turn(timeout, self.defer_completions)
+        return self.fired_events()
+
+    def fired_events(self):
+        """select()'s result: what the polls of this turn reported (the
+        loop's C turn, which makes the ring turn itself when no fd is to be
+        armed, comes here when polls completed)."""
+        fd_to_key = self._fd_to_key
         if not self._fired:
             return []
         ready = []

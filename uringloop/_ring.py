@@ -117,6 +117,7 @@ def _forget_rings_in_child():
     # submit into or reap from the parent's ring.
     for ring in list(_live_rings):
         ring._forked = True
+        ring.c_turn_state.clear()
         ring._drop_send_queues()
 
 
@@ -151,6 +152,15 @@ class Ring:
         # deferred to the loop's ready queue, or cut short by an exception
         # (see run_turn).
         self._unfinished = []
+        # What the loop's C turn needs to make the ring turn itself (see
+        # take_turn): the ring, the completion array, its inline count, the
+        # batch size, the unfinished batches and the thread bound to the
+        # ring (set by _bind_thread).  Emptied when the ring may no longer
+        # be entered (closed, or a forked child's).
+        self.c_turn_state = [int(ffi.cast("uintptr_t", ptr)),
+                             int(ffi.cast("uintptr_t", self._completions)),
+                             int(ffi.cast("uintptr_t", self._inline_count)),
+                             _BATCH, self._unfinished, None]
         self._forked = False
         self.on_callback_error = None
         _live_rings.add(self)
@@ -451,6 +461,8 @@ class Ring:
                 "io_uring ring is SINGLE_ISSUER: run it from that thread, or "
                 "create it with URINGLOOP_SINGLE_THREAD=0")
         self._thread = thread
+        if self.c_turn_state:
+            self.c_turn_state[-1] = thread
         return True
 
     def run_turn(self, timeout, defer=None):
@@ -475,34 +487,41 @@ class Ring:
             self.run_callbacks(self._unfinished[0])
             timeout = 0
         timeout_ns = -1 if timeout is None else max(0, int(timeout * 1e9))
-        out = self._completions
-        out_bytes = self._completions_bytes
-        inline_count = self._inline_count
         while True:
-            count = lib.ul_ring_turn(self._ptr, timeout_ns, out, _BATCH, inline_count)
-            if count < 0:
-                raise os_error(count)
-            inlined = inline_count[0]
-            batch = None
-            if count > inlined:
-                batch = _COMPLETION.iter_unpack(out_bytes[:(count - inlined) * _COMPLETION.size])
-                self._unfinished.append(batch)
-            if inlined:
-                polls = reversed(list(_COMPLETION.iter_unpack(
-                    out_bytes[(_BATCH - inlined) * _COMPLETION.size:])))
-                self._unfinished.insert(0, polls)
-                self.run_callbacks(polls)
-            if batch is not None:
-                if defer is None:
-                    self.run_callbacks(batch)
-                else:
-                    defer(batch)
-            # A deferred batch may still point into provided receive buffers,
-            # which the next ul_ring_turn gives back to the kernel: reap more
-            # only once its callbacks have run, i.e. next turn.
-            if count < _BATCH or defer is not None:
+            count = lib.ul_ring_turn(self._ptr, timeout_ns, self._completions, _BATCH,
+                                     self._inline_count)
+            if self.take_turn(count, defer):
                 return
             timeout_ns = 0
+
+    def take_turn(self, count, defer=None):
+        """Deliver what one ul_ring_turn call copied out, ``count`` being
+        what it returned (see run_turn); False when a full batch means more
+        are waiting.  The loop's C turn (csrc/speedups.c) makes that call
+        itself, through ``c_turn_state``, and comes here for anything but a
+        batch without polls that it can defer itself."""
+        if count < 0:
+            raise os_error(count)
+        out_bytes = self._completions_bytes
+        inlined = self._inline_count[0]
+        batch = None
+        if count > inlined:
+            batch = _COMPLETION.iter_unpack(out_bytes[:(count - inlined) * _COMPLETION.size])
+            self._unfinished.append(batch)
+        if inlined:
+            polls = reversed(list(_COMPLETION.iter_unpack(
+                out_bytes[(_BATCH - inlined) * _COMPLETION.size:])))
+            self._unfinished.insert(0, polls)
+            self.run_callbacks(polls)
+        if batch is not None:
+            if defer is None:
+                self.run_callbacks(batch)
+            else:
+                defer(batch)
+        # A deferred batch may still point into provided receive buffers,
+        # which the next ul_ring_turn gives back to the kernel: reap more
+        # only once its callbacks have run, i.e. next turn.
+        return count < _BATCH or defer is not None
 
     def run_callbacks(self, batch):
         """Run the callbacks of ``batch``, an iterator of (user_data, res,
@@ -540,6 +559,7 @@ class Ring:
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
+        self.c_turn_state.clear()
         self._drop_send_queues()
         if self._forked:
             # The mapping is the parent's; closing our copy of the fd is the

@@ -10,8 +10,8 @@ calls are overridden by the mixins: ``sock_*`` (``_sockops``), transports
 ``call_at``/``call_later`` and ``create_task`` take the lean path of
 ``_scheduling`` outside debug mode.
 
-Each iteration of ``_run_once`` calls ``selector.select(timeout)``, which
-is one ring turn: it submits every queued operation and waits until a
+Each iteration of ``_run_once`` (in C outside debug mode, see ``_turn``)
+calls ``selector.select(timeout)``, which is one ring turn: it submits every queued operation and waits until a
 completion or the next timer.  Poll completions become select()'s events;
 every other completion goes, as one batch, into a single ready-queue
 callback, so it runs after the callbacks already scheduled -- where asyncio
@@ -31,21 +31,22 @@ have completed.
 import asyncio
 from asyncio import constants, sslproto
 
-from . import _features, _stats
+from . import _accel, _features, _stats
 from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
 from ._ring import Ring
-from ._scheduling import LeanSchedulingMixin
+from ._scheduling import Handle, LeanSchedulingMixin
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
 from ._subprocess import RingSubprocessMixin
 from ._stream import RingStreamTransport
+from ._turn import TurnMixin
 
 
 class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
-           RingSubprocessMixin, asyncio.SelectorEventLoop):
+           RingSubprocessMixin, TurnMixin, asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
     backend = "io_uring"
@@ -74,9 +75,21 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # Completion callbacks run after the callbacks already scheduled, as
         # asyncio runs I/O callbacks after select(), not inside it.
         self._selector.defer_completions = self._schedule_completions
+        # The C turn makes the ring turn itself when the selector has no fd
+        # to arm (see _speedups.run_once); dropped at close (it refers back
+        # to the loop).
+        self._c_ring_turn = None
+        if _accel.speedups is not None:
+            selector = self._selector
+            self._c_ring_turn = (self._ring.c_turn_state, selector._to_arm, selector._fired,
+                                 self._schedule_completions, selector, self._ring)
 
     def _schedule_completions(self, batch):
-        self.call_soon(self._ring.run_callbacks, batch)
+        if self._debug:
+            self.call_soon(self._ring.run_callbacks, batch)
+        else:
+            # call_soon's work without its frame: the loop is running.
+            self._ready.append(Handle(self._ring.run_callbacks, (batch,), self, None))
 
     def _report_ring_callback_error(self, exc):
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
@@ -131,6 +144,7 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         if self.is_closed():
             return
         super().close()
+        self._c_ring_turn = None
         self._final_stats = _stats.ring_stats(self)
         _stats.closed(self)
         self._ring.close()

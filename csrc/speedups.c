@@ -1,0 +1,858 @@
+/* uringloop._speedups: the loop turn and the timer heap in C.
+ *
+ * What it owns: nothing but borrowed views of the loop's own state.  The
+ * ready queue (loop._ready, a deque), the timer heap (loop._scheduled, a
+ * list kept in heapq order) and every handle stay the Python objects that
+ * asyncio's code reads and writes; this module only walks them faster.
+ * uringloop/_turn.py chooses between it and asyncio's Python _run_once
+ * (debug mode, URINGLOOP_PURE_PYTHON=1, a patched Handle._run) and hands it,
+ * through configure(), the few Python pieces it calls back into.
+ *
+ * Data flow of run_once(loop), asyncio's BaseEventLoop._run_once outside
+ * debug mode, step for step:
+ *   1. drop cancelled timers: rebuild the heap when more than 100 timers
+ *      are scheduled and over half are cancelled, else pop cancelled heads;
+ *   2. timeout: 0 when callbacks are ready or the loop is stopping, else
+ *      until the earliest timer (at most MAXIMUM_SELECT_TIMEOUT), else None;
+ *   3. loop._selector.select(timeout), loop._process_events(events) (skipped
+ *      for no events when it is asyncio's own, which then does nothing).
+ *      When the selector has no fd to arm and the ring nothing unfinished
+ *      (loop._c_ring_turn, see ring_select), the ring turn is made here:
+ *      one ul_ring_turn call (its address from the cffi module, which
+ *      releases the GIL around the wait), whose
+ *      batch of completions is deferred as Ring.take_turn defers it; a
+ *      turn that reaped polls, a full batch or an error goes back to
+ *      Ring.take_turn and RingSelector.fired_events;
+ *   4. timers due before time() + clock_resolution move to the ready queue;
+ *   5. the handles ready now (not those they schedule) run, cancelled ones
+ *      skipped, each as handle._context.run(handle._callback, *handle._args).
+ * A callback's exception goes to the report function (Handle._run's except
+ * branch, in Python) while it is the exception being handled, as in
+ * Handle._run; SystemExit and KeyboardInterrupt propagate.  A handle of a
+ * type other than asyncio's or uringloop's runs through its own _run(), and
+ * if a callback switches debug mode on, the rest of the turn runs each
+ * handle through the debug runner (asyncio's debug branch, in Python).
+ *
+ * The heap functions are heapq's algorithms with the comparison
+ * TimerHandle.__lt__ makes (a._when < b._when), done on the floats
+ * directly: the heap stays exactly the one heapq would build.
+ *
+ * Built against the limited API of 3.11 (one abi3 extension for every
+ * Python version), so objects are reached through function calls only.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "uring.h"
+
+/* Interned attribute names and what configure() handed in.  Module-level
+ * because the module keeps no per-interpreter state worth the machinery. */
+static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
+    *s_ready, *s_stopping, *s_time, *s_selector, *s_select, *s_process_events,
+    *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
+    *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn;
+static PyObject *context_run;      /* contextvars.Context.run, unbound */
+static PyObject *report_error;     /* report(handle, exc) */
+static PyObject *debug_run;        /* debug_run(loop, handle) */
+static PyObject *handle_types;     /* tuple of the types run inline */
+#define MAX_HANDLE_TYPES 8
+static PyObject *handle_type_list[MAX_HANDLE_TYPES];   /* borrowed from handle_types */
+static Py_ssize_t handle_type_count;
+static PyObject *stock_process_events;  /* BaseSelectorEventLoop._process_events */
+static double max_timeout;         /* asyncio's MAXIMUM_SELECT_TIMEOUT */
+typedef __typeof__(ul_ring_turn) ring_turn_fn;
+static ring_turn_fn *ring_turn;    /* _uring's ul_ring_turn, or NULL */
+
+#define MIN_SCHEDULED_TIMER_HANDLES 100
+#define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
+
+/* -- the timer heap ------------------------------------------------- */
+
+/* a < b as TimerHandle.__lt__ decides it: 1, 0, or -1 with an error. */
+static int
+timer_less(PyObject *a, PyObject *b)
+{
+    PyObject *wa = PyObject_GetAttr(a, s_when);
+    if (wa == NULL)
+        goto generic;
+    PyObject *wb = PyObject_GetAttr(b, s_when);
+    if (wb == NULL) {
+        Py_DECREF(wa);
+        goto generic;
+    }
+    int less;
+    if (PyFloat_CheckExact(wa) && PyFloat_CheckExact(wb))
+        less = PyFloat_AsDouble(wa) < PyFloat_AsDouble(wb);
+    else
+        less = PyObject_RichCompareBool(wa, wb, Py_LT);
+    Py_DECREF(wa);
+    Py_DECREF(wb);
+    return less;
+generic:
+    /* Not a timer handle: let the objects compare themselves, as heapq does. */
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+        return -1;
+    PyErr_Clear();
+    return PyObject_RichCompareBool(a, b, Py_LT);
+}
+
+/* heapq's _siftdown: move heap[pos] up towards start while smaller than
+ * its parent.  0, or -1 with an error. */
+static int
+sift_down(PyObject *heap, Py_ssize_t start, Py_ssize_t pos)
+{
+    PyObject *item = PyList_GetItem(heap, pos);
+    if (item == NULL)
+        return -1;
+    Py_INCREF(item);
+    while (pos > start) {
+        Py_ssize_t parent_pos = (pos - 1) >> 1;
+        PyObject *parent = PyList_GetItem(heap, parent_pos);
+        if (parent == NULL)
+            goto fail;
+        Py_INCREF(parent);
+        int less = timer_less(item, parent);
+        if (less <= 0) {
+            Py_DECREF(parent);
+            if (less < 0)
+                goto fail;
+            break;
+        }
+        if (PyList_Size(heap) <= pos) {
+            Py_DECREF(parent);
+            PyErr_SetString(PyExc_RuntimeError, "timer heap changed size during sift");
+            goto fail;
+        }
+        PyList_SetItem(heap, pos, parent);   /* steals parent */
+        pos = parent_pos;
+    }
+    if (PyList_Size(heap) <= pos) {
+        PyErr_SetString(PyExc_RuntimeError, "timer heap changed size during sift");
+        goto fail;
+    }
+    return PyList_SetItem(heap, pos, item);   /* steals item */
+fail:
+    Py_DECREF(item);
+    return -1;
+}
+
+/* heapq's _siftup: the smaller child moves up until a leaf is reached,
+ * then heap[pos]'s old item sifts down from there. */
+static int
+sift_up(PyObject *heap, Py_ssize_t pos)
+{
+    Py_ssize_t end = PyList_Size(heap), start = pos;
+    PyObject *item = PyList_GetItem(heap, pos);
+    if (item == NULL)
+        return -1;
+    Py_INCREF(item);
+    Py_ssize_t child = 2 * pos + 1;
+    while (child < end) {
+        Py_ssize_t right = child + 1;
+        if (right < end) {
+            PyObject *left_item = Py_NewRef(PyList_GetItem(heap, child));
+            PyObject *right_item = Py_NewRef(PyList_GetItem(heap, right));
+            int less = timer_less(left_item, right_item);
+            Py_DECREF(left_item);
+            Py_DECREF(right_item);
+            if (less < 0)
+                goto fail;
+            if (!less)
+                child = right;
+        }
+        if (PyList_Size(heap) != end) {
+            PyErr_SetString(PyExc_RuntimeError, "timer heap changed size during sift");
+            goto fail;
+        }
+        PyObject *moved = PyList_GetItem(heap, child);
+        Py_INCREF(moved);
+        PyList_SetItem(heap, pos, moved);
+        pos = child;
+        child = 2 * pos + 1;
+    }
+    Py_INCREF(item);
+    if (PyList_SetItem(heap, pos, item) < 0)
+        goto fail;
+    Py_DECREF(item);
+    return sift_down(heap, start, pos);
+fail:
+    Py_DECREF(item);
+    return -1;
+}
+
+static int
+heap_push_item(PyObject *heap, PyObject *item)
+{
+    if (PyList_Append(heap, item) < 0)
+        return -1;
+    return sift_down(heap, 0, PyList_Size(heap) - 1);
+}
+
+/* heapq.heappop: a new reference, or NULL with an error. */
+static PyObject *
+heap_pop_item(PyObject *heap)
+{
+    Py_ssize_t n = PyList_Size(heap);
+    if (n <= 0) {
+        PyErr_SetString(PyExc_IndexError, "index out of range");
+        return NULL;
+    }
+    PyObject *last = PyList_GetItem(heap, n - 1);
+    Py_INCREF(last);
+    if (PyList_SetSlice(heap, n - 1, n, NULL) < 0) {
+        Py_DECREF(last);
+        return NULL;
+    }
+    if (n == 1)
+        return last;
+    PyObject *first = PyList_GetItem(heap, 0);
+    Py_INCREF(first);
+    PyList_SetItem(heap, 0, last);   /* steals last */
+    if (sift_up(heap, 0) < 0) {
+        Py_DECREF(first);
+        return NULL;
+    }
+    return first;
+}
+
+static PyObject *
+heap_push(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "heap_push(list, item)");
+        return NULL;
+    }
+    if (heap_push_item(args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+heap_pop(PyObject *module, PyObject *heap)
+{
+    (void)module;
+    if (!PyList_Check(heap)) {
+        PyErr_SetString(PyExc_TypeError, "heap_pop(list)");
+        return NULL;
+    }
+    return heap_pop_item(heap);
+}
+
+/* -- the turn ------------------------------------------------------- */
+
+/* obj.name is True: 1, 0, or -1 with an error. */
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int truth = value == Py_True ? 1 : value == Py_False ? 0 : PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+static int
+set_unscheduled(PyObject *handle)
+{
+    return PyObject_SetAttr(handle, s_scheduled, Py_False);
+}
+
+/* Step 1: asyncio's cleanup of cancelled timers.  The heap to use from
+ * here (a new reference), or NULL with an error. */
+static PyObject *
+drop_cancelled_timers(PyObject *loop)
+{
+    PyObject *heap = PyObject_GetAttr(loop, s_scheduled);
+    if (heap == NULL)
+        return NULL;
+    if (!PyList_Check(heap)) {
+        PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+        goto fail;
+    }
+    Py_ssize_t count = PyList_Size(heap);
+    if (count > MIN_SCHEDULED_TIMER_HANDLES) {
+        PyObject *cancelled_obj = PyObject_GetAttr(loop, s_timer_cancelled_count);
+        if (cancelled_obj == NULL)
+            goto fail;
+        double cancelled = PyFloat_AsDouble(cancelled_obj);
+        Py_DECREF(cancelled_obj);
+        if (cancelled == -1.0 && PyErr_Occurred())
+            goto fail;
+        if (cancelled / (double)count > MIN_CANCELLED_TIMER_HANDLES_FRACTION) {
+            PyObject *kept = PyList_New(0);
+            if (kept == NULL)
+                goto fail;
+            for (Py_ssize_t i = 0; i < PyList_Size(heap); i++) {
+                PyObject *timer = PyList_GetItem(heap, i);
+                int is_cancelled = attr_true(timer, s_cancelled);
+                if (is_cancelled < 0 || (is_cancelled ? set_unscheduled(timer)
+                                         : PyList_Append(kept, timer)) < 0) {
+                    Py_DECREF(kept);
+                    goto fail;
+                }
+            }
+            /* heapq.heapify */
+            for (Py_ssize_t i = PyList_Size(kept) / 2 - 1; i >= 0; i--) {
+                if (sift_up(kept, i) < 0) {
+                    Py_DECREF(kept);
+                    goto fail;
+                }
+            }
+            Py_DECREF(heap);
+            heap = kept;
+            if (PyObject_SetAttr(loop, s_scheduled, heap) < 0)
+                goto fail;
+            PyObject *zero = PyLong_FromLong(0);
+            if (zero == NULL)
+                goto fail;
+            int rc = PyObject_SetAttr(loop, s_timer_cancelled_count, zero);
+            Py_DECREF(zero);
+            if (rc < 0)
+                goto fail;
+            return heap;
+        }
+    }
+    while (PyList_Size(heap) > 0) {
+        int is_cancelled = attr_true(PyList_GetItem(heap, 0), s_cancelled);
+        if (is_cancelled <= 0) {
+            if (is_cancelled < 0)
+                goto fail;
+            break;
+        }
+        PyObject *cancelled_obj = PyObject_GetAttr(loop, s_timer_cancelled_count);
+        if (cancelled_obj == NULL)
+            goto fail;
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *less = one == NULL ? NULL : PyNumber_Subtract(cancelled_obj, one);
+        Py_XDECREF(one);
+        Py_DECREF(cancelled_obj);
+        if (less == NULL)
+            goto fail;
+        int rc = PyObject_SetAttr(loop, s_timer_cancelled_count, less);
+        Py_DECREF(less);
+        if (rc < 0)
+            goto fail;
+        PyObject *timer = heap_pop_item(heap);
+        if (timer == NULL)
+            goto fail;
+        rc = set_unscheduled(timer);
+        Py_DECREF(timer);
+        if (rc < 0)
+            goto fail;
+    }
+    return heap;
+fail:
+    Py_DECREF(heap);
+    return NULL;
+}
+
+/* loop.time() as a double; -1.0 with an error set on failure. */
+static double
+loop_time(PyObject *loop)
+{
+    PyObject *now = PyObject_CallMethodObjArgs(loop, s_time, NULL);
+    if (now == NULL)
+        return -1.0;
+    double value = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    return value;
+}
+
+/* Step 2: the select timeout (a new reference), or NULL with an error. */
+static PyObject *
+select_timeout(PyObject *loop, PyObject *ready, PyObject *heap)
+{
+    Py_ssize_t ready_count = PyObject_Size(ready);
+    if (ready_count < 0)
+        return NULL;
+    int stopping = ready_count ? 1 : attr_true(loop, s_stopping);
+    if (stopping < 0)
+        return NULL;
+    if (stopping)
+        return PyLong_FromLong(0);
+    if (PyList_Size(heap) == 0)
+        Py_RETURN_NONE;
+    PyObject *when_obj = PyObject_GetAttr(PyList_GetItem(heap, 0), s_when);
+    if (when_obj == NULL)
+        return NULL;
+    double when = PyFloat_AsDouble(when_obj);
+    Py_DECREF(when_obj);
+    if (when == -1.0 && PyErr_Occurred())
+        return NULL;
+    double now = loop_time(loop);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    double timeout = when - now;
+    if (timeout > max_timeout)
+        timeout = max_timeout;
+    else if (!(timeout > 0))
+        return PyLong_FromLong(0);
+    return PyFloat_FromDouble(timeout);
+}
+
+/* Step 4: move the timers due by now to the ready queue. */
+static int
+move_due_timers(PyObject *loop, PyObject *ready)
+{
+    PyObject *heap = PyObject_GetAttr(loop, s_scheduled);
+    if (heap == NULL)
+        return -1;
+    if (!PyList_Check(heap) || PyList_Size(heap) == 0) {
+        Py_DECREF(heap);
+        return 0;
+    }
+    int rc = -1;
+    PyObject *resolution = NULL, *end_obj = NULL;
+    double now = loop_time(loop);
+    if (now == -1.0 && PyErr_Occurred())
+        goto done;
+    resolution = PyObject_GetAttr(loop, s_clock_resolution);
+    if (resolution == NULL)
+        goto done;
+    double end_time = now + PyFloat_AsDouble(resolution);
+    if (PyErr_Occurred())
+        goto done;
+    while (PyList_Size(heap) > 0) {
+        PyObject *when = PyObject_GetAttr(PyList_GetItem(heap, 0), s_when);
+        if (when == NULL)
+            goto done;
+        int later;
+        if (PyFloat_CheckExact(when)) {
+            later = PyFloat_AsDouble(when) >= end_time;
+        } else {
+            if (end_obj == NULL && (end_obj = PyFloat_FromDouble(end_time)) == NULL) {
+                Py_DECREF(when);
+                goto done;
+            }
+            later = PyObject_RichCompareBool(when, end_obj, Py_GE);
+        }
+        Py_DECREF(when);
+        if (later < 0)
+            goto done;
+        if (later)
+            break;
+        PyObject *timer = heap_pop_item(heap);
+        if (timer == NULL)
+            goto done;
+        PyObject *appended = NULL;
+        if (set_unscheduled(timer) == 0)
+            appended = PyObject_CallMethodObjArgs(ready, s_append, timer, NULL);
+        Py_DECREF(timer);
+        if (appended == NULL)
+            goto done;
+        Py_DECREF(appended);
+    }
+    rc = 0;
+done:
+    Py_XDECREF(end_obj);
+    Py_XDECREF(resolution);
+    Py_DECREF(heap);
+    return rc;
+}
+
+/* handle._context.run(handle._callback, *handle._args): the result (a new
+ * reference) or NULL with the callback's exception set. */
+static PyObject *
+call_in_context(PyObject *handle)
+{
+    PyObject *context = PyObject_GetAttr(handle, s_context);
+    PyObject *callback = context ? PyObject_GetAttr(handle, s_callback) : NULL;
+    PyObject *args = callback ? PyObject_GetAttr(handle, s_args) : NULL;
+    PyObject *call = NULL, *result = NULL;
+    if (args == NULL)
+        goto done;
+    Py_ssize_t nargs = PyTuple_Check(args) ? PyTuple_Size(args) : -1;
+    if (nargs < 0) {
+        /* Not a tuple (never made so by asyncio): unpack as *args would. */
+        PyObject *as_tuple = PySequence_Tuple(args);
+        if (as_tuple == NULL)
+            goto done;
+        Py_DECREF(args);
+        args = as_tuple;
+        nargs = PyTuple_Size(args);
+    }
+    call = PyTuple_New(nargs + 2);
+    if (call == NULL)
+        goto done;
+    PyTuple_SetItem(call, 0, Py_NewRef(context));
+    PyTuple_SetItem(call, 1, Py_NewRef(callback));
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SetItem(call, i + 2, Py_NewRef(PyTuple_GetItem(args, i)));
+    result = PyObject_Call(context_run, call, NULL);
+done:
+    Py_XDECREF(call);
+    Py_XDECREF(args);
+    Py_XDECREF(callback);
+    Py_XDECREF(context);
+    return result;
+}
+
+/* Handle._run's except branch: report the pending exception through the
+ * report function while it is the exception being handled (sys.exc_info()
+ * in an exception handler sees it, as under Handle._run); SystemExit and
+ * KeyboardInterrupt stay raised.  0, or -1 with an error. */
+static int
+report_callback_error(PyObject *handle)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return -1;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    PyObject *old_type, *old_value, *old_traceback;
+    PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
+    Py_INCREF(value);
+    PyErr_SetExcInfo(type, value, traceback);   /* steals all three */
+    PyObject *reported = PyObject_CallFunctionObjArgs(report_error, handle, value, NULL);
+    PyErr_SetExcInfo(old_type, old_value, old_traceback);
+    Py_DECREF(value);
+    if (reported == NULL)
+        return -1;
+    Py_DECREF(reported);
+    return 0;
+}
+
+/* Run one handle taken from the ready queue. */
+static int
+run_handle(PyObject *loop, PyObject *handle)
+{
+    int debug = attr_true(loop, s_debug);
+    if (debug < 0)
+        return -1;
+    PyObject *result;
+    if (debug) {
+        result = PyObject_CallFunctionObjArgs(debug_run, loop, handle, NULL);
+    } else {
+        int known = 0;
+        for (Py_ssize_t i = 0; i < handle_type_count && !known; i++)
+            known = (PyObject *)Py_TYPE(handle) == handle_type_list[i];
+        if (!known)
+            result = PyObject_CallMethodObjArgs(handle, s_run, NULL);
+        else if ((result = call_in_context(handle)) == NULL)
+            return report_callback_error(handle);
+    }
+    if (result == NULL)
+        return -1;
+    Py_DECREF(result);
+    return 0;
+}
+
+/* Indexes of Ring.c_turn_state and of loop._c_ring_turn (uringloop/_ring.py,
+ * uringloop/loop.py). */
+enum { STATE_RING, STATE_OUT, STATE_INLINE, STATE_BATCH, STATE_UNFINISHED, STATE_THREAD,
+       STATE_SIZE };
+enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING, TURN_SIZE };
+
+/* The completions of a turn as Ring.take_turn defers them: an iterator of
+ * (user_data, res, flags), appended to the ring's unfinished batches. */
+static PyObject *
+completion_batch(const struct ul_completion *out, int count)
+{
+    PyObject *items = PyList_New(count);
+    if (items == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        PyObject *item = PyTuple_New(3);
+        PyObject *user_data = PyLong_FromUnsignedLongLong(out[i].user_data);
+        PyObject *res = PyLong_FromLong(out[i].res);
+        PyObject *flags = PyLong_FromUnsignedLong(out[i].flags);
+        if (item == NULL || user_data == NULL || res == NULL || flags == NULL) {
+            Py_XDECREF(item);
+            Py_XDECREF(user_data);
+            Py_XDECREF(res);
+            Py_XDECREF(flags);
+            Py_DECREF(items);
+            return NULL;
+        }
+        PyTuple_SetItem(item, 0, user_data);
+        PyTuple_SetItem(item, 1, res);
+        PyTuple_SetItem(item, 2, flags);
+        PyList_SetItem(items, i, item);
+    }
+    PyObject *batch = PyObject_GetIter(items);
+    Py_DECREF(items);
+    return batch;
+}
+
+/* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
+ * nothing but a plain ring turn is needed: select()'s result (a new
+ * reference), NULL with an error, or NULL without one when the loop must
+ * take the Python path (selector.select). */
+static PyObject *
+ring_select(PyObject *loop, PyObject *timeout)
+{
+    if (ring_turn == NULL)
+        return NULL;
+    PyObject *turn = PyObject_GetAttr(loop, s_c_ring_turn);
+    if (turn == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError))
+            PyErr_Clear();
+        return NULL;
+    }
+    PyObject *result = NULL, *unfinished_ref = NULL;
+    if (!PyTuple_Check(turn) || PyTuple_Size(turn) != TURN_SIZE)
+        goto done;   /* None: closed, or no C turn for this loop */
+    PyObject *state = PyTuple_GetItem(turn, TURN_STATE);
+    if (!PyList_Check(state) || PyList_Size(state) != STATE_SIZE)
+        goto done;   /* emptied: the ring is closed or the parent's */
+    /* Held: the state list is only borrowed while the GIL is released. */
+    PyObject *unfinished = PyList_GetItem(state, STATE_UNFINISHED);
+    if (!PyList_Check(unfinished))
+        goto done;
+    unfinished_ref = Py_NewRef(unfinished);
+    if (PySet_Size(PyTuple_GetItem(turn, TURN_TO_ARM)) != 0 ||
+            PyDict_Size(PyTuple_GetItem(turn, TURN_FIRED)) != 0 ||
+            PyList_Size(unfinished) != 0)
+        goto done;   /* polls to arm, events or batches left: select() does it all */
+    PyObject *thread = PyList_GetItem(state, STATE_THREAD);
+    if (!PyLong_Check(thread) ||
+            PyLong_AsUnsignedLong(thread) != PyThread_get_thread_ident()) {
+        PyErr_Clear();
+        goto done;   /* not bound to this thread yet: run_turn binds it */
+    }
+    struct ul_ring *ring = PyLong_AsVoidPtr(PyList_GetItem(state, STATE_RING));
+    struct ul_completion *out = PyLong_AsVoidPtr(PyList_GetItem(state, STATE_OUT));
+    unsigned *inline_count = PyLong_AsVoidPtr(PyList_GetItem(state, STATE_INLINE));
+    long batch_size = PyLong_AsLong(PyList_GetItem(state, STATE_BATCH));
+    if (PyErr_Occurred() || ring == NULL || out == NULL || inline_count == NULL ||
+            batch_size <= 0)
+        goto done;
+    long long timeout_ns = -1;
+    if (timeout != Py_None) {
+        double seconds = PyFloat_AsDouble(timeout);
+        if (seconds == -1.0 && PyErr_Occurred())
+            goto done;
+        /* Ring.run_turn's max(0, int(timeout * 1e9)) */
+        double ns = seconds * 1e9;
+        timeout_ns = ns > 0 ? (long long)ns : 0;
+    }
+    /* The GIL stays held here: ffi.addressof(lib, "ul_ring_turn") is cffi's
+     * direct-call wrapper, which goes through the GIL-releasing version
+     * build_ffi.py's PRELUDE puts in the name's place. */
+    int count = ring_turn(ring, timeout_ns, out, (unsigned)batch_size, inline_count);
+    PyObject *defer = PyTuple_GetItem(turn, TURN_DEFER);
+    PyObject *ring_obj = PyTuple_GetItem(turn, TURN_RING);
+    if (count < 0 || *inline_count != 0 || count >= batch_size) {
+        /* Polls, an error or a full batch: Ring.take_turn's full rules. */
+        PyObject *count_obj = PyLong_FromLong(count);
+        if (count_obj == NULL)
+            goto done;
+        PyObject *over = PyObject_CallMethodObjArgs(ring_obj, s_take_turn, count_obj,
+                                                    defer, NULL);
+        Py_DECREF(count_obj);
+        if (over == NULL)
+            goto done;
+        int finished = PyObject_IsTrue(over);
+        Py_DECREF(over);
+        if (finished < 0)
+            goto done;
+        if (!finished) {
+            PyObject *zero = PyLong_FromLong(0);
+            PyObject *more = zero == NULL ? NULL :
+                PyObject_CallMethodObjArgs(ring_obj, s_run_turn, zero, defer, NULL);
+            Py_XDECREF(zero);
+            if (more == NULL)
+                goto done;
+            Py_DECREF(more);
+        }
+        result = PyObject_CallMethodObjArgs(PyTuple_GetItem(turn, TURN_SELECTOR),
+                                            s_fired_events, NULL);
+        goto done;
+    }
+    if (count > 0) {
+        PyObject *batch = completion_batch(out, count);
+        if (batch == NULL)
+            goto done;
+        PyObject *deferred = NULL;
+        if (PyList_Append(unfinished, batch) == 0)
+            deferred = PyObject_CallFunctionObjArgs(defer, batch, NULL);
+        Py_DECREF(batch);
+        if (deferred == NULL)
+            goto done;
+        Py_DECREF(deferred);
+    }
+    result = PyList_New(0);
+done:
+    Py_XDECREF(unfinished_ref);
+    Py_DECREF(turn);
+    return result;
+}
+
+static PyObject *
+run_once(PyObject *module, PyObject *loop)
+{
+    (void)module;
+    if (context_run == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "uringloop._speedups is not configured");
+        return NULL;
+    }
+    PyObject *ready = PyObject_GetAttr(loop, s_ready);
+    if (ready == NULL)
+        return NULL;
+    PyObject *heap = drop_cancelled_timers(loop);
+    PyObject *timeout = heap ? select_timeout(loop, ready, heap) : NULL;
+    Py_XDECREF(heap);
+    if (timeout == NULL)
+        goto fail;
+
+    PyObject *events = ring_select(loop, timeout);
+    if (events == NULL && !PyErr_Occurred()) {
+        PyObject *selector = PyObject_GetAttr(loop, s_selector);
+        if (selector != NULL) {
+            events = PyObject_CallMethodObjArgs(selector, s_select, timeout, NULL);
+            Py_DECREF(selector);
+        }
+    }
+    Py_DECREF(timeout);
+    if (events == NULL)
+        goto fail;
+    int skip = PyList_CheckExact(events) && PyList_Size(events) == 0;
+    if (skip) {
+        PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(loop), s_process_events);
+        if (method == NULL) {
+            Py_DECREF(events);
+            goto fail;
+        }
+        skip = method == stock_process_events;
+        Py_DECREF(method);
+    }
+    if (!skip) {
+        PyObject *processed = PyObject_CallMethodObjArgs(loop, s_process_events, events, NULL);
+        if (processed == NULL) {
+            Py_DECREF(events);
+            goto fail;
+        }
+        Py_DECREF(processed);
+    }
+    Py_DECREF(events);
+
+    if (move_due_timers(loop, ready) < 0)
+        goto fail;
+
+    Py_ssize_t todo = PyObject_Size(ready);
+    if (todo < 0)
+        goto fail;
+    for (; todo > 0; todo--) {
+        PyObject *handle = PyObject_CallMethodObjArgs(ready, s_popleft, NULL);
+        if (handle == NULL)
+            goto fail;
+        int cancelled = attr_true(handle, s_cancelled);
+        int rc = cancelled ? cancelled : run_handle(loop, handle);
+        Py_DECREF(handle);
+        if (rc < 0)
+            goto fail;
+    }
+    Py_DECREF(ready);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(ready);
+    return NULL;
+}
+
+static PyObject *
+configure(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    (void)module;
+    static char *keywords[] = {"report_error", "debug_run", "handle_types",
+                               "max_timeout", "process_events", "ring_turn", NULL};
+    PyObject *report, *debug, *types, *process_events, *ring_turn_address;
+    double timeout;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO:configure", keywords,
+                                     &report, &debug, &PyTuple_Type, &types, &timeout,
+                                     &process_events, &ring_turn_address))
+        return NULL;
+    void *ring_turn_pointer = NULL;
+    if (ring_turn_address != Py_None) {
+        ring_turn_pointer = PyLong_AsVoidPtr(ring_turn_address);
+        if (ring_turn_pointer == NULL && PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *contextvars = PyImport_ImportModule("contextvars");
+    if (contextvars == NULL)
+        return NULL;
+    PyObject *context_type = PyObject_GetAttrString(contextvars, "Context");
+    Py_DECREF(contextvars);
+    if (context_type == NULL)
+        return NULL;
+    if (PyTuple_Size(types) > MAX_HANDLE_TYPES) {
+        Py_DECREF(context_type);
+        PyErr_SetString(PyExc_ValueError, "too many handle types");
+        return NULL;
+    }
+    PyObject *run = PyObject_GetAttrString(context_type, "run");
+    Py_DECREF(context_type);
+    if (run == NULL)
+        return NULL;
+    Py_XDECREF(context_run);
+    context_run = run;
+    Py_XDECREF(report_error);
+    report_error = Py_NewRef(report);
+    Py_XDECREF(debug_run);
+    debug_run = Py_NewRef(debug);
+    Py_XDECREF(handle_types);
+    handle_types = Py_NewRef(types);
+    handle_type_count = PyTuple_Size(types);
+    for (Py_ssize_t i = 0; i < handle_type_count; i++)
+        handle_type_list[i] = PyTuple_GetItem(types, i);
+    Py_XDECREF(stock_process_events);
+    stock_process_events = Py_NewRef(process_events);
+    max_timeout = timeout;
+    ring_turn = (ring_turn_fn *)ring_turn_pointer;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"run_once", run_once, METH_O,
+     "run_once(loop): one iteration of asyncio's _run_once outside debug mode."},
+    {"heap_push", (PyCFunction)(void (*)(void))heap_push, METH_FASTCALL,
+     "heap_push(heap, timer): heapq.heappush for timer handles."},
+    {"heap_pop", heap_pop, METH_O, "heap_pop(heap): heapq.heappop for timer handles."},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
+     "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
+     "          ring_turn): ring_turn is ul_ring_turn's address (or None)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_speedups",
+    "The loop turn and the timer heap in C (see uringloop/_turn.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+static int
+intern_names(void)
+{
+    static const struct { PyObject **slot; const char *name; } names[] = {
+        {&s_when, "_when"}, {&s_cancelled, "_cancelled"}, {&s_scheduled, "_scheduled"},
+        {&s_timer_cancelled_count, "_timer_cancelled_count"}, {&s_ready, "_ready"},
+        {&s_stopping, "_stopping"}, {&s_time, "time"}, {&s_selector, "_selector"},
+        {&s_select, "select"}, {&s_process_events, "_process_events"},
+        {&s_clock_resolution, "_clock_resolution"}, {&s_popleft, "popleft"},
+        {&s_append, "append"}, {&s_context, "_context"}, {&s_callback, "_callback"},
+        {&s_args, "_args"}, {&s_debug, "_debug"}, {&s_run, "_run"},
+        {&s_c_ring_turn, "_c_ring_turn"}, {&s_take_turn, "take_turn"},
+        {&s_fired_events, "fired_events"}, {&s_run_turn, "run_turn"}
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL &&
+                (*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (intern_names() < 0)
+        return NULL;
+    return PyModule_Create(&module_def);
+}

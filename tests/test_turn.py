@@ -1,0 +1,323 @@
+"""The loop turn in C (uringloop._speedups, chosen by uringloop/_turn.py)
+against its pure-Python reference and asyncio's own loop.
+
+Each scenario records what a loop did (callbacks run, in which order, what
+the timer heap and the exception handler saw) and must record the same on
+asyncio's selector loop, on uringloop with asyncio's Python ``_run_once``
+and on uringloop with the C turn, whichever path URINGLOOP_PURE_PYTHON
+selects for the rest of the suite.
+"""
+import asyncio
+import heapq
+import random
+import sys
+from asyncio import events
+
+import pytest
+
+from uringloop import _accel, _turn
+from uringloop._op import RingCallback
+
+from .conftest import finish_strict_loop, new_strict_loop
+
+speedups = pytest.importorskip("uringloop._speedups")
+
+PATHS = ("asyncio", "python", "c")
+
+
+def new_loop(path, monkeypatch):
+    if path == "c":
+        _turn.configure(speedups)
+        monkeypatch.setattr(_accel, "speedups", speedups)
+    elif path == "python":
+        monkeypatch.setattr(_accel, "speedups", None)
+    return new_strict_loop("asyncio" if path == "asyncio" else "uringloop")
+
+
+def traces(scenario, monkeypatch):
+    """scenario(loop) -> trace, on each path; the traces, all equal."""
+    results = {}
+    for path in PATHS:
+        with monkeypatch.context() as patch:
+            loop = new_loop(path, patch)
+            try:
+                results[path] = scenario(loop)
+            finally:
+                loop.handler_calls.clear()
+                finish_strict_loop(loop)
+    assert results["python"] == results["asyncio"]
+    assert results["c"] == results["asyncio"]
+    return results["asyncio"]
+
+
+def one_iteration(loop):
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_the_c_turn_runs_when_selected(monkeypatch):
+    seen = []
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        real = speedups.run_once
+        patch.setattr(speedups, "run_once", lambda lp: (seen.append(lp), real(lp)))
+        try:
+            one_iteration(loop)
+        finally:
+            finish_strict_loop(loop)
+    assert seen and seen[0] is loop
+
+
+def test_many_cancelled_timers_rebuild_the_heap(monkeypatch):
+    def scenario(loop):
+        rng = random.Random(7)
+        base = loop.time() + 1000
+        timers = [loop.call_at(base + rng.random(), lambda: None) for _ in range(150)]
+        for timer in timers[:100]:
+            timer.cancel()
+        one_iteration(loop)
+        return (len(loop._scheduled), loop._timer_cancelled_count,
+                [timers.index(t) for t in loop._scheduled],
+                [t._scheduled for t in timers])
+    count, cancelled, _, flags = traces(scenario, monkeypatch)
+    assert (count, cancelled) == (50, 0)
+    assert flags == [False] * 100 + [True] * 50
+
+
+@pytest.mark.parametrize("scheduled,cancelled", [(100, 60), (101, 50), (101, 51)])
+def test_cancelled_timers_at_the_thresholds(monkeypatch, scheduled, cancelled):
+    # Over 100 timers and over half cancelled: rebuild; otherwise only the
+    # cancelled ones at the head of the heap go.
+    def scenario(loop):
+        base = loop.time() + 1000
+        timers = [loop.call_at(base + i, lambda: None) for i in range(scheduled)]
+        for timer in timers[::2][:cancelled // 2] + timers[1::2][:cancelled - cancelled // 2]:
+            timer.cancel()
+        one_iteration(loop)
+        return (len(loop._scheduled), loop._timer_cancelled_count,
+                [timers.index(t) for t in loop._scheduled])
+    trace = traces(scenario, monkeypatch)
+    assert trace[0] < scheduled
+
+
+def test_cancelled_head_timers_are_popped(monkeypatch):
+    def scenario(loop):
+        base = loop.time() + 1000
+        timers = [loop.call_at(base + i, lambda: None) for i in range(10)]
+        for timer in timers[:3] + timers[5:6]:
+            timer.cancel()
+        one_iteration(loop)
+        return (len(loop._scheduled), loop._timer_cancelled_count,
+                [t._scheduled for t in timers])
+    assert traces(scenario, monkeypatch) == (7, 1, [False] * 3 + [True] * 7)
+
+
+def test_stop_runs_the_batch_and_leaves_what_it_scheduled(monkeypatch):
+    def scenario(loop):
+        ran = []
+
+        def first():
+            ran.append("first")
+            loop.stop()
+            loop.call_soon(ran.append, "scheduled by first")
+
+        loop.call_soon(first)
+        loop.call_soon(ran.append, "second")
+        loop.run_forever()
+        ran.append("stopped")
+        one_iteration(loop)
+        return ran
+    assert traces(scenario, monkeypatch) == [
+        "first", "second", "stopped", "scheduled by first"]
+
+
+def test_call_soon_and_due_timers_order(monkeypatch):
+    def scenario(loop):
+        ran = []
+
+        def start():
+            loop.call_soon(ran.append, "soon 1")
+            loop.call_later(0, ran.append, "later 0")
+            loop.call_at(loop.time() - 1, ran.append, "at past")
+            loop.call_soon(ran.append, "soon 2")
+            cancelled = loop.call_soon(ran.append, "cancelled")
+            cancelled.cancel()
+
+        loop.call_soon(start)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        return ran
+    assert traces(scenario, monkeypatch) == ["soon 1", "soon 2", "at past", "later 0"]
+
+
+def test_timers_with_equal_when_run_in_heap_order(monkeypatch):
+    def scenario(loop):
+        ran = []
+        when = loop.time() - 1   # all due at the next turn: one heap, popped in order
+        rng = random.Random(3)
+        timers = [loop.call_at(when + rng.choice((0, 0, 0, 1e-6)), ran.append, i)
+                  for i in range(40)]
+        for timer in timers[5:40:7]:
+            timer.cancel()
+        loop.run_until_complete(asyncio.sleep(0.02))
+        return ran
+    ran = traces(scenario, monkeypatch)
+    assert sorted(ran) == sorted(set(range(40)) - set(range(5, 40, 7)))
+
+
+def test_a_callback_error_reaches_the_handler_as_handle_run_reports_it(monkeypatch):
+    def fails(a, b):
+        raise ValueError(a + b)
+
+    def scenario(loop):
+        seen = []
+
+        def handler(_loop, context):
+            seen.append((context["message"], sorted(context), type(context["exception"]),
+                         context["exception"].args, context["handle"] in handles,
+                         sys.exc_info()[1] is context["exception"]))
+
+        loop.set_exception_handler(handler)
+        handles = [loop.call_soon(fails, 1, 2), loop.call_later(0, fails, 3, 4)]
+        loop.run_until_complete(asyncio.sleep(0.01))
+        return seen
+    seen = traces(scenario, monkeypatch)
+    # The arguments are shown outside debug mode only before 3.13.
+    args = ("(1, 2)", "(3, 4)") if sys.version_info < (3, 13) else ("()", "()")
+    assert [entry[0].split(" at ")[0] for entry in seen] == [
+        "Exception in callback test_a_callback_error_reaches_the_handler_as_handle_run_"
+        f"reports_it.<locals>.fails{shown}" for shown in args]
+    assert all(entry[1:] == (["exception", "handle", "message"], ValueError,
+                             entry[3], True, True) for entry in seen)
+
+
+def test_keyboard_interrupt_leaves_the_rest_of_the_batch(monkeypatch):
+    def scenario(loop):
+        ran = []
+
+        def interrupt():
+            raise KeyboardInterrupt
+
+        loop.call_soon(ran.append, "before")
+        loop.call_soon(interrupt)
+        loop.call_soon(ran.append, "after")
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+        ran.append("interrupted")
+        one_iteration(loop)
+        return ran
+    assert traces(scenario, monkeypatch) == ["before", "interrupted", "after"]
+
+
+def test_debug_switched_on_mid_turn_runs_the_rest_as_asyncio_does(monkeypatch):
+    def scenario(loop):
+        ran = []
+        loop.call_soon(loop.set_debug, True)
+        handle = loop.call_soon(lambda: ran.append(loop._current_handle is handle))
+        one_iteration(loop)
+        loop.set_debug(False)
+        return ran
+    assert traces(scenario, monkeypatch) == [True]
+
+
+def test_a_patched_handle_run_still_sees_every_callback(monkeypatch):
+    seen = []
+    original = events.Handle._run
+
+    def instrumented(handle):
+        seen.append(handle._callback)
+        return original(handle)
+
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        patch.setattr(events.Handle, "_run", instrumented)
+        try:
+            loop.call_soon(len, "x")
+            one_iteration(loop)
+        finally:
+            finish_strict_loop(loop)
+    assert len in seen
+
+
+class _Timer:
+    """Compares as TimerHandle does: by _when only."""
+    def __init__(self, when, tag):
+        self._when = when
+        self.tag = tag
+
+    def __lt__(self, other):
+        return self._when < other._when
+
+
+@pytest.mark.parametrize("number", [float, int])
+def test_heap_push_and_pop_match_heapq_with_equal_keys(number):
+    rng = random.Random(11)
+    ours, reference = [], []
+    popped_ours, popped_reference = [], []
+    for step in range(3000):
+        if reference and rng.random() < 0.4:
+            popped_ours.append(speedups.heap_pop(ours).tag)
+            popped_reference.append(heapq.heappop(reference).tag)
+        else:
+            timer = _Timer(number(rng.randrange(20)), step)
+            speedups.heap_push(ours, timer)
+            heapq.heappush(reference, timer)
+        assert [t.tag for t in ours] == [t.tag for t in reference]
+    assert popped_ours == popped_reference
+    with pytest.raises(IndexError):
+        speedups.heap_pop([])
+
+
+def test_the_loops_own_turn_hooks_run_before_the_c_turn(monkeypatch):
+    # The sock_* mixin checks for sockets closed under their ops every turn
+    # (its _run_once): the C turn must come after it, not replace it.
+    from uringloop import _sockops
+    calls = []
+    original = _sockops.RingSocketOpsMixin._run_once
+
+    def counted(self):
+        calls.append(self)
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        patch.setattr(_sockops.RingSocketOpsMixin, "_run_once", counted)
+        try:
+            one_iteration(loop)
+        finally:
+            finish_strict_loop(loop)
+    assert calls and calls[0] is loop
+
+
+def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
+    # Completions without polls are reaped and deferred by the C turn, not
+    # through RingSelector.select; polls (add_reader) still go through it.
+    import socket
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        try:
+            one_iteration(loop)   # arms the self-pipe's poll and binds the thread
+            selects = []
+            real_select = loop._selector.select
+            patch.setattr(loop._selector, "select",
+                          lambda timeout: (selects.append(timeout), real_select(timeout))[1])
+            done = []
+            loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            for _ in range(100):
+                if done:
+                    break
+                one_iteration(loop)
+            assert done == [0] and selects == []
+
+            a, b = socket.socketpair()
+            try:
+                read = loop.create_future()
+                loop.add_reader(a, lambda: read.set_result(a.recv(1)))
+                b.send(b"x")
+                assert loop.run_until_complete(read) == b"x"
+                loop.remove_reader(a)
+            finally:
+                a.close()
+                b.close()
+            assert selects
+        finally:
+            finish_strict_loop(loop)

@@ -1,0 +1,22 @@
+"""Which implementation of the hot loop runs: the C accelerator
+``uringloop._speedups`` (csrc/speedups.c), or the pure-Python reference
+with ``URINGLOOP_PURE_PYTHON=1`` or when the extension cannot be loaded.
+
+``speedups`` is the extension module or None; ``description`` says which
+and why, for ``python -m uringloop info``.  Read once, at import: users of
+the C paths (``_turn``, ``_scheduling``) look here.
+"""
+import os
+
+
+def _load():
+    if os.environ.get("URINGLOOP_PURE_PYTHON", "0") == "1":
+        return None, "pure Python (URINGLOOP_PURE_PYTHON=1)"
+    try:
+        from . import _speedups
+    except ImportError as exc:
+        return None, f"pure Python (uringloop._speedups cannot be loaded: {exc})"
+    return _speedups, "C (uringloop._speedups)"
+
+
+speedups, description = _load()
