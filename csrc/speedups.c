@@ -53,7 +53,9 @@
 static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
     *s_ready, *s_stopping, *s_time, *s_selector, *s_select, *s_process_events,
     *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
-    *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn;
+    *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn,
+    *s_context_run;
+static PyObject *context_type;     /* contextvars.Context */
 static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
 static PyObject *debug_run;        /* debug_run(loop, handle) */
@@ -483,7 +485,18 @@ call_in_context(PyObject *handle)
     PyTuple_SetItem(call, 1, Py_NewRef(callback));
     for (Py_ssize_t i = 0; i < nargs; i++)
         PyTuple_SetItem(call, i + 2, Py_NewRef(PyTuple_GetItem(args, i)));
-    result = PyObject_Call(context_run, call, NULL);
+    if ((PyObject *)Py_TYPE(context) == context_type) {
+        result = PyObject_Call(context_run, call, NULL);
+    } else {
+        /* asyncio takes any object as a context and calls its run(): the
+         * same call, so the same exception when it has none. */
+        PyObject *run = PyObject_GetAttr(context, s_context_run);
+        PyObject *rest = run ? PyTuple_GetSlice(call, 1, nargs + 2) : NULL;
+        if (rest != NULL)
+            result = PyObject_Call(run, rest, NULL);
+        Py_XDECREF(rest);
+        Py_XDECREF(run);
+    }
 done:
     Py_XDECREF(call);
     Py_XDECREF(args);
@@ -778,19 +791,22 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     PyObject *contextvars = PyImport_ImportModule("contextvars");
     if (contextvars == NULL)
         return NULL;
-    PyObject *context_type = PyObject_GetAttrString(contextvars, "Context");
+    PyObject *context = PyObject_GetAttrString(contextvars, "Context");
     Py_DECREF(contextvars);
-    if (context_type == NULL)
+    if (context == NULL)
         return NULL;
     if (PyTuple_Size(types) > MAX_HANDLE_TYPES) {
-        Py_DECREF(context_type);
+        Py_DECREF(context);
         PyErr_SetString(PyExc_ValueError, "too many handle types");
         return NULL;
     }
-    PyObject *run = PyObject_GetAttrString(context_type, "run");
-    Py_DECREF(context_type);
-    if (run == NULL)
+    PyObject *run = PyObject_GetAttrString(context, "run");
+    if (run == NULL) {
+        Py_DECREF(context);
         return NULL;
+    }
+    Py_XDECREF(context_type);
+    context_type = context;
     Py_XDECREF(context_run);
     context_run = run;
     Py_XDECREF(report_error);
@@ -839,7 +855,8 @@ intern_names(void)
         {&s_append, "append"}, {&s_context, "_context"}, {&s_callback, "_callback"},
         {&s_args, "_args"}, {&s_debug, "_debug"}, {&s_run, "_run"},
         {&s_c_ring_turn, "_c_ring_turn"}, {&s_take_turn, "take_turn"},
-        {&s_fired_events, "fired_events"}, {&s_run_turn, "run_turn"}
+        {&s_fired_events, "fired_events"}, {&s_run_turn, "run_turn"},
+        {&s_context_run, "run"}
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL &&
