@@ -7,9 +7,10 @@
  * ring's start list: its SEND is prepared just before the ring next
  * submits, so everything written until then (a turn's worth of callbacks)
  * leaves in one send, as asyncio's back-to-back writes reach the peer
- * together.  With a send in flight they are appended to `queued`.  The send's completion comes back through ul_ring_turn, which
- * hands it to ul_sendq_complete here instead of to Python: a partial send
- * resubmits the rest of `sending`; a full one swaps in `queued` as the
+ * together.  With a send in flight they are appended to `queued`.  The
+ * send's completion comes back through ul_ring_turn, which hands it to
+ * ul_sendq_complete here instead of to Python: a partial send resubmits
+ * the rest of `sending`; a full one swaps in `queued` as the
  * next send.  Python only gets an event when it asked to (DRAINED), when a
  * send failed (FAILED), or when a released queue is finally freed
  * (RELEASED).
