@@ -58,7 +58,6 @@ _FORMAT_TAKES_DEBUG = sys.version_info >= (3, 13)
 _HANDLE_RUN = events.Handle._run
 
 
-
 def configure(speedups):
     """Hand the extension the Python pieces its turn calls back into."""
     speedups.configure(

@@ -11,12 +11,13 @@ calls are overridden by the mixins: ``sock_*`` (``_sockops``), transports
 ``_scheduling`` outside debug mode.
 
 Each iteration of ``_run_once`` (in C outside debug mode, see ``_turn``)
-calls ``selector.select(timeout)``, which is one ring turn: it submits every queued operation and waits until a
-completion or the next timer.  Poll completions become select()'s events;
-every other completion goes, as one batch, into a single ready-queue
-callback, so it runs after the callbacks already scheduled -- where asyncio
-runs I/O callbacks.  ``call_soon_threadsafe`` wakes the ring through
-asyncio's self-pipe, whose read end always has a poll armed on the ring.
+calls ``selector.select(timeout)``, which is one ring turn: it submits
+every queued operation and waits until a completion or the next timer.
+Poll completions become select()'s events; every other completion goes,
+as one batch, into a single ready-queue callback, so it runs after the
+callbacks already scheduled -- where asyncio runs I/O callbacks.
+``call_soon_threadsafe`` wakes the ring through asyncio's self-pipe, whose
+read end always has a poll armed on the ring.
 
 The ring is made from the knobs in the environment and the optional paths
 (multishot accept and receive, the provided-buffer ring, FTRUNCATE, setup
