@@ -186,6 +186,68 @@ def test_receive_again_while_the_cancelled_one_settles_keeps_order(loop, method)
         receiver.close()
 
 
+@pytest.mark.parametrize("method", ["sock_recv_into", "sock_recvfrom_into"])
+def test_a_cancelled_receive_never_writes_into_the_callers_buffer(loop, method):
+    # CPython's test_sock_client_racing caught this (1 run in 40): data
+    # that arrived after the cancellation but before the loop's next turn
+    # went into the caller's buffer, over what the caller had put there.
+    receiver = Receiver(loop, method)
+    mark = b"\xaa" * len(receiver.buf)
+
+    async def main():
+        first = receiver.start()
+        await turns()
+        receiver.buf[:] = mark
+        first.cancel()
+        sent = receiver.send(b"after-the-cancel")
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await turns()
+        assert receiver.buf == mark
+        assert receiver.got(await asyncio.wait_for(receiver.start(), 10)) == sent
+
+    try:
+        run(loop, main())
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("method", ["sock_recv", "sock_recv_into", "sock_recvfrom",
+                                    "sock_recvfrom_into"])
+def test_a_datagram_bigger_than_a_provided_buffer_arrives_whole(loop, method):
+    # A receive into one of the ring's provided buffers (128 KiB) cut a
+    # longer datagram short; asyncio's recv gets all of it.
+    size = 150_000
+    ring = getattr(loop, "_ring", None)
+    assert ring is None or ring.buffer_size < size, "the test would prove nothing"
+    a, b = map(nonblocking, socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    message = random.Random(size).randbytes(size)
+    buf = bytearray(size + 10)
+
+    async def main():
+        receive = asyncio.ensure_future({
+            "sock_recv": lambda: loop.sock_recv(b, len(buf)),
+            "sock_recv_into": lambda: loop.sock_recv_into(b, buf),
+            "sock_recvfrom": lambda: loop.sock_recvfrom(b, len(buf)),
+            "sock_recvfrom_into": lambda: loop.sock_recvfrom_into(b, buf),
+        }[method]())
+        await turns()
+        a.send(message)
+        result = await asyncio.wait_for(receive, 10)
+        if method.endswith("_into"):
+            count = result if method == "sock_recv_into" else result[0]
+            return bytes(buf[:count])
+        return result if method == "sock_recv" else result[0]
+
+    try:
+        assert run(loop, main()) == message
+    finally:
+        a.close()
+        b.close()
+
+
 def _cancel_right_after_completion(monkeypatch, loop, tasks):
     """Make the first completion of a receive/accept cancel the task in
     ``tasks`` at once, after its future got the result but before the task

@@ -163,6 +163,7 @@ class Ring:
                              _BATCH, self._unfinished, None]
         self._forked = False
         self.on_callback_error = None
+        self.buffer_size = 0   # of each provided buffer; 0 while there are none
         _live_rings.add(self)
 
     # -- introspection -------------------------------------------------
@@ -230,14 +231,20 @@ class Ring:
         # (cheaper per call than cdata arithmetic and ffi.unpack's keyword
         # parsing: 2.0k instead of 2.7k instructions for 1 KiB).
         self._buffers = memoryview(ffi.buffer(lib.ul_bufring_base(self._ptr), count * size))
-        self._buffer_size = size
+        self.buffer_size = size
         return True
 
     def receive_buffer(self, flags, nbytes):
-        """The bytes a multishot receive completion delivered (copied: the
+        """The bytes a receive into a provided buffer delivered (copied: the
         buffer goes back to the kernel at the next turn)."""
-        start = (flags >> _CQE_BUFFER_SHIFT) * self._buffer_size
+        start = (flags >> _CQE_BUFFER_SHIFT) * self.buffer_size
         return self._buffers[start:start + nbytes].tobytes()
+
+    def copy_received(self, flags, nbytes, target):
+        """Copy what a receive into a provided buffer delivered into the
+        cdata ``target`` (at least ``nbytes`` long)."""
+        start = (flags >> _CQE_BUFFER_SHIFT) * self.buffer_size
+        ffi.memmove(target, self._buffers[start:start + nbytes], nbytes)
 
     # -- registered files ------------------------------------------------
     def register_files(self, slots):

@@ -12,16 +12,24 @@ there yet, and the failed ``recv`` would be a wasted syscall per call.
 Data flow: a method checks its arguments as asyncio does (the same
 exception, in the same order: the socket, its arguments as the socket
 method would parse them, then a closed socket or loop), pins the memory the
-kernel will use (a fresh buffer, or the caller's buffer via
-``ffi.from_buffer``) and runs one ``SockOp`` (defined here; _op.py has the
+kernel will use and runs one ``SockOp`` (defined here; _op.py has the
 lifecycle every operation shares: submission, resubmission, cancellation,
-settling, release).  The
-ring's ops table keeps the pinned memory until the completion arrives, so
-cancelling (which submits ``ASYNC_CANCEL``) never frees memory the kernel
-may still write.  A caller's buffer is unpinned (``ffi.release``) when the
-op settles, not left to the garbage collector: a memoryview still
+settling, release).  The ring's ops table keeps the pinned memory until
+the completion arrives, so cancelling (which submits ``ASYNC_CANCEL``)
+never frees memory the kernel may still write.
+
+Receives never go straight into a caller's buffer: the kernel writes into
+a provided buffer or one of the op's own, and the completion copies that
+into the caller's.  A cancellation is only a request, and a receive it
+comes too late for would otherwise write into memory its caller already
+has back (measured in CPython's test_sock_client_racing: a cancelled
+``sock_recv_into`` overwrote the response the next call had put in the
+same buffer).  Sends read the caller's buffer, pinned via
+``ffi.from_buffer``; a caller's buffer is unpinned (``ffi.release``) when
+the op settles, not left to the garbage collector: a memoryview still
 exporting to a cdata crashes CPython if the cycle collector clears the
-memoryview first.
+memoryview first.  A provided buffer takes a datagram only if it is as
+big as the receive asked for: the kernel would cut a longer one short.
 
 A receive or accept cancelled too late completes with what it took off
 the socket (data, an empty datagram or EOF, a connection); the kernel
@@ -92,6 +100,13 @@ def _buffer_size(n, method):
     if n > sys.maxsize:
         raise OverflowError("Python int too large to convert to C ssize_t")
     return n
+
+
+def _provided_fits(ring, sock, nbytes):
+    """Whether a receive of ``nbytes`` may go into a provided buffer: the
+    kernel has them, and one is big enough or a short read loses nothing
+    (a stream's rest stays on the socket; a datagram's would be cut off)."""
+    return nbytes <= ring.buffer_size or sock.type == socket.SOCK_STREAM
 
 
 def _repin(buf, nbytes):
@@ -175,7 +190,7 @@ class _Recv(SockOp):
         loop = self.loop
         buf = self.buf
         if buf is None:
-            if loop._recv_provided:
+            if loop._recv_provided and _provided_fits(loop._ring, self.sock, self.nbytes):
                 return loop._ring.submit_recv_provided(self.fd, self.nbytes, self)
             self.buf = buf = new_uncleared("char[]", self.nbytes)
         return loop._ring.submit_recv(self.fd, buf, self.nbytes, self)
@@ -208,35 +223,58 @@ class _Recv(SockOp):
 
 
 class _RecvInto(SockOp):
-    """sock_recv_into: straight into the caller's buffer, pinned till settled."""
-    __slots__ = ("buf", "target")
+    """sock_recv_into: the kernel writes into a provided buffer (or one of
+    the op's own), and the completion copies that into the caller's buffer
+    (``target``, pinned till settled).  Not straight into the caller's: a
+    receive cancelled too late would write there after the caller had it
+    back, while asyncio never touches it after the cancellation."""
+    __slots__ = ("buf", "target", "own")
     claims = True
 
     def __init__(self, loop, sock, fd, buf, target):
         SockOp.__init__(self, loop, sock, fd)
         self.buf = buf
         self.target = target
+        self.own = None
 
     def take_unclaimed(self):
         claimed = self.loop._claim_into(self.sock, self.target, len(self.target))
         return None if claimed is None else claimed[0]
 
     def submit(self):
-        return self.loop._ring.submit_recv(self.fd, self.target, len(self.target), self)
+        loop = self.loop
+        nbytes = min(len(self.target), MAX_IO_LEN)
+        own = self.own
+        if own is None:
+            if loop._recv_provided and _provided_fits(loop._ring, self.sock, nbytes):
+                return loop._ring.submit_recv_provided(self.fd, nbytes, self)
+            self.own = own = new_uncleared("char[]", nbytes)
+        return loop._ring.submit_recv(self.fd, own, nbytes, self)
 
     def complete(self, res, flags):
         fut = self.fut
+        own = self.own
+        if res == -errno.ENOBUFS and own is None and not fut.done():
+            # Every provided buffer is in use: this one call allocates.
+            self.own = new_uncleared("char[]", min(len(self.target), MAX_IO_LEN))
+            self.resubmit()
+            return
         if res < 0:
             return self.fail(os_error(res))
         loop = self.loop
-        target = self.target
-        if fut.done():
-            loop._keep_unclaimed(self.sock, (ffi.unpack(target, res), None))
-        elif loop._unclaimed:
-            item = (ffi.unpack(target, res), None)
-            fut.set_result(loop._claim_into(self.sock, target, len(target), item)[0])
+        if fut.done() or loop._unclaimed:
+            data = loop._ring.receive_buffer(flags, res) if own is None else ffi.unpack(own, res)
+            if fut.done():
+                loop._keep_unclaimed(self.sock, (data, None))
+            else:
+                target = self.target
+                fut.set_result(loop._claim_into(self.sock, target, len(target), (data, None))[0])
+            return
+        if own is None:
+            loop._ring.copy_received(flags, res, self.target)
         else:
-            fut.set_result(res)
+            ffi.memmove(self.target, own, res)
+        fut.set_result(res)
 
     def release(self):
         ffi.release(self.target)
@@ -246,10 +284,12 @@ class _RecvInto(SockOp):
 
 
 class _RecvMsg(SockOp):
-    """sock_recvfrom (``buf`` None: a buffer of its own, the result carries
-    bytes) and sock_recvfrom_into (the caller's ``buf``, pinned as
-    ``target``; the result carries a count)."""
-    __slots__ = ("buf", "target", "nbytes", "msg")
+    """sock_recvfrom (``buf`` None: the result carries bytes) and
+    sock_recvfrom_into (the result carries a count, the data copied into
+    the caller's ``buf``, pinned as ``target``, at the completion; not
+    received there, for the reason _RecvInto gives).  The kernel writes
+    into ``space``, the op's own."""
+    __slots__ = ("buf", "target", "space", "nbytes", "msg")
     claims = True
 
     def __init__(self, loop, sock, fd, buf, target, nbytes):
@@ -257,20 +297,25 @@ class _RecvMsg(SockOp):
         self.buf = buf
         self.target = target
         self.nbytes = nbytes
+        self.space = new_uncleared("char[]", max(nbytes, 1))
         self.msg = None
 
-    def _result(self, nbytes, addr):
-        if self.buf is None:
-            return ffi.unpack(self.target, nbytes), addr
-        return nbytes, addr
-
     def take_unclaimed(self):
-        claimed = self.loop._claim_into(self.sock, self.target, self.nbytes)
-        return None if claimed is None else self._result(*claimed)
+        loop = self.loop
+        claimed = loop._claim(self.sock)
+        return None if claimed is None else self._deliver(claimed)
+
+    def _deliver(self, item):
+        """The result for an item taken from the unclaimed queue."""
+        data, addr = self.loop._fit(self.sock, item, self.nbytes)
+        if self.buf is None:
+            return data, addr
+        ffi.memmove(self.target, data, len(data))
+        return len(data), addr
 
     def submit(self):
         self.msg = msg = ffi.new("struct ul_msg *")
-        return self.loop._ring.submit_recvmsg(self.fd, msg, self.target, self.nbytes, self)
+        return self.loop._ring.submit_recvmsg(self.fd, msg, self.space, self.nbytes, self)
 
     def complete(self, res, flags):
         fut = self.fut
@@ -279,14 +324,16 @@ class _RecvMsg(SockOp):
         msg = self.msg
         addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)), msg.hdr.msg_namelen)
         loop = self.loop
-        target = self.target
         if fut.done():
-            loop._keep_unclaimed(self.sock, (ffi.unpack(target, res), addr))
+            loop._keep_unclaimed(self.sock, (ffi.unpack(self.space, res), addr))
         elif loop._unclaimed:
-            item = (ffi.unpack(target, res), addr)
-            fut.set_result(self._result(*loop._claim_into(self.sock, target, self.nbytes, item)))
+            item = (ffi.unpack(self.space, res), addr)
+            fut.set_result(self._deliver(loop._claim(self.sock, item)))
+        elif self.buf is None:
+            fut.set_result((ffi.unpack(self.space, res), addr))
         else:
-            fut.set_result(self._result(res, addr))
+            ffi.memmove(self.target, self.space, res)
+            fut.set_result((res, addr))
 
     def release(self):
         if self.buf is not None:
@@ -472,13 +519,11 @@ class RingSocketOpsMixin:
         return data[:n], addr
 
     def _claim_into(self, sock, target, nbytes, item=None):
-        """Copy the oldest unclaimed data of ``sock`` into ``target``; a live
-        completion passes what it just wrote there as ``item``."""
+        """Copy the oldest unclaimed data of ``sock`` into ``target``, ``item``
+        (what a live completion brought) queued behind it."""
         claimed = self._claim(sock, item)
         if claimed is None:
             return None
-        if claimed is item and len(item[0]) <= nbytes:
-            return len(item[0]), item[1]      # already in place
         data, addr = self._fit(sock, claimed, nbytes)
         ffi.memmove(target, data, len(data))
         return len(data), addr
@@ -612,8 +657,7 @@ class RingSocketOpsMixin:
         if type(bufsize) is not int or not 0 <= bufsize <= MAX_IO_LEN:
             bufsize = min(_buffer_size(bufsize, "recvfrom"), MAX_IO_LEN)
         fd = self._sock_fd(sock)
-        buf = new_uncleared("char[]", max(bufsize, 1))
-        return await _RecvMsg(self, sock, fd, None, buf, bufsize).run()
+        return await _RecvMsg(self, sock, fd, None, None, bufsize).run()
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         if type(sock) is not socket.socket or self._debug:
