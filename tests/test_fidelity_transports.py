@@ -593,3 +593,110 @@ def test_abort_right_after_write_keeps_what_the_kernel_took(loop):
         return data
 
     assert run(loop, main()) == b"last words"
+
+
+class Idling(asyncio.BufferedProtocol):
+    """Records its get_buffer() calls; its bytearray may be resized at any
+    time between reads (a parser that grows or trims its buffer when a
+    timer or a write of its own says so)."""
+
+    def __init__(self, buffer_size=64, pause_every_update=False):
+        self.buf = bytearray(buffer_size)
+        self.hints = []
+        self.data = bytearray()
+        self.pause_every_update = pause_every_update
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        self.hints.append(sizehint)
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.data += self.buf[:nbytes]
+        if self.pause_every_update:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self.transport.resume_reading)
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def _buffered_pair(loop, factory):
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    transport, proto = await loop.create_connection(factory, *listener.getsockname())
+    peer, _ = await loop.sock_accept(listener)
+    listener.close()
+    return transport, proto, peer
+
+
+def test_buffered_protocol_is_asked_for_a_buffer_only_when_data_came(loop):
+    # asyncio calls get_buffer(-1) when the socket is readable and fills
+    # the buffer at once; until then the protocol owns it and may resize
+    # it (a receive in flight into it made that a BufferError).
+    async def main():
+        transport, proto, peer = await _buffered_pair(loop, Idling)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        asked_while_idle = list(proto.hints)
+        proto.buf.extend(bytes(64))          # a resize while idle
+        await loop.sock_sendall(peer, b"x" * 100)
+        while len(proto.data) < 100:
+            await asyncio.sleep(0.001)
+        proto.buf[:] = bytes(32)             # and another one, shrinking
+        await loop.sock_sendall(peer, b"y" * 10)
+        while len(proto.data) < 110:
+            await asyncio.sleep(0.001)
+        transport.close()
+        await proto.lost
+        peer.close()
+        return asked_while_idle, set(proto.hints), bytes(proto.data)
+
+    asked_while_idle, hints, data = run(loop, main())
+    assert asked_while_idle == []
+    assert hints == {-1}
+    assert data == b"x" * 100 + b"y" * 10
+
+
+def test_buffered_protocol_pausing_after_every_small_buffer_gets_every_byte(loop):
+    # A 7-byte buffer, reading paused after each buffer_updated() and
+    # resumed from the ready queue: nothing lost, nothing reordered.
+    payload = os.urandom(20_000)
+
+    async def main():
+        transport, proto, peer = await _buffered_pair(
+            loop, lambda: Idling(buffer_size=7, pause_every_update=True))
+        await loop.sock_sendall(peer, payload)
+        peer.shutdown(socket.SHUT_WR)
+        exc = await proto.lost
+        peer.close()
+        return exc, bytes(proto.data)
+
+    exc, data = run(loop, main(), timeout=60)
+    assert exc is None
+    assert data == payload
+
+
+class FailingUpdate(Idling):
+    def buffer_updated(self, nbytes):
+        raise ZeroDivisionError("in buffer_updated")
+
+
+def test_buffer_updated_failing_is_reported_with_asyncios_message(loop):
+    async def main():
+        contexts = []
+        loop.set_exception_handler(lambda _loop, context: contexts.append(context))
+        transport, proto, peer = await _buffered_pair(loop, FailingUpdate)
+        await loop.sock_sendall(peer, b"boom")
+        exc = await proto.lost
+        peer.close()
+        return exc, contexts
+
+    exc, contexts = run(loop, main())
+    assert isinstance(exc, ZeroDivisionError)
+    assert [c["message"] for c in contexts] == [
+        "Fatal error: protocol.buffer_updated() call failed."]

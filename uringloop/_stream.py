@@ -4,13 +4,18 @@ variants, ``connect_accepted_socket`` and (underneath ``SSLProtocol``)
 ``ssl=`` return.
 
 Data flow, reading: while reading is wanted, exactly one receive is in
-flight.  For a ``Protocol`` it fills the transport's own reusable buffer
-and the completion hands ``bytes`` to ``data_received``; for a
-``BufferedProtocol`` the buffer comes from ``get_buffer()`` and the kernel
-writes straight into it, so ``buffer_updated(n)`` involves no copy (it is
-pinned only while the kernel may write: ``_PinnedReceive``).  A
-completion that arrives after ``pause_reading()`` is held back and
-delivered by ``resume_reading()``.
+flight: a multishot receive into the ring's provided buffers where the
+kernel has them, else one-shot receives into the transport's own reusable
+buffer.  The completion copies the bytes out and hands them to
+``data_received``, or to a ``BufferedProtocol`` the way asyncio's reads
+do (``get_buffer(-1)``, fill, ``buffer_updated(n)``, until all is in).
+The kernel never writes into a protocol's buffer: asyncio asks for that
+buffer only once data is there and fills it at once, so a protocol may
+resize or reuse it at any other time; a receive in flight holding it
+could not allow that.  A completion that arrives after
+``pause_reading()`` is held back and delivered by ``resume_reading()``,
+and so is the rest of a chunk when a ``BufferedProtocol`` pauses in the
+middle of it.
 
 Data flow, writing: ``write()`` copies the bytes into the transport's
 C-owned send queue (csrc/sendq.c), which keeps one send in flight,
@@ -61,8 +66,6 @@ from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi, lib
 
 _RECV_BUFFER_SIZE = 256 * 1024
-# Marks a received chunk already copied out of a provided buffer.
-_COPIED = object()
 _sendq_write = lib.ul_sendq_write
 _sendq_size = lib.ul_sendq_size
 _sendq_notify_at = lib.ul_sendq_notify_at
@@ -132,7 +135,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
     def _start_reading(self):
         if self._recv_op is not None or not self.is_reading() or self._held_results:
             return
-        if not self._buffered and self._loop._recv_multishot:
+        if self._loop._recv_multishot:
             try:
                 self._recv_op = self._ring.submit_recv_multishot(
                     self._io_fd, RingCallback(self._in_context(self._on_recv_multishot)))
@@ -141,35 +144,18 @@ class RingStreamTransport(RingTransport, transports.Transport):
             else:
                 self._ring_fd.ops += 1
             return
-        on_recv = self._in_context(self._on_recv)
-        if self._buffered:
-            try:
-                target = self._protocol.get_buffer(-1)
-                if not len(target):
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-                memory = ffi.from_buffer(target, require_writable=True)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-                return
-            owner = self._protocol
-            entry = _PinnedReceive(memory, on_recv)
-        else:
-            if self._recv_buffer is None:
-                self._recv_buffer = new_uncleared("char[]", _RECV_BUFFER_SIZE)
-            target = memory = self._recv_buffer
-            owner = None
-            entry = RingCallback(on_recv)
+        if self._recv_buffer is None:
+            self._recv_buffer = new_uncleared("char[]", _RECV_BUFFER_SIZE)
+        buf = self._recv_buffer
         try:
-            self._recv_op = self._ring.submit_recv(self._io_fd, memory, len(memory), entry)
+            self._recv_op = self._ring.submit_recv(
+                self._io_fd, buf, _RECV_BUFFER_SIZE,
+                RingCallback(self._in_context(self._on_recv)))
         except OSError as exc:
-            if owner is not None:
-                ffi.release(memory)
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._ring_fd.ops += 1
-        self._recv_target = (target, owner)
+        self._recv_target = buf
 
     def _on_recv_multishot(self, res, flags):
         # The data must be copied now: its provided buffer returns to the
@@ -195,7 +181,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
                 if self._recv_op is None:
                     self._start_reading()
                 return
-            result = (res, (data, _COPIED))
+            result = (res, data)
         elif res == -errno.ENOBUFS or res == -errno.ECANCELED:
             self._start_reading()  # buffers ran dry, or we cancelled
             return
@@ -210,39 +196,75 @@ class RingStreamTransport(RingTransport, transports.Transport):
         super().pause_reading()
         # A multishot receive would keep filling buffers: stop it; whatever
         # it delivers before the cancellation lands is held.
-        if self._paused and self._recv_op is not None and not self._buffered \
-                and self._loop._recv_multishot:
+        if self._paused and self._recv_op is not None and self._loop._recv_multishot:
             self._ring.cancel(self._recv_op)
 
-    def _deliver(self, res, target):
+    def _deliver(self, res, data):
+        """``data``: the bytes a receive brought, or the transport's buffer
+        a one-shot receive filled with ``res`` of them."""
         if self._conn_lost:
             return
         if res > 0:
-            buf, owner = target
-            protocol = self._protocol
-            try:
-                if not self._buffered:
-                    protocol.data_received(buf if owner is _COPIED else ffi.unpack(buf, res))
-                elif owner is protocol:
-                    protocol.buffer_updated(res)
-                else:
-                    # The protocol changed while the kernel filled a buffer
-                    # that is not this protocol's (start_tls does that).
-                    if owner is None:
-                        buf = ffi.buffer(buf, res)
-                    elif owner is not _COPIED:
-                        buf = memoryview(buf).cast("B")[:res]  # the old protocol's
-                    _feed_buffered(protocol, buf)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                return
+            if self._buffered:
+                view = memoryview(data if type(data) is bytes else ffi.buffer(data, res))
+                if not self._feed_buffered(view):
+                    return
+            else:
+                try:
+                    self._protocol.data_received(
+                        data if type(data) is bytes else ffi.unpack(data, res))
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                    return
             self._start_reading()
         elif res == 0:
             self._on_eof()
         else:
             self._fatal_error(os_error(res), "Fatal read error on socket transport")
+
+    def _feed_buffered(self, view):
+        """Hand the bytes of ``view`` to a BufferedProtocol as asyncio's
+        reads would, a buffer at a time, with asyncio's message for
+        whichever step fails.  True if it took them all; what is left when
+        it pauses reading is held (copied: ``view`` may be the transport's
+        buffer, which the next receive refills)."""
+        protocol = self._protocol
+        while view:
+            try:
+                dest = protocol.get_buffer(-1)
+                if not len(dest):
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return False
+            try:
+                pinned = ffi.from_buffer(dest, require_writable=True)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:   # what recv_into refuses
+                self._fatal_error(exc, "Fatal read error on socket transport")
+                return False
+            count = min(len(pinned), len(view))
+            ffi.memmove(pinned, view[:count], count)
+            ffi.release(pinned)
+            view = view[count:]
+            try:
+                protocol.buffer_updated(count)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                return False
+            if self._conn_lost or self._closing:
+                return False
+            if self._paused and view:
+                self._held_results.insert(0, (len(view), view.tobytes()))
+                return False
+        return True
 
     def _on_eof(self):
         if self._loop.get_debug():
@@ -474,41 +496,3 @@ class RingStreamTransport(RingTransport, transports.Transport):
             else:
                 self._empty_waiter.set_exception(exc)
         super()._force_close(exc)
-
-
-class _PinnedReceive:
-    """The completion callback of a receive into a protocol's buffer.  The
-    pin (``ffi.from_buffer``) lasts exactly as long as the kernel may write:
-    it is released at the completion, before the protocol hears of it
-    (asyncio's recv_into lets go before ``buffer_updated()``, where a
-    protocol may resize its bytearray), or when the ring closes with the
-    receive in flight (the cycle collector cannot clear a memoryview still
-    exported, and CPython then crashes).  An ops-table entry (the contract
-    is _ring.py's)."""
-    __slots__ = ("memory", "callback", "keepalive")
-    returns_fd = False
-
-    def __init__(self, memory, callback):
-        self.memory = memory
-        self.callback = callback
-        self.keepalive = None
-
-    def on_completion(self, res, flags):
-        ffi.release(self.memory)
-        self.callback(res, flags)
-
-    def ring_closed(self, res):
-        ffi.release(self.memory)
-
-
-def _feed_buffered(protocol, data):
-    view = memoryview(data)
-    while view:
-        dest = memoryview(protocol.get_buffer(len(view))).cast("B")
-        count = min(len(dest), len(view))
-        if not count:
-            raise RuntimeError("get_buffer() returned an empty buffer")
-        dest[:count] = view[:count]
-        protocol.buffer_updated(count)
-        view = view[count:]
-
