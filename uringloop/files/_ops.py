@@ -24,13 +24,13 @@ asks the engine to cancel the request, and the request's own hooks
 (``on_cqe``, ``on_abandon``) still run when the result arrives, so
 bookkeeping such as the file position never depends on whether anyone is
 still waiting; a caller that lent the ring its own memory waits for the
-request to settle before its CancelledError propagates (``lends``).  Caller memory pinned with ``ffi.from_buffer`` for a
-sequence of operations is a :class:`Pinned`, unpinned once the last of
-them has settled.
+request to settle before its CancelledError propagates (``lends``).
+Caller memory pinned with ``ffi.from_buffer`` for a sequence of
+operations is a :class:`Pinned`, unpinned once the last of them has
+settled.
 """
 import errno
 import os
-from asyncio import CancelledError
 
 from ._args import optional_size
 from .._native import MAX_IO_LEN, os_error
@@ -506,11 +506,12 @@ class FileOp(Op):
     are through with it."""
 
     __slots__ = ("engine", "method", "args", "reading", "positioned", "group",
-                 "on_cqe", "on_abandon", "more", "pins")
+                 "on_cqe", "on_abandon", "more", "pins", "lends")
 
     def __init__(self, engine, method, args, group, reading, positioned, on_cqe, on_abandon,
-                 more, pins):
+                 more, pins, lends):
         Op.__init__(self, engine.loop, group)
+        self.lends = lends
         self.engine = engine
         self.method = method
         self.args = args
@@ -611,18 +612,5 @@ def perform(engine, method, args, group=None, *, reading=False, positioned=False
     request to settle before the CancelledError reaches it: once the caller
     has its memory back, the kernel neither writes nor reads it any more,
     as after a cancelled os call."""
-    op = FileOp(engine, method, args, group, reading, positioned, on_cqe, on_abandon,
-                more, pins)
-    return _run_lending(op) if lends else op.run()
-
-
-async def _run_lending(op):
-    try:
-        return await op.run()
-    except CancelledError:
-        while not op.settled:
-            try:
-                await op.wait_settled()
-            except CancelledError:
-                pass   # cancelled again: still only the request's settling frees the memory
-        raise
+    return FileOp(engine, method, args, group, reading, positioned, on_cqe, on_abandon,
+                  more, pins, lends).run()
