@@ -384,8 +384,8 @@ BUSY_AFTER_CANCEL = 0.001
 async def recv_into_reusing(soak, conn, buffer, size):
     """The bytes of one ``sock_recv_into`` at the front of ``buffer``,
     reused by every receive.  Now and then another task cancels this one
-    while the receive is pending (woken as in ``cancel_or_take``, so that
-    on asyncio's loop the cancel never lands after a completion); the
+    while the receive is pending (see ``cancel_me``: on asyncio's loop the
+    cancel never lands after a completion); the
     buffer is then the caller's again at once: its front is marked before
     anything else runs, the retry goes into the back half, and the mark
     must be intact afterwards -- a receive cancelled too late must write
@@ -398,7 +398,12 @@ async def recv_into_reusing(soak, conn, buffer, size):
     pending = [True]
 
     async def cancel_me():
-        await asyncio.sleep(0 if soak.rng.random() < 0.5 else soak.rng.uniform(0, 0.002))
+        # Either at once (the step after the receive went out: asyncio's
+        # reader cannot have run yet) or from a timer (its wake-up comes
+        # after that of a receive completed in the same turn); a sleep(0)
+        # here would let asyncio complete the receive first and lose it.
+        if soak.rng.random() < 0.5:
+            await asyncio.sleep(soak.rng.uniform(0, 0.002))
         if pending[0]:
             me.cancel()
 
