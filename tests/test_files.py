@@ -1422,3 +1422,27 @@ def test_cancelled_file_ops_leave_caller_memory_alone_in_the_executor(tmp_path):
     finally:
         loop.close()
     assert path.read_bytes()[:70_000] == b"w" * 70_000
+
+
+def test_readinto_cancelled_again_while_its_request_settles(loop, fifo):
+    """A second cancellation while the first one's request is settling
+    neither raises twice nor hands the buffer back before the request is
+    done with it."""
+    async def main():
+        async with uringloop.open(fifo, "rb+", buffering=0) as f:
+            target = bytearray(5)
+            task = asyncio.ensure_future(f.readinto(target))
+            for _ in range(3):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            target += b"+"          # unpinned: the request has settled
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(writer, b"hello")
+            os.close(writer)
+            assert await f.read(5) == b"hello"
+            assert target == bytes(5) + b"+"
+    run(loop, main())
