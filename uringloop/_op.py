@@ -47,11 +47,12 @@ request: the op stays in flight, buffers pinned, until its completion) and
 settling before the CancelledError reaches the caller: the caller may then
 reuse or resize that memory at once, as after asyncio's cancelled calls,
 and no later completion writes or reads it (ASYNC_CANCEL settles a
-pending send or read within a turn or two).  A cancellation that arrives after the completion resolved
-``fut`` hands the result back through ``unclaim``; nothing the kernel did
-is thrown away.  Receives and accepts (``claims``) may find their result
-already taken off the socket by a cancelled predecessor: they ``claim()``
-it before submitting (see _sockops.SockOp).
+pending send or read within a turn or two).  A cancellation that arrives
+after the completion resolved ``fut`` hands the result back through
+``unclaim``; nothing the kernel did is thrown away.  Receives and accepts
+(``claims``) may find their result already taken off the socket by a
+cancelled predecessor: they ``claim()`` it before submitting (see
+_sockops.SockOp).
 
 An exception raised by ``complete`` (a resubmission's included) resolves
 ``fut`` with it, so no caller waits forever on a callback that failed.

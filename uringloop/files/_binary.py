@@ -27,11 +27,11 @@ the write buffer is never dropped: a cancelled ``flush()`` keeps the
 unwritten rest buffered.  The next position-dependent operation waits for
 the cancelled request's completion before it starts.  Memory the caller
 passed (``readinto``'s buffer, ``preadv``'s, the data of a write) is the
-caller's again when the CancelledError reaches it (aiofiles hands it
-back while its executor job may still use it): the ring's request has settled by then (a
-cancelled call waits for it, a turn or two), and an executor worker,
-which cannot be stopped, only ever gets memory of the call's own (a
-copy).  ``close()`` cancels
+caller's again when the CancelledError reaches it (aiofiles hands it back
+while its executor job may still use it): the ring's request has settled
+by then (a cancelled call waits for it, a turn or two), and an executor
+worker, which cannot be stopped, only ever gets memory of the call's own
+(a copy).  ``close()`` cancels
 reads still in flight, lets writes finish, flushes, and closes the fd only
 after the kernel has completed every request on it (the ring-owned fd
 rule of _ringfd.py, every request borrowing the fd).
