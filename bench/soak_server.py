@@ -15,7 +15,12 @@ samples this process's RSS and fds from /proc.
             high-water mark, and now and then pauses and resumes reading
             for a few milliseconds on its own (pause/resume churn)
   buffered  ``asyncio.BufferedProtocol`` handing out buffers of 1 B to
-            64 KiB, same flow control and churn
+            64 KiB, same flow control and churn; half the connections
+            hand out one bytearray that ``get_buffer`` resizes in place
+            before every read and that now and then is compacted in a
+            callback after ``buffer_updated`` (a transport still exporting
+            it between reads makes that a BufferError; one writing there
+            late, a checksum mismatch)
   streams   ``asyncio.start_server`` with ``limit=1024``, so the
             StreamReader pauses its transport all the time; reads of
             random sizes, ``write`` + ``drain``
@@ -24,7 +29,10 @@ samples this process's RSS and fds from /proc.
             (``_make_ssl_transport``), over uringloop's poll requests there
   sock      ``loop.sock_accept`` / ``sock_recv`` / ``sock_recv_into`` /
             ``sock_sendall``; some receives and accepts are cancelled while
-            pending and retried (see ``cancel_or_take``)
+            pending and retried (see ``cancel_or_take``); a cancelled
+            ``sock_recv_into`` has its part of the reused buffer marked,
+            and the mark must still be there after the retry
+            (``recv_into_reusing``)
   udp       a ``DatagramProtocol`` that sends each datagram back
 
 Every stream server echoes until the peer's EOF, then closes after the
@@ -46,6 +54,7 @@ import signal
 import socket
 import ssl
 import sys
+import time
 import traceback
 
 from bench.echo_server import loop_factory, set_nodelay
@@ -271,15 +280,43 @@ class EchoBufferedProtocol(FlowControl, asyncio.BufferedProtocol):
     def __init__(self, soak):
         self.soak = soak
         self.buffer = bytearray(max(READ_SIZES))
+        # Resizing: get_buffer() hands out the bytearray itself, resized.
+        self.resizing = soak.rng.random() < 0.5
 
     def connection_made(self, transport):
         self.start(self.soak, "buffered", transport)
 
     def get_buffer(self, sizehint):
-        return memoryview(self.buffer)[:self.soak.read_size()]
+        size = self.soak.read_size()
+        if not self.resizing:
+            return memoryview(self.buffer)[:size]
+        buffer = self.buffer
+        try:
+            # In place: asyncio lets a protocol do this between reads.
+            if len(buffer) > size:
+                del buffer[size:]
+            else:
+                buffer.extend(bytes(size - len(buffer)))
+        except BufferError as exc:
+            self.soak.fail("buffered", "bytearray resized between reads", exc)
+            self.buffer = buffer = bytearray(size)
+        self.soak.events["buffered resized"] += 1
+        return buffer
 
     def buffer_updated(self, nbytes):
         self.echo(bytes(self.buffer[:nbytes]))
+        if self.resizing and self.soak.rng.random() < 0.3:
+            # Later, while the transport waits for the next bytes: asyncio
+            # holds no buffer then.
+            self.soak.loop.call_soon(self.compact, nbytes)
+
+    def compact(self, nbytes):
+        """Drop the front, as a parser drops what it consumed."""
+        try:
+            del self.buffer[:nbytes]
+        except BufferError as exc:
+            self.soak.fail("buffered", "bytearray compacted between reads", exc)
+        self.soak.events["buffered compacted"] += 1
 
 
 def stream_handler(soak, style):
@@ -340,10 +377,67 @@ async def serve_sock(soak, listener):
         soak.serve_sock_connection(conn)
 
 
+RECV_INTO_MARK = 0xA5
+BUSY_AFTER_CANCEL = 0.001
+
+
+async def recv_into_reusing(soak, conn, buffer, size):
+    """The bytes of one ``sock_recv_into`` at the front of ``buffer``,
+    reused by every receive.  Now and then another task cancels this one
+    while the receive is pending (see ``cancel_me``: on asyncio's loop the
+    cancel never lands after a completion); the
+    buffer is then the caller's again at once: its front is marked before
+    anything else runs, the retry goes into the back half, and the mark
+    must be intact afterwards -- a receive cancelled too late must write
+    nothing there (CPython's test_sock_client_racing caught one)."""
+    loop = soak.loop
+    front = memoryview(buffer)[:size]
+    if soak.rng.random() >= CANCEL_CHANCE:
+        return bytes(front[:await loop.sock_recv_into(conn, front)])
+    me = asyncio.current_task()
+    pending = [True]
+
+    async def cancel_me():
+        # Either at once (the step after the receive went out: asyncio's
+        # reader cannot have run yet) or from a timer (its wake-up comes
+        # after that of a receive completed in the same turn); a sleep(0)
+        # here would let asyncio complete the receive first and lose it.
+        if soak.rng.random() < 0.5:
+            await asyncio.sleep(soak.rng.uniform(0, 0.002))
+        if pending[0]:
+            me.cancel()
+
+    canceller = loop.create_task(cancel_me())
+    try:
+        n = await loop.sock_recv_into(conn, front)
+        pending[0] = False
+        return bytes(front[:n])
+    except asyncio.CancelledError:
+        if pending[0] is False or me.uncancel():
+            raise   # not the canceller's (the server is stopping)
+        mark = bytes([RECV_INTO_MARK]) * size
+        front[:] = mark
+        # Busy for a moment, as a callback may be, before the loop next
+        # talks to the kernel: bytes the peer sends meanwhile find the
+        # cancelled receive still there.
+        time.sleep(BUSY_AFTER_CANCEL)
+    finally:
+        pending[0] = False
+        canceller.cancel()
+    soak.events["sock recv_into cancelled while pending"] += 1
+    back = memoryview(buffer)[len(buffer) // 2:len(buffer) // 2 + size]
+    data = bytes(back[:await loop.sock_recv_into(conn, back)])
+    if front != mark:
+        soak.fail("sock", "cancelled sock_recv_into wrote into the buffer afterwards",
+                  RuntimeError(f"{sum(b != RECV_INTO_MARK for b in front)} of {size} "
+                               f"marked bytes changed"))
+    return data
+
+
 async def sock_echo(soak, conn):
     loop = soak.loop
     soak.opened("sock", conn)
-    buffer = bytearray(max(READ_SIZES))
+    buffer = bytearray(2 * max(READ_SIZES))
     exc = None
     try:
         while True:
@@ -351,9 +445,7 @@ async def sock_echo(soak, conn):
             if soak.rng.random() < 0.5:
                 data = await cancel_or_take(soak, "recv", lambda: loop.sock_recv(conn, size))
             else:
-                view = memoryview(buffer)[:size]
-                n = await cancel_or_take(soak, "recv_into", lambda: loop.sock_recv_into(conn, view))
-                data = bytes(view[:n])
+                data = await recv_into_reusing(soak, conn, buffer, size)
             if not data:
                 break
             soak.styles["sock"]["bytes"] += len(data)

@@ -249,3 +249,24 @@ def test_malformed_address_is_a_fatal_write_error(loop):
         loop.handler_calls.clear()
         assert not [e for e in protocol.events if e[0] == "error"]
     run(loop, main())
+
+
+def test_a_queued_bytearray_is_sent_as_it_was_at_sendto(loop, tmp_path):
+    """A datagram the full socket refused waits in the transport, but the
+    caller's bytearray is its own again when sendto() returns: changing or
+    resizing it changes nothing that is sent."""
+    async def main():
+        receiver, transport, protocol = await full_socket_endpoint(loop, tmp_path)
+        with receiver:
+            index = 0
+            while not transport.get_write_buffer_size():
+                transport.sendto(datagram(index))
+                index += 1
+            data = bytearray(datagram(index))
+            transport.sendto(data)
+            data[:] = b"Z" * PAYLOAD
+            data.extend(b"resized")
+            transport.close()
+            assert await drain(receiver, index + 1) == [datagram(i) for i in range(index + 1)]
+            assert await protocol.lost is None
+    run(loop, main())

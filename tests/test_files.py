@@ -11,6 +11,7 @@ test proves with strace that concurrent preads run in the kernel through
 the ring: no pread64 syscall, no thread.
 """
 import asyncio
+import concurrent.futures
 import errno
 import gc
 import io
@@ -1180,11 +1181,12 @@ def test_executor_fallback_on_a_closed_ring_is_not_used(tmp_path):
 # -- caller buffers pinned for the kernel --------------------------------------------
 
 def test_readinto_buffer_stays_pinned_until_the_completion(loop, fifo):
-    """A cancelled readinto leaves the caller's buffer pinned while the
-    kernel (or a worker thread) may still write there, and unpins it at the
-    read's completion -- not when the garbage collector gets to the pin:
-    here the CancelledError keeps the frames holding it alive.  A
-    memoryview with a pin on it refuses release()."""
+    """readinto's buffer is pinned while the read is out, and unpinned by
+    the time its CancelledError reaches the caller (the ring's request has
+    settled; an executor worker reads into memory of its own) -- not when
+    the garbage collector gets to the pin: here the CancelledError keeps
+    the frames holding it alive.  A memoryview with a pin on it refuses
+    release()."""
     async def main():
         async with uringloop.open(fifo, "rb+", buffering=0) as f:
             target = memoryview(bytearray(5))
@@ -1195,14 +1197,11 @@ def test_readinto_buffer_stays_pinned_until_the_completion(loop, fifo):
             task.cancel()
             with pytest.raises(asyncio.CancelledError) as cancelled:
                 await task
-            if not loop.is_uring:
-                with pytest.raises(BufferError):    # the worker still blocks in readv
-                    target.release()
+            target.release()
             writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
             os.write(writer, b"hello")
             os.close(writer)
             assert await f.read(5) == b"hello"      # after the cancelled read's completion
-            target.release()
             assert cancelled.value.__traceback__ is not None
     run(loop, main())
 
@@ -1304,3 +1303,146 @@ def test_concurrent_preads_use_the_ring_not_threads(tmp_path):
     syscalls = [line.split("(", 1)[0].split()[-1] for line in window]
     assert any(s.startswith("preadv") or s.startswith("pread") for s in syscalls)
     assert any(s.startswith("clone") for s in syscalls)
+
+
+# -- the caller's memory after a cancellation ----------------------------------------
+
+def test_cancelled_readinto_never_writes_into_the_buffer_afterwards(loop, fifo):
+    """Once readinto has raised CancelledError, the caller's buffer is the
+    caller's again: bytes that arrive afterwards neither land there nor
+    are taken from there (they were copied into the read-ahead from the
+    caller's new contents: stream corruption).  The ring waits for its
+    cancelled request; the executor reads into memory of its own, since a
+    worker in readv cannot be stopped."""
+    async def main():
+        async with uringloop.open(fifo, "rb+", buffering=0) as f:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                me = asyncio.current_task()
+                for attempt in range(3):
+                    target = bytearray(5)
+                    loop.call_soon(me.cancel)
+                    with pytest.raises(asyncio.CancelledError):
+                        await f.readinto(target)
+                    me.uncancel()
+                    word = b"late%d" % attempt
+                    os.write(writer, word[:5])
+                    target[:] = b"mine!"
+                    memoryview(target).release()        # nothing pins it any more
+                    target += b"+"                     # and asyncio lets it grow
+                    for _ in range(5):
+                        await asyncio.sleep(0)
+                    assert target == b"mine!+"
+                    assert await f.read(5) == word[:5]
+            finally:
+                os.close(writer)
+    run(loop, main())
+
+
+class _HeldExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, running each job only when the test
+    says: the job of a cancelled call can run after its caller moved on."""
+
+    def __init__(self):
+        super().__init__(max_workers=1)
+        self.jobs = []
+
+    def submit(self, fn, *args):
+        fut = concurrent.futures.Future()
+        self.jobs.append((fut, fn, args))
+        return fut
+
+    def run_all(self):
+        jobs, self.jobs = self.jobs, []
+        for fut, fn, args in jobs:
+            fut.set_result(fn(*args))
+
+
+def test_cancelled_file_ops_leave_caller_memory_alone_in_the_executor(tmp_path):
+    """preadv, readinto and write of a caller's bytearray in the executor:
+    a job that runs after its caller was cancelled neither fills the
+    caller's buffers nor writes the caller's later contents to the file."""
+    path = tmp_path / "f"
+    data = random.Random(3).randbytes(300_000)
+    path.write_bytes(data)
+    loop = asyncio.SelectorEventLoop()
+    held = _HeldExecutor()
+    loop.set_default_executor(held)
+
+    async def cancelled(coro):
+        task = asyncio.ensure_future(coro)
+        while not held.jobs:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return task
+
+    async def main():
+        async def opened(mode):
+            opening = asyncio.ensure_future(uringloop.open(path, mode, buffering=0))
+            while not opening.done():
+                held.run_all()
+                await asyncio.sleep(0)
+            return opening.result()
+
+        f = await opened("rb+")
+        a, b = bytearray(1000), bytearray(2000)
+        await cancelled(f.preadv([a, b], 10))
+        a[:], b[:] = b"a" * 1000, b"b" * 2000
+        held.run_all()
+        await asyncio.sleep(0)
+        assert (a, b) == (b"a" * 1000, b"b" * 2000)
+
+        target = bytearray(100_000)
+        await cancelled(f.readinto(target))
+        target[:] = b"t" * 100_000
+        held.run_all()
+        await asyncio.sleep(0)
+        assert target == b"t" * 100_000
+        task = asyncio.ensure_future(f.read(100_000))
+        while not task.done():
+            held.run_all()
+            await asyncio.sleep(0)
+        assert task.result() == data[:100_000]   # the cancelled read's bytes
+
+        source = bytearray(b"w" * 70_000)
+        await cancelled(f.pwrite(source, 0))
+        source[:] = b"x" * 70_000
+        held.run_all()
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(f.close())
+        while not closing.done():
+            held.run_all()
+            await asyncio.sleep(0)
+        closing.result()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert path.read_bytes()[:70_000] == b"w" * 70_000
+
+
+def test_readinto_cancelled_again_while_its_request_settles(loop, fifo):
+    """A second cancellation while the first one's request is settling
+    neither raises twice nor hands the buffer back before the request is
+    done with it."""
+    async def main():
+        async with uringloop.open(fifo, "rb+", buffering=0) as f:
+            target = bytearray(5)
+            task = asyncio.ensure_future(f.readinto(target))
+            for _ in range(3):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            target += b"+"          # unpinned: the request has settled
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(writer, b"hello")
+            os.close(writer)
+            assert await f.read(5) == b"hello"
+            assert target == bytes(5) + b"+"
+    run(loop, main())

@@ -13,6 +13,7 @@ datagrams): the reference is the asyncio of the running Python, so the
 sweep follows it.  Ports, fd numbers and object addresses differ between
 runs and are normalised away.
 """
+import array
 import asyncio
 import contextlib
 import logging
@@ -1276,3 +1277,84 @@ def test_closed_loop_methods_match_asyncio():
     expected = observe("asyncio")
     got = observe("uringloop")
     assert got == expected
+
+
+# -- BufferedProtocol handing the transport bad buffers -----------------
+
+class _BadBuffers(asyncio.BufferedProtocol):
+    """get_buffer() returns (or does) ``kind``; records what it was asked
+    and what arrived."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.events = []
+        self.buf = None
+        self.data = b""
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.events.append("made")
+
+    def get_buffer(self, sizehint):
+        self.events.append(("get_buffer", sizehint))
+        kind = self.kind
+        if kind == "raises":
+            raise ZeroDivisionError("no buffer today")
+        self.buf = {
+            "bytes": lambda: b"read-only",
+            "readonly_view": lambda: memoryview(bytearray(8)).toreadonly(),
+            "empty": bytearray,
+            "none": lambda: None,
+            "not_a_buffer": lambda: 42,
+            "non_contiguous": lambda: memoryview(bytearray(16))[::2],
+            "two_dimensional": lambda: memoryview(bytearray(16)).cast("B", (4, 4)),
+            "typed": lambda: array.array("i", [0] * 4),
+            "updated_raises": lambda: bytearray(64),
+        }[kind]()
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.events.append(("buffer_updated", nbytes))
+        self.data += memoryview(self.buf).cast("B")[:nbytes].tobytes()
+        if self.kind == "updated_raises":
+            raise ZeroDivisionError("cannot take it")
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+@case("bytes", "readonly_view", "empty", "none", "not_a_buffer", "non_contiguous",
+      "two_dimensional", "typed", "raises", "updated_raises")
+async def buffered_protocol_bad_buffer(loop, ob, kind):
+    protocols = []
+
+    def factory():
+        protocols.append(_BadBuffers(kind))
+        return protocols[-1]
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ob.ports.add(port)
+    client = socket.socket()
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        await loop.sock_sendall(client, b"twelve bytes")
+        client.shutdown(socket.SHUT_WR)
+        for _ in range(200):
+            if protocols and protocols[0].lost.done():
+                break
+            await asyncio.sleep(0.005)
+        protocol = protocols[0]
+        ob.note("events", protocol.events)
+        ob.note("data", protocol.data)
+        lost = protocol.lost.result() if protocol.lost.done() else "still open"
+        ob.note("lost", lost if isinstance(lost, str) or lost is None else ob.error(lost))
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

@@ -212,6 +212,61 @@ def test_a_cancelled_receive_never_writes_into_the_callers_buffer(loop, method):
         receiver.close()
 
 
+def _stuffed_unix_dgram(tmp_path):
+    """A sender and a bound receiver whose queue is full: the next sendto waits."""
+    path = str(tmp_path / "dgram")
+    receiver = nonblocking(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    receiver.bind(path)
+    sender = nonblocking(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sender.sendto(b"f" * 1000, path)
+    return sender, receiver, path
+
+
+@pytest.mark.parametrize("method", ["sock_sendall", "sock_sendto"])
+def test_a_cancelled_send_lets_go_of_the_callers_bytes(loop, method, tmp_path):
+    """After a cancelled sock_sendall or sock_sendto has raised, its data is
+    the caller's again, as with asyncio: a bytearray may be resized (the
+    ring's send pinned it: BufferError) and bytes the caller then puts
+    there are never sent (only a prefix of the original data arrives)."""
+    if method == "sock_sendall":
+        sender, receiver = (nonblocking(s) for s in socket.socketpair())
+        data = bytearray(random.Random(5).randbytes(8 << 20))
+    else:
+        sender, receiver, path = _stuffed_unix_dgram(tmp_path)
+        data = bytearray(b"original")
+
+    async def main():
+        if method == "sock_sendall":
+            task = asyncio.ensure_future(loop.sock_sendall(sender, data))
+        else:
+            task = asyncio.ensure_future(loop.sock_sendto(sender, data, path))
+        await turns()
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        original = bytes(data)
+        data[:] = b"Z" * len(data)
+        data.extend(b"resized")
+        got = bytearray()
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                await turns()
+                got += receiver.recv(1 << 20)
+        if method == "sock_sendall":
+            assert got == original[:len(got)]
+        else:
+            assert b"Z" not in got and b"resized" not in got
+
+    try:
+        run(loop, main())
+    finally:
+        sender.close()
+        receiver.close()
+
+
 @pytest.mark.parametrize("method", ["sock_recv", "sock_recv_into", "sock_recvfrom",
                                     "sock_recvfrom_into"])
 def test_a_datagram_bigger_than_a_provided_buffer_arrives_whole(loop, method):

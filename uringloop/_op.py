@@ -42,11 +42,17 @@ its future left pending, its completion only discarded.
 
 The awaiting side (``run``) turns a cancellation into ``cancel()`` (a
 request: the op stays in flight, buffers pinned, until its completion) and
-``straggle()``.  A cancellation that arrives after the completion resolved
-``fut`` hands the result back through ``unclaim``; nothing the kernel did
-is thrown away.  Receives and accepts (``claims``) may find their result
-already taken off the socket by a cancelled predecessor: they ``claim()``
-it before submitting (see _sockops.SockOp).
+``straggle()``.  An op that ``lends`` the kernel its caller's own memory
+(the data of a send, the buffer a file read fills) also waits for its
+settling before the CancelledError reaches the caller: the caller may then
+reuse or resize that memory at once, as after asyncio's cancelled calls,
+and no later completion writes or reads it (ASYNC_CANCEL settles a
+pending send or read within a turn or two).  A cancellation that arrives
+after the completion resolved ``fut`` hands the result back through
+``unclaim``; nothing the kernel did is thrown away.  Receives and accepts
+(``claims``) may find their result already taken off the socket by a
+cancelled predecessor: they ``claim()`` it before submitting (see
+_sockops.SockOp).
 
 An exception raised by ``complete`` (a resubmission's included) resolves
 ``fut`` with it, so no caller waits forever on a callback that failed.
@@ -62,6 +68,8 @@ class Op:
     claims = False
     # True for operations whose result is a new fd (see _ring.py).
     returns_fd = False
+    # True for operations the kernel runs on their caller's memory (see run).
+    lends = False
 
     def __init__(self, loop, registry):
         self.loop = loop
@@ -96,6 +104,8 @@ class Op:
             return await fut
         except exceptions.CancelledError:
             self._caller_cancelled(fut)
+            if self.lends:
+                await self._until_settled()
             raise
         finally:
             # A failure's traceback holds this frame: without this the
@@ -115,6 +125,14 @@ class Op:
         if self._waiters is None:
             self._waiters = []   # so that settling unstraggles it
         self.straggle()
+
+    async def _until_settled(self):
+        """Wait for the op to settle, whatever cancels the wait meanwhile."""
+        while not self.settled:
+            try:
+                await self.wait_settled()
+            except exceptions.CancelledError:
+                pass
 
     async def wait_settled(self):
         """Return once the op has settled (each caller waits on a future of

@@ -25,7 +25,10 @@ comes too late for would otherwise write into memory its caller already
 has back (measured in CPython's test_sock_client_racing: a cancelled
 ``sock_recv_into`` overwrote the response the next call had put in the
 same buffer).  Sends read the caller's buffer, pinned via
-``ffi.from_buffer``; a caller's buffer is unpinned (``ffi.release``) when
+``ffi.from_buffer``; a cancelled send waits for its request to settle
+before the CancelledError reaches its caller (_op's ``lends``), so that
+nothing sends the caller's later bytes and a bytearray may be resized at
+once, as with asyncio.  A caller's buffer is unpinned (``ffi.release``) when
 the op settles, not left to the garbage collector: a memoryview still
 exporting to a cdata crashes CPython if the cycle collector clears the
 memoryview first.  A provided buffer takes a datagram only if it is as
@@ -390,6 +393,7 @@ class _Accept(SockOp):
 
 class _SendAll(SockOp):
     __slots__ = ("source", "sent")
+    lends = True   # a cancelled send lets go of the caller's bytes before it raises
 
     def __init__(self, loop, sock, fd, source, sent):
         SockOp.__init__(self, loop, sock, fd)
@@ -422,6 +426,7 @@ class _SendAll(SockOp):
 
 class _SendTo(SockOp):
     __slots__ = ("source", "sockaddr")
+    lends = True
 
     def __init__(self, loop, sock, fd, source, sockaddr):
         SockOp.__init__(self, loop, sock, fd)

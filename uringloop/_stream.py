@@ -14,7 +14,9 @@ in the same turn, so SSLProtocol closed a connection before
 test_create_ssl_connection, 27 runs in 100), which asyncio's one read per
 readiness event never does.  Its bytes are handed over the way asyncio's
 reads do (``get_buffer(-1)``, fill, ``buffer_updated(n)``, until all is
-in).
+in; and, as asyncio asks for a buffer before every receive, once more
+before the end of the stream or an error is reported, with the same
+checks).
 The kernel never writes into a protocol's buffer: asyncio asks for that
 buffer only once data is there and fills it at once, so a protocol may
 resize or reuse it at any other time; a receive in flight holding it
@@ -68,6 +70,7 @@ from asyncio.log import logger
 from ._native import new_uncleared, os_error
 from ._op import RingCallback
 from ._ring import CQE_F_MORE
+from ._sockops import _pin_writable
 from ._transport import RingTransport, set_result_unless_cancelled
 from ._uring import ffi, lib
 
@@ -226,7 +229,15 @@ class RingStreamTransport(RingTransport, transports.Transport):
                     self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                     return
             self._start_reading()
-        elif res == 0:
+            return
+        if self._buffered:
+            # asyncio asks for the buffer of every receive, also the one
+            # that finds the end of the stream or an error.
+            pinned = self._buffer_to_fill(self._protocol)
+            if pinned is None:
+                return
+            ffi.release(pinned)
+        if res == 0:
             self._on_eof()
         else:
             self._fatal_error(os_error(res), "Fatal read error on socket transport")
@@ -239,21 +250,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
         buffer, which the next receive refills)."""
         protocol = self._protocol
         while view:
-            try:
-                dest = protocol.get_buffer(-1)
-                if not len(dest):
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-                return False
-            try:
-                pinned = ffi.from_buffer(dest, require_writable=True)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:   # what recv_into refuses
-                self._fatal_error(exc, "Fatal read error on socket transport")
+            pinned = self._buffer_to_fill(protocol)
+            if pinned is None:
                 return False
             count = min(len(pinned), len(view))
             ffi.memmove(pinned, view[:count], count)
@@ -272,6 +270,28 @@ class RingStreamTransport(RingTransport, transports.Transport):
                 self._held_results.insert(0, (len(view), view.tobytes()))
                 return False
         return True
+
+    def _buffer_to_fill(self, protocol):
+        """What ``protocol.get_buffer(-1)`` hands out, pinned as recv_into
+        takes it; None after a fatal error with asyncio's message for the
+        step that failed (and recv_into's TypeError for a buffer it
+        refuses: read-only, not contiguous)."""
+        try:
+            dest = protocol.get_buffer(-1)
+            if not len(dest):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return None
+        try:
+            return _pin_writable(dest, "recv_into")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return None
 
     def _on_eof(self):
         if self._loop.get_debug():

@@ -25,7 +25,13 @@ request and drops the part of *its* data not yet written; bytes the kernel
 did write stay written and move the position.  Data accepted earlier into
 the write buffer is never dropped: a cancelled ``flush()`` keeps the
 unwritten rest buffered.  The next position-dependent operation waits for
-the cancelled request's completion before it starts.  ``close()`` cancels
+the cancelled request's completion before it starts.  Memory the caller
+passed (``readinto``'s buffer, ``preadv``'s, the data of a write) is the
+caller's again when the CancelledError reaches it (aiofiles hands it back
+while its executor job may still use it): the ring's request has settled
+by then (a cancelled call waits for it, a turn or two), and an executor
+worker, which cannot be stopped, only ever gets memory of the call's own
+(a copy).  ``close()`` cancels
 reads still in flight, lets writes finish, flushes, and closes the fd only
 after the kernel has completed every request on it (the ring-owned fd
 rule of _ringfd.py, every request borrowing the fd).
@@ -279,9 +285,21 @@ class AsyncFile(LineReading):
 
     def _perform(self, method, args, *, reading=False, positioned=False,
                  on_cqe=None, on_abandon=None, more=None, pins=None):
+        # Caller memory in ``pins`` is lent to the ring (see perform); the
+        # executor engine never gets any (_caller_bytes, _read_into, preadv).
         return perform(self._engine, method, args, self._calls, reading=reading,
                        positioned=positioned, on_cqe=on_cqe, on_abandon=on_abandon,
-                       more=more, pins=pins)
+                       more=more, pins=pins,
+                       lends=pins is not None and self._engine.settles_promptly)
+
+    def _caller_bytes(self, view):
+        """What of the caller's ``view`` a write may hand its engine: the
+        view itself on the ring, which a cancelled write waits for; a copy
+        in the executor, whose worker may go on reading after the
+        cancellation (unless nobody can change the bytes)."""
+        if self._engine.settles_promptly or isinstance(view.obj, bytes):
+            return view
+        return bytes(view)
 
     def _error(self, res):
         if self._closing and res == -errno.ECANCELED:
@@ -376,23 +394,32 @@ class AsyncFile(LineReading):
         return self._ahead.take(n if n >= 0 else self._ahead.size)
 
     async def _read_into(self, ptr, count, target, pins):
-        """One read at the position straight into the caller's memory."""
+        """One read at the position into the caller's memory: straight
+        there on the ring (lent: a cancelled call waits for the request),
+        through memory of its own in the executor."""
         offset = self._pos if self._seekable else -1
+        lent = self._engine.settles_promptly
+        land = ptr if lent else new_uncleared("char[]", count)
 
         def on_cqe(res):
             if res > 0:
                 self._pos += res
 
         def on_abandon(res):
-            # The caller is gone: keep what the kernel wrote for the next read.
+            # The caller is gone: keep what the kernel wrote for the next
+            # read.  Lent memory is still the call's own here (the caller
+            # has not had the CancelledError yet).
             if res > 0:
-                self._ahead.push(ffi.unpack(ptr, res))
+                self._ahead.push(ffi.unpack(land, res))
 
-        res = await self._perform(self._engine.read, (self._fd, ptr, count, offset, target),
+        res = await self._perform(self._engine.read,
+                                  (self._fd, land, count, offset, target if lent else land),
                                   reading=True, positioned=True, on_cqe=on_cqe,
-                                  on_abandon=on_abandon, pins=pins)
+                                  on_abandon=on_abandon, pins=pins if lent else None)
         if res < 0:
             raise self._error(res)
+        if not lent:
+            ffi.memmove(ptr, land, res)
         return res
 
     async def _readinto_locked(self, target, pins):
@@ -425,7 +452,7 @@ class AsyncFile(LineReading):
     async def readinto(self, buffer):
         """Fill the writable bytes-like ``buffer`` from the position and
         return the count (fewer only at end of file or, unbuffered, after
-        one read).  Beyond what is read ahead, the kernel writes straight
+        one read).  Beyond what is read ahead, the ring writes straight
         into ``buffer``: no copy."""
         writable_buffer(buffer, "readinto")
         self._require("read")
@@ -539,7 +566,7 @@ class AsyncFile(LineReading):
         if self._chunk and len(self._pending) + len(view) <= self._chunk:
             self._pending += view
         else:
-            await self._write_out(view)
+            await self._write_out(self._caller_bytes(view))
         return len(view)
 
     async def write(self, data):
@@ -700,8 +727,7 @@ class AsyncFile(LineReading):
             into, total = _Vectors(pinned), 0
             while into.parts:
                 vecs = into.vecs()
-                res = await self._perform(self._engine.readv, (self._fd, vecs, offset, pinned),
-                                          reading=True, pins=pins)
+                res = await self._preadv_once(vecs, offset, pinned, pins)
                 if res < 0:
                     if total:
                         break
@@ -712,6 +738,25 @@ class AsyncFile(LineReading):
                     break
                 into.advance(res)
         return total
+
+    async def _preadv_once(self, vecs, offset, pinned, pins):
+        """One request of preadv: into the caller's buffers on the ring
+        (lent), into memory of its own then scattered in the executor."""
+        if self._engine.settles_promptly:
+            return await self._perform(self._engine.readv, (self._fd, vecs, offset, pinned),
+                                       reading=True, pins=pins)
+        want = sum(nbytes for _, nbytes in vecs)
+        land = new_uncleared("char[]", want)
+        res = await self._perform(self._engine.read, (self._fd, land, want, offset, land),
+                                  reading=True)
+        done = 0
+        for ptr, nbytes in vecs:
+            if done >= res:
+                break
+            step = min(nbytes, res - done)
+            ffi.memmove(ptr, land + done, step)
+            done += step
+        return res
 
     async def _pwrite_all(self, views, offset):
         with Pinned() as pins:
@@ -750,7 +795,7 @@ class AsyncFile(LineReading):
             raise os_error(-errno.EINVAL)
         if self._pending:
             await self.flush()
-        return await self._pwrite_all([view], offset)
+        return await self._pwrite_all([self._caller_bytes(view)], offset)
 
     async def pwritev(self, buffers, offset):
         """Write every buffer of ``buffers`` at ``offset`` and on; returns
@@ -762,7 +807,7 @@ class AsyncFile(LineReading):
             raise os_error(-errno.EINVAL)
         if self._pending:
             await self.flush()
-        return await self._pwrite_all(views, offset)
+        return await self._pwrite_all([self._caller_bytes(v) for v in views], offset)
 
     # -- whole-file operations ---------------------------------------------
     async def _sync(self, datasync):

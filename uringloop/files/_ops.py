@@ -23,9 +23,11 @@ in the executor and delivers its outcome on the loop thread.
 asks the engine to cancel the request, and the request's own hooks
 (``on_cqe``, ``on_abandon``) still run when the result arrives, so
 bookkeeping such as the file position never depends on whether anyone is
-still waiting.  Caller memory pinned with ``ffi.from_buffer`` for a
-sequence of operations is a :class:`Pinned`, unpinned once the last of
-them has settled.
+still waiting; a caller that lent the ring its own memory waits for the
+request to settle before its CancelledError propagates (``lends``).
+Caller memory pinned with ``ffi.from_buffer`` for a sequence of
+operations is a :class:`Pinned`, unpinned once the last of them has
+settled.
 """
 import errno
 import os
@@ -158,6 +160,12 @@ class RingEngine:
     """Operations as io_uring requests on the loop's ring."""
 
     name = "io_uring"
+    # A cancelled request settles within a turn or two (ASYNC_CANCEL stops
+    # a read or write waiting on a pipe; one on a disk file finishes), so
+    # a caller may lend the kernel its own memory and, when cancelled,
+    # wait for the request to settle before it gets that memory back
+    # (perform's ``lends``).
+    settles_promptly = True
 
     def __init__(self, loop):
         self.loop = loop
@@ -308,6 +316,10 @@ class ThreadEngine:
     in the worker (see :class:`_ThreadOpen`)."""
 
     name = "executor"
+    # A worker blocked in os.readv on an empty pipe may never return: a
+    # cancelled caller cannot wait for it, so the memory a worker uses is
+    # never the caller's (see RingEngine.settles_promptly).
+    settles_promptly = False
 
     def __init__(self, loop):
         self.loop = loop
@@ -494,11 +506,12 @@ class FileOp(Op):
     are through with it."""
 
     __slots__ = ("engine", "method", "args", "reading", "positioned", "group",
-                 "on_cqe", "on_abandon", "more", "pins")
+                 "on_cqe", "on_abandon", "more", "pins", "lends")
 
     def __init__(self, engine, method, args, group, reading, positioned, on_cqe, on_abandon,
-                 more, pins):
+                 more, pins, lends):
         Op.__init__(self, engine.loop, group)
+        self.lends = lends
         self.engine = engine
         self.method = method
         self.args = args
@@ -589,11 +602,15 @@ class CallGroup:
 
 
 def perform(engine, method, args, group=None, *, reading=False, positioned=False,
-            on_cqe=None, on_abandon=None, more=None, pins=None):
+            on_cqe=None, on_abandon=None, more=None, pins=None, lends=False):
     """Await ``method(*args, op)`` on ``engine`` (and the requests ``more``
     adds) for its result: a negative errno is returned, not raised.
     Cancelling the caller asks the engine to cancel the request; the hooks
     still run at completion.  ``pins``: the :class:`Pinned` memory the
-    request uses."""
+    request uses.  ``lends``: that memory is the caller's own (only on an
+    engine that ``settles_promptly``), so a cancelled caller waits for the
+    request to settle before the CancelledError reaches it: once the caller
+    has its memory back, the kernel neither writes nor reads it any more,
+    as after a cancelled os call."""
     return FileOp(engine, method, args, group, reading, positioned, on_cqe, on_abandon,
-                  more, pins).run()
+                  more, pins, lends).run()
