@@ -1,4 +1,5 @@
-/* uringloop._speedups: the loop turn and the timer heap in C.
+/* uringloop._speedups: the loop turn, the timer heap and completion
+ * dispatch in C.
  *
  * What it owns: nothing but borrowed views of the loop's own state.  The
  * ready queue (loop._ready, a deque), the timer heap (loop._scheduled, a
@@ -20,7 +21,8 @@
  *      (loop._c_ring_turn, see ring_select), the ring turn is made here:
  *      one ul_ring_turn call (its address from the cffi module, which
  *      releases the GIL around the wait), whose
- *      batch of completions is deferred as Ring.take_turn defers it; a
+ *      batch of completions (a Batch: a copy of the completion array) is
+ *      deferred as Ring.take_turn defers it; a
  *      turn that reaped polls, a full batch or an error goes back to
  *      Ring.take_turn and RingSelector.fired_events;
  *   4. timers due before time() + clock_resolution move to the ready queue;
@@ -32,6 +34,12 @@
  * type other than asyncio's or uringloop's runs through its own _run(), and
  * if a callback switches debug mode on, the rest of the turn runs each
  * handle through the debug runner (asyncio's debug branch, in Python).
+ *
+ * run_callbacks(ring, ring._ops, ring._unfinished, batch) is
+ * Ring.run_callbacks (uringloop/_ring.py, the reference) step for step:
+ * the loop's ready queue runs it for each deferred batch, Ring.run_callbacks
+ * calls it for the rest.  A Batch is read directly, any other batch (the
+ * Python turn's) as an iterator of (user_data, res, flags).
  *
  * The heap functions are heapq's algorithms with the comparison
  * TimerHandle.__lt__ makes (a._when < b._when), done on the floats
@@ -46,6 +54,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <linux/io_uring.h>
+#include <string.h>
+
 #include "uring.h"
 
 /* Interned attribute names and what configure() handed in.  Module-level
@@ -54,7 +65,7 @@ static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
     *s_ready, *s_stopping, *s_time, *s_selector, *s_select, *s_process_events,
     *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
     *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn,
-    *s_context_run;
+    *s_context_run, *s_on_completion, *s_on_callback_error;
 static PyObject *context_type;     /* contextvars.Context */
 static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
@@ -564,35 +575,225 @@ enum { STATE_RING, STATE_OUT, STATE_INLINE, STATE_BATCH, STATE_UNFINISHED, STATE
        STATE_SIZE };
 enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING, TURN_SIZE };
 
-/* The completions of a turn as Ring.take_turn defers them: an iterator of
- * (user_data, res, flags), appended to the ring's unfinished batches. */
+/* -- completion dispatch ---------------------------------------------- */
+
+/* A batch of completions copied out of the ring's array: what the C turn
+ * defers, consumed in order by run_callbacks (``next`` advances before each
+ * callback runs, so a callback that raises leaves the rest unfinished).  It
+ * iterates as Ring.take_turn's batches do, as (user_data, res, flags)
+ * tuples, for the Python paths (Ring.close forgets unfinished batches, the
+ * reference run_callbacks).  It holds no Python object: no GC support. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t next, count;
+    struct ul_completion *items;
+} Batch;
+
+static PyObject *batch_type;
+
+static void
+batch_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyMem_Free(((Batch *)self)->items);
+    freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *
+batch_iter(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+completion_tuple(const struct ul_completion *c)
+{
+    return Py_BuildValue("(KiI)", (unsigned long long)c->user_data, (int)c->res,
+                         (unsigned int)c->flags);
+}
+
+static PyObject *
+batch_next(PyObject *self)
+{
+    Batch *batch = (Batch *)self;
+    if (batch->next >= batch->count)
+        return NULL;
+    return completion_tuple(&batch->items[batch->next++]);
+}
+
+static PyType_Slot batch_slots[] = {
+    {Py_tp_dealloc, batch_dealloc},
+    {Py_tp_iter, batch_iter},
+    {Py_tp_iternext, batch_next},
+    {Py_tp_doc, "Completions of one ring turn, consumed by run_callbacks."},
+    {0, NULL},
+};
+
+static PyType_Spec batch_spec = {
+    "uringloop._speedups.Batch", sizeof(Batch), 0, Py_TPFLAGS_DEFAULT, batch_slots,
+};
+
+/* The completions of a turn as Ring.take_turn defers them (a new Batch),
+ * appended by the caller to the ring's unfinished batches. */
 static PyObject *
 completion_batch(const struct ul_completion *out, int count)
 {
-    PyObject *items = PyList_New(count);
+    struct ul_completion *items = PyMem_Malloc(sizeof(*items) * (size_t)count);
     if (items == NULL)
+        return PyErr_NoMemory();
+    allocfunc tp_alloc = (allocfunc)PyType_GetSlot((PyTypeObject *)batch_type, Py_tp_alloc);
+    Batch *batch = (Batch *)tp_alloc((PyTypeObject *)batch_type, 0);
+    if (batch == NULL) {
+        PyMem_Free(items);
         return NULL;
-    for (int i = 0; i < count; i++) {
-        PyObject *item = PyTuple_New(3);
-        PyObject *user_data = PyLong_FromUnsignedLongLong(out[i].user_data);
-        PyObject *res = PyLong_FromLong(out[i].res);
-        PyObject *flags = PyLong_FromUnsignedLong(out[i].flags);
-        if (item == NULL || user_data == NULL || res == NULL || flags == NULL) {
-            Py_XDECREF(item);
-            Py_XDECREF(user_data);
-            Py_XDECREF(res);
-            Py_XDECREF(flags);
-            Py_DECREF(items);
-            return NULL;
-        }
-        PyTuple_SetItem(item, 0, user_data);
-        PyTuple_SetItem(item, 1, res);
-        PyTuple_SetItem(item, 2, flags);
-        PyList_SetItem(items, i, item);
     }
-    PyObject *batch = PyObject_GetIter(items);
-    Py_DECREF(items);
-    return batch;
+    memcpy(items, out, sizeof(*items) * (size_t)count);
+    batch->items = items;
+    batch->next = 0;
+    batch->count = count;
+    return (PyObject *)batch;
+}
+
+/* The next completion of ``iterator`` (any iterator of (user_data, res,
+ * flags), or a Batch read directly): 1, 0 when exhausted, -1 with an
+ * error.  *key is a new reference to the user_data number. */
+static int
+next_completion(PyObject *iterator, PyObject **key, int *res, unsigned *flags)
+{
+    if (Py_TYPE(iterator) == (PyTypeObject *)batch_type) {
+        Batch *batch = (Batch *)iterator;
+        if (batch->next >= batch->count)
+            return 0;
+        const struct ul_completion *c = &batch->items[batch->next++];
+        *res = c->res;
+        *flags = c->flags;
+        *key = PyLong_FromUnsignedLongLong(c->user_data);
+        return *key == NULL ? -1 : 1;
+    }
+    PyObject *item = PyIter_Next(iterator);
+    if (item == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *res_obj = NULL, *flags_obj = NULL;
+    *key = NULL;
+    /* ``for user_data, res, flags in batch`` */
+    int ok = PyArg_ParseTuple(item, "OOO", key, &res_obj, &flags_obj);
+    if (ok) {
+        *res = (int)PyLong_AsLong(res_obj);
+        *flags = (unsigned)PyLong_AsUnsignedLong(flags_obj);
+        ok = !PyErr_Occurred();
+    }
+    if (ok)
+        Py_INCREF(*key);
+    Py_DECREF(item);
+    return ok ? 1 : -1;
+}
+
+/* Ring.run_callbacks(batch) for the ring object ``ring``: the reference is
+ * the Python method (uringloop/_ring.py), whose rules this follows step for
+ * step.  Each entry is popped from ring._ops (only looked up while
+ * IORING_CQE_F_MORE says more completions follow), skipped if gone, and
+ * entry.on_completion(res, flags) called; an exception goes to
+ * ring.on_callback_error (read at that moment) while it is the exception
+ * being handled, or, without one or if it raises too, propagates with the
+ * rest of the batch unfinished.  A finished batch leaves
+ * ring._unfinished. */
+static PyObject *
+run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyDict_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "run_callbacks(ring, ring._ops, ring._unfinished, batch)");
+        return NULL;
+    }
+    PyObject *ring = args[0], *ops = args[1], *unfinished = args[2], *batch = args[3];
+    PyObject *iterator = PyObject_GetIter(batch);
+    if (iterator == NULL)
+        return NULL;
+    for (;;) {
+        PyObject *key;
+        int res;
+        unsigned flags;
+        int got = next_completion(iterator, &key, &res, &flags);
+        if (got <= 0) {
+            if (got < 0)
+                goto fail;
+            break;
+        }
+        PyObject *entry = PyDict_GetItemWithError(ops, key);   /* borrowed */
+        if (entry == NULL) {
+            Py_DECREF(key);
+            if (PyErr_Occurred())
+                goto fail;
+            continue;   /* its ring closed meanwhile, or a stale completion */
+        }
+        Py_INCREF(entry);
+        int removed = flags & IORING_CQE_F_MORE ? 0 : PyDict_DelItem(ops, key);
+        Py_DECREF(key);
+        if (entry == Py_None && removed == 0) {
+            Py_DECREF(entry);
+            continue;   /* as ``if entry is None`` */
+        }
+        /* The entry (with the buffers it keeps alive) is held until its
+         * callback returns, as the Python loop's variable holds it. */
+        PyObject *on_completion = removed < 0 ? NULL : PyObject_GetAttr(entry, s_on_completion);
+        if (on_completion == NULL) {
+            Py_DECREF(entry);
+            goto fail;
+        }
+        PyObject *res_obj = PyLong_FromLong(res);
+        PyObject *flags_obj = res_obj ? PyLong_FromUnsignedLong(flags) : NULL;
+        PyObject *result = flags_obj ? PyObject_CallFunctionObjArgs(on_completion, res_obj,
+                                                                    flags_obj, NULL) : NULL;
+        Py_XDECREF(res_obj);
+        Py_XDECREF(flags_obj);
+        Py_DECREF(on_completion);
+        if (result != NULL) {
+            Py_DECREF(entry);
+            Py_DECREF(result);
+            continue;
+        }
+        /* except BaseException as exc: reported, never lost */
+        PyObject *handler = PyObject_GetAttr(ring, s_on_callback_error);
+        if (handler == NULL || handler == Py_None) {
+            Py_XDECREF(handler);
+            Py_DECREF(entry);
+            goto fail;   /* the callback's exception (or getattr's) */
+        }
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        PyObject *old_type, *old_value, *old_traceback;
+        PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
+        Py_INCREF(value);
+        PyErr_SetExcInfo(type, value, traceback);   /* steals all three */
+        PyObject *reported = PyObject_CallFunctionObjArgs(handler, value, NULL);
+        PyErr_SetExcInfo(old_type, old_value, old_traceback);
+        Py_DECREF(value);
+        Py_DECREF(handler);
+        Py_DECREF(entry);
+        if (reported == NULL)
+            goto fail;
+        Py_DECREF(reported);
+    }
+    Py_DECREF(iterator);
+    /* if batch in self._unfinished: self._unfinished.remove(batch) */
+    Py_ssize_t at = PySequence_Index(unfinished, batch);
+    int rc = at >= 0 ? PySequence_DelItem(unfinished, at) : 0;
+    if (at < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyErr_Clear();
+    }
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(iterator);
+    return NULL;
 }
 
 /* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
@@ -831,6 +1032,8 @@ static PyMethodDef methods[] = {
     {"heap_push", (PyCFunction)(void (*)(void))heap_push, METH_FASTCALL,
      "heap_push(heap, timer): heapq.heappush for timer handles."},
     {"heap_pop", heap_pop, METH_O, "heap_pop(heap): heapq.heappop for timer handles."},
+    {"run_callbacks", (PyCFunction)(void (*)(void))run_callbacks, METH_FASTCALL,
+     "run_callbacks(ring, ring._ops, ring._unfinished, batch): Ring.run_callbacks in C."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
      "          ring_turn): ring_turn is ul_ring_turn's address (or None)."},
@@ -839,7 +1042,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_speedups",
-    "The loop turn and the timer heap in C (see uringloop/_turn.py).", -1, methods,
+    "The loop turn, the timer heap and completion dispatch in C (see uringloop/_turn.py).",
+    -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -856,7 +1060,8 @@ intern_names(void)
         {&s_args, "_args"}, {&s_debug, "_debug"}, {&s_run, "_run"},
         {&s_c_ring_turn, "_c_ring_turn"}, {&s_take_turn, "take_turn"},
         {&s_fired_events, "fired_events"}, {&s_run_turn, "run_turn"},
-        {&s_context_run, "run"}
+        {&s_context_run, "run"}, {&s_on_completion, "on_completion"},
+        {&s_on_callback_error, "on_callback_error"}
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL &&
@@ -871,5 +1076,16 @@ PyInit__speedups(void)
 {
     if (intern_names() < 0)
         return NULL;
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    if (batch_type == NULL && (batch_type = PyType_FromSpec(&batch_spec)) == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "Batch", batch_type) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -321,3 +321,104 @@ def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
             assert selects
         finally:
             finish_strict_loop(loop)
+
+
+def _dispatch_scenario(ring):
+    """Ring.run_callbacks on a hand-made batch: kept (IORING_CQE_F_MORE) and
+    popped entries, a stale user_data, a callback that raises with no
+    handler (the rest stays unfinished), then with a handler (it sees the
+    exception as the one being handled), then with one that raises too."""
+    from uringloop._ring import CQE_F_MORE
+    trace = []
+
+    def entry(name, fails=False):
+        def on_completion(res, flags):
+            trace.append((name, res, flags))
+            if fails:
+                raise ValueError(name)
+        return RingCallback(on_completion)
+
+    ops = ring._ops
+    ops.update({1: entry("a"), 2: entry("more"), 3: entry("fails", True), 5: entry("e"),
+                6: entry("fails again", True), 7: None})
+    batch = iter([(1, 0, 0), (2, 7, CQE_F_MORE), (4, 0, 0), (3, -1, 0), (5, 1, 4),
+                  (7, 0, 0), (6, 0, 0)])
+    ring._unfinished.append(batch)
+    with pytest.raises(ValueError) as raised:
+        ring.run_callbacks(batch)
+    trace.append(("raised", raised.value.args, sorted(ops), len(ring._unfinished)))
+
+    def report(exc):
+        trace.append(("reported", exc.args, sys.exc_info()[1] is exc))
+        raise RuntimeError("handler")
+
+    ring.on_callback_error = report
+    with pytest.raises(RuntimeError) as raised:
+        ring.run_callbacks(batch)
+    trace.append(("handler raised", type(raised.value.__context__), sorted(ops),
+                  len(ring._unfinished)))
+    ring.on_callback_error = lambda exc: trace.append(("reported", exc.args))
+    ring.run_callbacks(batch)
+    ring.run_callbacks(iter([(2, 0, 0)]))
+    trace.append(("done", sorted(ops), len(ring._unfinished)))
+    return trace
+
+
+def test_completion_dispatch_in_c_matches_the_reference(monkeypatch):
+    from uringloop._ring import Ring
+    runs, results = [], {}
+    for path in ("python", "c"):
+        with monkeypatch.context() as patch:
+            if path == "c":
+                real = speedups.run_callbacks
+                patch.setattr(speedups, "run_callbacks",
+                              lambda *args: (runs.append(args[-1]), real(*args))[1])
+                patch.setattr(_accel, "speedups", speedups)
+            else:
+                patch.setattr(_accel, "speedups", None)
+            ring = Ring(entries=16)
+            try:
+                results[path] = _dispatch_scenario(ring)
+            finally:
+                ring._ops.clear()
+                ring.close()
+    assert results["c"] == results["python"]
+    assert runs   # the C dispatch ran
+    assert results["c"][-1] == ("done", [], 0)
+
+
+def test_the_c_turn_dispatches_its_batches_in_c(monkeypatch):
+    # A batch the C turn deferred is a _speedups.Batch, run by the C
+    # dispatch from the ready queue; it also iterates as (user_data, res,
+    # flags) for the Python paths (Ring.close forgets unfinished batches).
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        try:
+            one_iteration(loop)
+            batches = []
+            real = speedups.run_callbacks
+            patch.setattr(speedups, "run_callbacks",
+                          lambda *args: (batches.append(args[-1]), real(*args))[1])
+            done = []
+            ud = loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            for _ in range(100):
+                if done:
+                    break
+                one_iteration(loop)
+            assert done == [0]
+            batch = batches[0]
+            assert type(batch) is speedups.Batch and list(batch) == []
+            seen = []
+            patch.setattr(speedups, "run_callbacks", lambda ring, ops, unfinished, batch: (
+                seen.append((type(batch), list(batch))), real(ring, ops, unfinished, batch)))
+            ud = loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            for _ in range(100):
+                if seen:
+                    break
+                one_iteration(loop)
+            # Iterated in Python first: the C dispatch found it exhausted.
+            assert seen == [(speedups.Batch, [(ud, 0, 0)])] and done == [0]
+            assert loop._ring._unfinished == []
+            del loop._ring._ops[ud]
+        finally:
+            finish_strict_loop(loop)

@@ -33,7 +33,10 @@ loop as one batch, run from its ready queue by :meth:`Ring.run_callbacks`
 before the next turn -- which matters for multishot receives, whose data
 sits in provided buffers that the next C call hands back to the kernel.
 An entry leaves the table when its callback runs, so buffers stay alive
-until then.  Callbacks copy what they need and only schedule work
+until then.  With the accelerator on (``_accel``), that dispatch runs in
+C (``_speedups.run_callbacks``, the loop's ready queue calling it directly)
+and the C turn defers its batches as ``_speedups.Batch`` objects;
+:meth:`Ring.run_callbacks` is the reference both follow.  Callbacks copy what they need and only schedule work
 (resolve futures, call protocol methods).
 """
 import errno
@@ -42,6 +45,7 @@ import struct
 import threading
 import weakref
 
+from . import _accel
 from ._native import os_error
 from ._op import RingCallback
 from ._uring import ffi, lib
@@ -536,7 +540,11 @@ class Ring:
         kept alive) unless more completions of that operation follow.  A
         callback error goes to ``on_callback_error``; without one (or if it
         raises too) the rest of the batch stays unfinished and runs first
-        thing next turn."""
+        thing next turn.  With the accelerator on, the same in C
+        (``_speedups.run_callbacks``); this is the reference."""
+        speedups = _accel.speedups
+        if speedups is not None:
+            return speedups.run_callbacks(self, self._ops, self._unfinished, batch)
         ops = self._ops
         for user_data, res, flags in batch:
             if flags & CQE_F_MORE:

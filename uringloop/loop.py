@@ -88,9 +88,14 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
     def _schedule_completions(self, batch):
         if self._debug:
             self.call_soon(self._ring.run_callbacks, batch)
-        else:
+        elif _accel.speedups is None:
             # call_soon's work without its frame: the loop is running.
             self._ready.append(Handle(self._ring.run_callbacks, (batch,), self, None))
+        else:
+            # Ring.run_callbacks in C, without the method's frame.
+            ring = self._ring
+            self._ready.append(Handle(_accel.speedups.run_callbacks,
+                                      (ring, ring._ops, ring._unfinished, batch), self, None))
 
     def _report_ring_callback_error(self, exc):
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
