@@ -16,7 +16,8 @@
  *   2. timeout: 0 when callbacks are ready or the loop is stopping, else
  *      until the earliest timer (at most MAXIMUM_SELECT_TIMEOUT), else None;
  *   3. loop._selector.select(timeout), loop._process_events(events) (skipped
- *      for no events when it is asyncio's own, which then does nothing).
+ *      for no events when it is asyncio's own, which then does nothing; for
+ *      the ring turn made here, the loop says whether it is, when made).
  *      When the selector has no fd to arm and the ring nothing unfinished
  *      (loop._c_ring_turn, see ring_select), the ring turn is made here:
  *      one ul_ring_turn call (its address from the cffi module, which
@@ -573,7 +574,8 @@ run_handle(PyObject *loop, PyObject *handle)
  * uringloop/loop.py). */
 enum { STATE_RING, STATE_OUT, STATE_INLINE, STATE_BATCH, STATE_UNFINISHED, STATE_THREAD,
        STATE_SIZE };
-enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING, TURN_SIZE };
+enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING,
+       TURN_STOCK_EVENTS, TURN_SIZE };
 
 /* -- completion dispatch ---------------------------------------------- */
 
@@ -801,7 +803,7 @@ fail:
  * reference), NULL with an error, or NULL without one when the loop must
  * take the Python path (selector.select). */
 static PyObject *
-ring_select(PyObject *loop, PyObject *timeout)
+ring_select(PyObject *loop, PyObject *timeout, int *skip_events)
 {
     if (ring_turn == NULL)
         return NULL;
@@ -894,6 +896,11 @@ ring_select(PyObject *loop, PyObject *timeout)
         Py_DECREF(deferred);
     }
     result = PyList_New(0);
+    /* No events: asyncio's _process_events would do nothing.  The loop
+     * said when it was made whether its class has asyncio's (looking it
+     * up on a class this deep every turn cost ~250 instructions, and
+     * ~2,600 whenever the lookup missed the type attribute cache). */
+    *skip_events = PyTuple_GetItem(turn, TURN_STOCK_EVENTS) == Py_True;
 done:
     Py_XDECREF(unfinished_ref);
     Py_DECREF(turn);
@@ -917,7 +924,8 @@ run_once(PyObject *module, PyObject *loop)
     if (timeout == NULL)
         goto fail;
 
-    PyObject *events = ring_select(loop, timeout);
+    int skip = 0;
+    PyObject *events = ring_select(loop, timeout, &skip);
     if (events == NULL && !PyErr_Occurred()) {
         PyObject *selector = PyObject_GetAttr(loop, s_selector);
         if (selector != NULL) {
@@ -928,8 +936,7 @@ run_once(PyObject *module, PyObject *loop)
     Py_DECREF(timeout);
     if (events == NULL)
         goto fail;
-    int skip = PyList_CheckExact(events) && PyList_Size(events) == 0;
-    if (skip) {
+    if (!skip && PyList_CheckExact(events) && PyList_Size(events) == 0) {
         PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(loop), s_process_events);
         if (method == NULL) {
             Py_DECREF(events);

@@ -422,3 +422,32 @@ def test_the_c_turn_dispatches_its_batches_in_c(monkeypatch):
             del loop._ring._ops[ud]
         finally:
             finish_strict_loop(loop)
+
+
+def test_a_loop_class_with_its_own_process_events_is_called_every_turn(monkeypatch):
+    # The C turn skips _process_events for a ring turn without events only
+    # when the class has asyncio's, which then does nothing.
+    import uringloop
+    calls = []
+
+    class Counting(uringloop.Loop):
+        def _process_events(self, event_list):
+            calls.append(list(event_list))
+            super()._process_events(event_list)
+
+    with monkeypatch.context() as patch:
+        _turn.configure(speedups)
+        patch.setattr(_accel, "speedups", speedups)
+        loop = Counting()
+        try:
+            one_iteration(loop)
+            done = []
+            loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            turns = 0
+            while not done and turns < 100:
+                one_iteration(loop)
+                turns += 1
+            assert done == [0]
+        finally:
+            loop.close()
+    assert len(calls) == turns + 1 and calls[-1] == []

@@ -30,7 +30,7 @@ operation still in the kernel and frees the ring only once all of them
 have completed.
 """
 import asyncio
-from asyncio import constants, sslproto
+from asyncio import constants, selector_events, sslproto
 
 from . import _accel, _features, _stats
 from ._datagram import RingDatagramTransport
@@ -77,13 +77,17 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # asyncio runs I/O callbacks after select(), not inside it.
         self._selector.defer_completions = self._schedule_completions
         # The C turn makes the ring turn itself when the selector has no fd
-        # to arm (see _speedups.run_once); dropped at close (it refers back
-        # to the loop).
+        # to arm (see _speedups.run_once), and then skips _process_events
+        # if this class has asyncio's (which does nothing without events);
+        # dropped at close (it refers back to the loop).
         self._c_ring_turn = None
         if _accel.speedups is not None:
             selector = self._selector
+            stock_events = (type(self)._process_events
+                            is selector_events.BaseSelectorEventLoop._process_events)
             self._c_ring_turn = (self._ring.c_turn_state, selector._to_arm, selector._fired,
-                                 self._schedule_completions, selector, self._ring)
+                                 self._schedule_completions, selector, self._ring,
+                                 stock_events)
 
     def _schedule_completions(self, batch):
         if self._debug:
