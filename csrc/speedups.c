@@ -42,6 +42,9 @@
  * calls it for the rest.  A Batch is read directly, any other batch (the
  * Python turn's) as an iterator of (user_data, res, flags).
  *
+ * receive_bytes is Ring.receive_buffer: the bytes of a receive into a
+ * provided buffer, copied out.
+ *
  * The heap functions are heapq's algorithms with the comparison
  * TimerHandle.__lt__ makes (a._when < b._when), done on the floats
  * directly: the heap stays exactly the one heapq would build.
@@ -798,6 +801,34 @@ fail:
     return NULL;
 }
 
+/* receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in
+ * C, the ``nbytes`` a receive delivered into the provided buffer its
+ * completion ``flags`` name, copied into a new bytes object; ``base``,
+ * ``count`` and ``size`` describe the pool (ul_bufring_base).  No
+ * memoryview slice and no Python frame per receive. */
+static PyObject *
+receive_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "receive_bytes(base, count, size, flags, nbytes)");
+        return NULL;
+    }
+    const char *base = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
+    unsigned long flags = PyLong_AsUnsignedLong(args[3]);
+    Py_ssize_t nbytes = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t buffer = (Py_ssize_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+    if (base == NULL || buffer >= count || nbytes < 0 || nbytes > size) {
+        PyErr_SetString(PyExc_ValueError, "not a receive into the provided buffers");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(base + buffer * size, nbytes);
+}
+
 /* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
  * nothing but a plain ring turn is needed: select()'s result (a new
  * reference), NULL with an error, or NULL without one when the loop must
@@ -1041,6 +1072,8 @@ static PyMethodDef methods[] = {
     {"heap_pop", heap_pop, METH_O, "heap_pop(heap): heapq.heappop for timer handles."},
     {"run_callbacks", (PyCFunction)(void (*)(void))run_callbacks, METH_FASTCALL,
      "run_callbacks(ring, ring._ops, ring._unfinished, batch): Ring.run_callbacks in C."},
+    {"receive_bytes", (PyCFunction)(void (*)(void))receive_bytes, METH_FASTCALL,
+     "receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in C."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
      "          ring_turn): ring_turn is ul_ring_turn's address (or None)."},

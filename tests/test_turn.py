@@ -8,6 +8,7 @@ and on uringloop with the C turn, whichever path URINGLOOP_PURE_PYTHON
 selects for the rest of the suite.
 """
 import asyncio
+import functools
 import heapq
 import random
 import sys
@@ -451,3 +452,25 @@ def test_a_loop_class_with_its_own_process_events_is_called_every_turn(monkeypat
         finally:
             loop.close()
     assert len(calls) == turns + 1 and calls[-1] == []
+
+
+def test_receive_bytes_copies_what_the_reference_copies(monkeypatch):
+    from uringloop._ring import _CQE_BUFFER_SHIFT, Ring
+    monkeypatch.setattr(_accel, "speedups", speedups)
+    ring = Ring(entries=16)
+    try:
+        if not ring.enable_receive_buffers(4, 64):
+            pytest.skip("no provided buffer rings on this kernel")
+        assert isinstance(ring.receive_buffer, functools.partial)   # the C copy
+        ring._buffers[:] = bytes(range(256))
+        for bid in range(4):
+            for nbytes in (0, 1, 63, 64):
+                flags = bid << _CQE_BUFFER_SHIFT | 4
+                assert (ring.receive_buffer(flags, nbytes)
+                        == Ring.receive_buffer(ring, flags, nbytes)
+                        == bytes(range(bid * 64, bid * 64 + nbytes)))
+        for flags, nbytes in ((4 << _CQE_BUFFER_SHIFT, 1), (0, 65), (0, -1)):
+            with pytest.raises(ValueError):
+                ring.receive_buffer(flags, nbytes)
+    finally:
+        ring.close()
