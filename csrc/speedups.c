@@ -43,7 +43,9 @@
  * Python turn's) as an iterator of (user_data, res, flags).
  *
  * receive_bytes is Ring.receive_buffer: the bytes of a receive into a
- * provided buffer, copied out.
+ * provided buffer, copied out; sendq_write is ul_sendq_write for the stream
+ * transport's write(), called directly (its address, like ul_ring_turn's,
+ * comes from the cffi module).
  *
  * The heap functions are heapq's algorithms with the comparison
  * TimerHandle.__lt__ makes (a._when < b._when), done on the floats
@@ -82,6 +84,8 @@ static PyObject *stock_process_events;  /* BaseSelectorEventLoop._process_events
 static double max_timeout;         /* asyncio's MAXIMUM_SELECT_TIMEOUT */
 typedef __typeof__(ul_ring_turn) ring_turn_fn;
 static ring_turn_fn *ring_turn;    /* _uring's ul_ring_turn, or NULL */
+typedef __typeof__(ul_sendq_write) sendq_write_fn;
+static sendq_write_fn *sendq_write_c;   /* _uring's ul_sendq_write, or NULL */
 
 #define MIN_SCHEDULED_TIMER_HANDLES 100
 #define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
@@ -829,6 +833,38 @@ receive_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBytes_FromStringAndSize(base + buffer * size, nbytes);
 }
 
+/* sendq_write(queue, data, nbytes): lib.ul_sendq_write(queue, data, nbytes)
+ * for the stream transport's write(), ``queue`` being the queue's address
+ * and ``data`` a bytes object, without cffi's argument conversion (~600
+ * instructions a call).  The queue may keep the bytes object's buffer (a
+ * big write, sent by reference): the transport keeps the object, as it
+ * does after the cffi call. */
+static PyObject *
+sendq_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "sendq_write(queue, bytes, nbytes)");
+        return NULL;
+    }
+    if (sendq_write_c == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "uringloop._uring is not loaded");
+        return NULL;
+    }
+    struct ul_sendq *queue = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t nbytes = PyLong_AsSsize_t(args[2]);
+    char *data;
+    Py_ssize_t length;
+    if ((queue == NULL && PyErr_Occurred()) || (nbytes == -1 && PyErr_Occurred()) ||
+            PyBytes_AsStringAndSize(args[1], &data, &length) < 0)
+        return NULL;
+    if (queue == NULL || nbytes < 0 || nbytes > length) {
+        PyErr_SetString(PyExc_ValueError, "sendq_write: no queue, or nbytes out of range");
+        return NULL;
+    }
+    return PyLong_FromLongLong(sendq_write_c(queue, data, (size_t)nbytes));
+}
+
 /* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
  * nothing but a plain ring turn is needed: select()'s result (a new
  * reference), NULL with an error, or NULL without one when the loop must
@@ -1014,17 +1050,25 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
     static char *keywords[] = {"report_error", "debug_run", "handle_types",
-                               "max_timeout", "process_events", "ring_turn", NULL};
+                               "max_timeout", "process_events", "ring_turn", "sendq_write",
+                               NULL};
     PyObject *report, *debug, *types, *process_events, *ring_turn_address;
+    PyObject *sendq_write_address = Py_None;
     double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO:configure", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO|O:configure", keywords,
                                      &report, &debug, &PyTuple_Type, &types, &timeout,
-                                     &process_events, &ring_turn_address))
+                                     &process_events, &ring_turn_address,
+                                     &sendq_write_address))
         return NULL;
-    void *ring_turn_pointer = NULL;
+    void *ring_turn_pointer = NULL, *sendq_write_pointer = NULL;
     if (ring_turn_address != Py_None) {
         ring_turn_pointer = PyLong_AsVoidPtr(ring_turn_address);
         if (ring_turn_pointer == NULL && PyErr_Occurred())
+            return NULL;
+    }
+    if (sendq_write_address != Py_None) {
+        sendq_write_pointer = PyLong_AsVoidPtr(sendq_write_address);
+        if (sendq_write_pointer == NULL && PyErr_Occurred())
             return NULL;
     }
     PyObject *contextvars = PyImport_ImportModule("contextvars");
@@ -1061,6 +1105,7 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     stock_process_events = Py_NewRef(process_events);
     max_timeout = timeout;
     ring_turn = (ring_turn_fn *)ring_turn_pointer;
+    sendq_write_c = (sendq_write_fn *)sendq_write_pointer;
     Py_RETURN_NONE;
 }
 
@@ -1074,9 +1119,12 @@ static PyMethodDef methods[] = {
      "run_callbacks(ring, ring._ops, ring._unfinished, batch): Ring.run_callbacks in C."},
     {"receive_bytes", (PyCFunction)(void (*)(void))receive_bytes, METH_FASTCALL,
      "receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in C."},
+    {"sendq_write", (PyCFunction)(void (*)(void))sendq_write, METH_FASTCALL,
+     "sendq_write(queue, bytes, nbytes): lib.ul_sendq_write without cffi."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
-     "          ring_turn): ring_turn is ul_ring_turn's address (or None)."},
+     "          ring_turn, sendq_write=None): ring_turn and sendq_write are the\n"
+     "addresses of ul_ring_turn and ul_sendq_write (or None)."},
     {NULL, NULL, 0, NULL},
 };
 

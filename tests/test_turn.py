@@ -474,3 +474,56 @@ def test_receive_bytes_copies_what_the_reference_copies(monkeypatch):
                 ring.receive_buffer(flags, nbytes)
     finally:
         ring.close()
+
+
+def test_sendq_write_is_ul_sendq_write_without_cffi(monkeypatch):
+    # A stream transport's write() goes through _speedups.sendq_write with
+    # the accelerator on; the bytes reach the peer as through cffi.
+    import socket
+    monkeypatch.setattr(_accel, "speedups", speedups)
+    _turn.configure(speedups)
+    from uringloop._ring import Ring
+    from uringloop._uring import ffi, lib
+    ring = Ring(entries=16)
+    a, b = socket.socketpair()
+    try:
+        queue, user_data = ring.new_send_queue(a.fileno(), lambda res, flags: None)
+        address = int(ffi.cast("uintptr_t", queue))
+        assert speedups.sendq_write(address, b"hello", 5) == 5
+        assert speedups.sendq_write(address, b"world!", 5) == lib.ul_sendq_size(queue) == 10
+        with pytest.raises(TypeError):
+            speedups.sendq_write(address, bytearray(b"x"), 1)
+        with pytest.raises(ValueError):
+            speedups.sendq_write(address, b"x", 2)
+        while lib.ul_sendq_size(queue):
+            ring.run_turn(0.1)
+        assert b.recv(100) == b"helloworld"
+        assert ring.release_send_queue(queue, user_data)
+    finally:
+        ring.close()
+        a.close()
+        b.close()
+
+
+def test_stream_writes_go_through_the_c_sendq_write(monkeypatch):
+    calls = []
+    real = speedups.sendq_write
+    with monkeypatch.context() as patch:
+        patch.setattr(speedups, "sendq_write",
+                      lambda *args: (calls.append(args[1]), real(*args))[1])
+        loop = new_loop("c", patch)
+        try:
+            async def main():
+                server = await asyncio.start_server(
+                    lambda r, w: w.write(b"hi"), "127.0.0.1", 0)
+                port = server.sockets[0].getsockname()[1]
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                data = await reader.read(2)
+                writer.close()
+                server.close()
+                await server.wait_closed()
+                return data
+            assert loop.run_until_complete(main()) == b"hi"
+        finally:
+            finish_strict_loop(loop)
+    assert b"hi" in calls
