@@ -313,7 +313,10 @@ class RingStreamTransport(RingTransport, transports.Transport):
             raise RuntimeError("the io_uring ring is closed")
         # The queue copies the bytes (the caller may reuse its buffer), or
         # sends a big write from ``data`` itself.
-        size = self._sendq_write(self._sendq_target, data, len(data))
+        # Loaded, then called: a method call of an instance attribute is
+        # not specialised, a plain load is.
+        write_into = self._sendq_write
+        size = write_into(self._sendq_target, data, len(data))
         if size > self._high_water:
             if size >= _BY_REF:
                 # Kept while the queue sends from it; an earlier one is
