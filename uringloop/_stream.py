@@ -4,11 +4,17 @@ variants, ``connect_accepted_socket`` and (underneath ``SSLProtocol``)
 ``ssl=`` return.
 
 Data flow, reading: while reading is wanted, exactly one receive is in
-flight: a multishot receive into the ring's provided buffers where the
-kernel has them, else one-shot receives into the transport's own reusable
-buffer.  The completion copies the bytes out and hands them to
-``data_received``, or to a ``BufferedProtocol`` the way asyncio's reads
-do (``get_buffer(-1)``, fill, ``buffer_updated(n)``, until all is in).
+flight.  For a ``Protocol`` it is a multishot receive into the ring's
+provided buffers where the kernel has them, else one-shot receives into
+the transport's own reusable buffer; the completion copies the bytes out
+for ``data_received``.  A ``BufferedProtocol`` always gets one-shot
+receives: with a multishot one, the end of stream that follows data came
+in the same turn, so SSLProtocol closed a connection before
+``create_connection`` had returned it (CPython's
+test_create_ssl_connection, 27 runs in 100), which asyncio's one read per
+readiness event never does.  Its bytes are handed over the way asyncio's
+reads do (``get_buffer(-1)``, fill, ``buffer_updated(n)``, until all is
+in).
 The kernel never writes into a protocol's buffer: asyncio asks for that
 buffer only once data is there and fills it at once, so a protocol may
 resize or reuse it at any other time; a receive in flight holding it
@@ -144,7 +150,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
     def _start_reading(self):
         if self._recv_op is not None or not self.is_reading() or self._held_results:
             return
-        if self._loop._recv_multishot:
+        if self._loop._recv_multishot and not self._buffered:
             try:
                 self._recv_op = self._ring.submit_recv_multishot(
                     self._io_fd, RingCallback(self._in_context(self._on_recv_multishot)))
@@ -205,7 +211,8 @@ class RingStreamTransport(RingTransport, transports.Transport):
         super().pause_reading()
         # A multishot receive would keep filling buffers: stop it; whatever
         # it delivers before the cancellation lands is held.
-        if self._paused and self._recv_op is not None and self._loop._recv_multishot:
+        if self._paused and self._recv_op is not None and not self._buffered \
+                and self._loop._recv_multishot:
             self._ring.cancel(self._recv_op)
 
     def _deliver(self, res, data):
