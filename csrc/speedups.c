@@ -23,7 +23,8 @@
  *      one ul_ring_turn call (its address from the cffi module, which
  *      releases the GIL around the wait), whose
  *      batch of completions (a Batch: a copy of the completion array) is
- *      deferred as Ring.take_turn defers it; a
+ *      deferred as Ring.take_turn and Loop._schedule_completions defer it
+ *      (the handle built here: new_handle, no Python frame); a
  *      turn that reaped polls, a full batch or an error goes back to
  *      Ring.take_turn and RingSelector.fired_events;
  *   4. timers due before time() + clock_resolution move to the ready queue;
@@ -41,6 +42,10 @@
  * the loop's ready queue runs it for each deferred batch, Ring.run_callbacks
  * calls it for the rest.  A Batch is read directly, any other batch (the
  * Python turn's) as an iterator of (user_data, res, flags).
+ *
+ * new_handle is uringloop._scheduling.Handle(...) (call_soon's handle)
+ * without the frame of its __init__: the same slots set through their
+ * descriptors.
  *
  * receive_bytes is Ring.receive_buffer: the bytes of a receive into a
  * provided buffer, copied out; sendq_write is ul_sendq_write for the stream
@@ -71,8 +76,19 @@ static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
     *s_ready, *s_stopping, *s_time, *s_selector, *s_select, *s_process_events,
     *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
     *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn,
-    *s_context_run, *s_on_completion, *s_on_callback_error;
+    *s_context_run, *s_on_completion, *s_on_callback_error, *s_loop, *s_repr,
+    *s_source_traceback, *s_run_callbacks;
 static PyObject *context_type;     /* contextvars.Context */
+static PyObject *copy_context;     /* contextvars.copy_context */
+static PyObject *lean_handle_type; /* uringloop._scheduling.Handle */
+/* Its slots' descriptors, in the order of its __init__'s assignments, and
+ * their __set__: setting a slot through them skips PyObject_SetAttr's type
+ * lookup (~200 instructions a slot, as much as the Python __init__). */
+enum { SLOT_CONTEXT, SLOT_LOOP, SLOT_CALLBACK, SLOT_ARGS, SLOT_CANCELLED, SLOT_REPR,
+       SLOT_SOURCE_TRACEBACK, HANDLE_SLOTS };
+static PyObject *handle_slots[HANDLE_SLOTS];
+static descrsetfunc handle_slot_set[HANDLE_SLOTS];
+static PyObject *this_module;      /* for its run_callbacks, as Python finds it */
 static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
 static PyObject *debug_run;        /* debug_run(loop, handle) */
@@ -582,7 +598,7 @@ run_handle(PyObject *loop, PyObject *handle)
 enum { STATE_RING, STATE_OUT, STATE_INLINE, STATE_BATCH, STATE_UNFINISHED, STATE_THREAD,
        STATE_SIZE };
 enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING,
-       TURN_STOCK_EVENTS, TURN_SIZE };
+       TURN_STOCK_EVENTS, TURN_READY, TURN_OPS, TURN_SIZE };
 
 /* -- completion dispatch ---------------------------------------------- */
 
@@ -865,6 +881,84 @@ sendq_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(sendq_write_c(queue, data, (size_t)nbytes));
 }
 
+/* _scheduling.Handle(callback, args, loop, context) without the frame of
+ * its __init__ (whose assignments these are, in its order), or NULL with
+ * an error. */
+static PyObject *
+new_handle_object(PyObject *callback, PyObject *args, PyObject *loop, PyObject *context)
+{
+    if (lean_handle_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "uringloop._speedups is not configured");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)lean_handle_type;
+    allocfunc tp_alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+    PyObject *handle = tp_alloc(type, 0);
+    if (handle == NULL)
+        return NULL;
+    context = context == Py_None ? PyObject_CallNoArgs(copy_context) : Py_NewRef(context);
+    if (context == NULL) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    PyObject *values[HANDLE_SLOTS] = {context, loop, callback, args, Py_False, Py_None, Py_None};
+    for (int i = 0; i < HANDLE_SLOTS; i++) {
+        if (handle_slot_set[i](handle_slots[i], handle, values[i]) < 0) {
+            Py_DECREF(context);
+            Py_DECREF(handle);
+            return NULL;
+        }
+    }
+    Py_DECREF(context);
+    return handle;
+}
+
+static PyObject *
+new_handle(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "new_handle(callback, args, loop, context)");
+        return NULL;
+    }
+    return new_handle_object(args[0], args[1], args[2], args[3]);
+}
+
+/* Loop._schedule_completions(batch) outside debug mode, without its frame:
+ * a handle running this module's run_callbacks(ring, ring._ops,
+ * ring._unfinished, batch) goes to the ready queue.  In debug mode (never
+ * the case when the C turn runs, unless the turn itself switched it on)
+ * the loop's own method does it.  0, or -1 with an error. */
+static int
+defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinished)
+{
+    int debug = attr_true(loop, s_debug);
+    if (debug < 0)
+        return -1;
+    if (debug) {
+        PyObject *deferred = PyObject_CallFunctionObjArgs(PyTuple_GetItem(turn, TURN_DEFER),
+                                                          batch, NULL);
+        Py_XDECREF(deferred);
+        return deferred == NULL ? -1 : 0;
+    }
+    PyObject *run = PyObject_GetAttr(this_module, s_run_callbacks);
+    if (run == NULL)
+        return -1;
+    PyObject *handle = NULL, *appended = NULL;
+    PyObject *args = PyTuple_Pack(4, PyTuple_GetItem(turn, TURN_RING),
+                                  PyTuple_GetItem(turn, TURN_OPS), unfinished, batch);
+    if (args != NULL)
+        handle = new_handle_object(run, args, loop, Py_None);
+    if (handle != NULL)
+        appended = PyObject_CallMethodObjArgs(PyTuple_GetItem(turn, TURN_READY), s_append,
+                                              handle, NULL);
+    Py_XDECREF(appended);
+    Py_XDECREF(handle);
+    Py_XDECREF(args);
+    Py_DECREF(run);
+    return appended == NULL ? -1 : 0;
+}
+
 /* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
  * nothing but a plain ring turn is needed: select()'s result (a new
  * reference), NULL with an error, or NULL without one when the loop must
@@ -954,13 +1048,11 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events)
         PyObject *batch = completion_batch(out, count);
         if (batch == NULL)
             goto done;
-        PyObject *deferred = NULL;
-        if (PyList_Append(unfinished, batch) == 0)
-            deferred = PyObject_CallFunctionObjArgs(defer, batch, NULL);
+        int deferred = PyList_Append(unfinished, batch) == 0 ?
+            defer_batch(loop, turn, batch, unfinished) : -1;
         Py_DECREF(batch);
-        if (deferred == NULL)
+        if (deferred < 0)
             goto done;
-        Py_DECREF(deferred);
     }
     result = PyList_New(0);
     /* No events: asyncio's _process_events would do nothing.  The loop
@@ -1051,14 +1143,14 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     (void)module;
     static char *keywords[] = {"report_error", "debug_run", "handle_types",
                                "max_timeout", "process_events", "ring_turn", "sendq_write",
-                               NULL};
+                               "lean_handle", NULL};
     PyObject *report, *debug, *types, *process_events, *ring_turn_address;
-    PyObject *sendq_write_address = Py_None;
+    PyObject *sendq_write_address = Py_None, *lean_handle = NULL;
     double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO|O:configure", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO|OO!:configure", keywords,
                                      &report, &debug, &PyTuple_Type, &types, &timeout,
                                      &process_events, &ring_turn_address,
-                                     &sendq_write_address))
+                                     &sendq_write_address, &PyType_Type, &lean_handle))
         return NULL;
     void *ring_turn_pointer = NULL, *sendq_write_pointer = NULL;
     if (ring_turn_address != Py_None) {
@@ -1075,19 +1167,59 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     if (contextvars == NULL)
         return NULL;
     PyObject *context = PyObject_GetAttrString(contextvars, "Context");
+    PyObject *copy = context ? PyObject_GetAttrString(contextvars, "copy_context") : NULL;
     Py_DECREF(contextvars);
-    if (context == NULL)
+    if (copy == NULL) {
+        Py_XDECREF(context);
         return NULL;
+    }
     if (PyTuple_Size(types) > MAX_HANDLE_TYPES) {
         Py_DECREF(context);
+        Py_DECREF(copy);
         PyErr_SetString(PyExc_ValueError, "too many handle types");
         return NULL;
     }
     PyObject *run = PyObject_GetAttrString(context, "run");
     if (run == NULL) {
         Py_DECREF(context);
+        Py_DECREF(copy);
         return NULL;
     }
+    if (lean_handle != NULL) {
+        PyObject *names[HANDLE_SLOTS] = {s_context, s_loop, s_callback, s_args, s_cancelled,
+                                         s_repr, s_source_traceback};
+        PyObject *slots[HANDLE_SLOTS];
+        descrsetfunc setters[HANDLE_SLOTS];
+        int i;
+        for (i = 0; i < HANDLE_SLOTS; i++) {
+            slots[i] = PyObject_GetAttr(lean_handle, names[i]);
+            if (slots[i] == NULL)
+                break;
+            setters[i] = (descrsetfunc)PyType_GetSlot(Py_TYPE(slots[i]), Py_tp_descr_set);
+            if (setters[i] == NULL) {
+                PyErr_Format(PyExc_TypeError, "%R.%U is not a slot", lean_handle, names[i]);
+                Py_DECREF(slots[i]);
+                break;
+            }
+        }
+        if (i < HANDLE_SLOTS) {
+            while (i-- > 0)
+                Py_DECREF(slots[i]);
+            Py_DECREF(context);
+            Py_DECREF(copy);
+            Py_DECREF(run);
+            return NULL;
+        }
+        for (i = 0; i < HANDLE_SLOTS; i++) {
+            Py_XDECREF(handle_slots[i]);
+            handle_slots[i] = slots[i];
+            handle_slot_set[i] = setters[i];
+        }
+        Py_XDECREF(lean_handle_type);
+        lean_handle_type = Py_NewRef(lean_handle);
+    }
+    Py_XDECREF(copy_context);
+    copy_context = copy;
     Py_XDECREF(context_type);
     context_type = context;
     Py_XDECREF(context_run);
@@ -1117,14 +1249,18 @@ static PyMethodDef methods[] = {
     {"heap_pop", heap_pop, METH_O, "heap_pop(heap): heapq.heappop for timer handles."},
     {"run_callbacks", (PyCFunction)(void (*)(void))run_callbacks, METH_FASTCALL,
      "run_callbacks(ring, ring._ops, ring._unfinished, batch): Ring.run_callbacks in C."},
+    {"new_handle", (PyCFunction)(void (*)(void))new_handle, METH_FASTCALL,
+     "new_handle(callback, args, loop, context): uringloop._scheduling.Handle(...)\n"
+     "without its __init__ frame."},
     {"receive_bytes", (PyCFunction)(void (*)(void))receive_bytes, METH_FASTCALL,
      "receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in C."},
     {"sendq_write", (PyCFunction)(void (*)(void))sendq_write, METH_FASTCALL,
      "sendq_write(queue, bytes, nbytes): lib.ul_sendq_write without cffi."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
-     "          ring_turn, sendq_write=None): ring_turn and sendq_write are the\n"
-     "addresses of ul_ring_turn and ul_sendq_write (or None)."},
+     "          ring_turn, sendq_write=None, lean_handle=None): ring_turn and\n"
+     "sendq_write are the addresses of ul_ring_turn and ul_sendq_write (or None),\n"
+     "lean_handle the class new_handle makes."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1149,7 +1285,9 @@ intern_names(void)
         {&s_c_ring_turn, "_c_ring_turn"}, {&s_take_turn, "take_turn"},
         {&s_fired_events, "fired_events"}, {&s_run_turn, "run_turn"},
         {&s_context_run, "run"}, {&s_on_completion, "on_completion"},
-        {&s_on_callback_error, "on_callback_error"}
+        {&s_on_callback_error, "on_callback_error"}, {&s_loop, "_loop"},
+        {&s_repr, "_repr"}, {&s_source_traceback, "_source_traceback"},
+        {&s_run_callbacks, "run_callbacks"}
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL &&
@@ -1175,5 +1313,7 @@ PyInit__speedups(void)
         Py_DECREF(module);
         return NULL;
     }
+    Py_XDECREF(this_module);
+    this_module = Py_NewRef(module);
     return module;
 }

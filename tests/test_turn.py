@@ -527,3 +527,28 @@ def test_stream_writes_go_through_the_c_sendq_write(monkeypatch):
         finally:
             finish_strict_loop(loop)
     assert b"hi" in calls
+
+
+def test_new_handle_builds_what_the_lean_handle_init_builds():
+    import contextvars
+    from uringloop import _scheduling
+    speedups_loop = asyncio.new_event_loop()
+    try:
+        def callback(*args):
+            pass
+        slots = ("_loop", "_callback", "_args", "_cancelled", "_repr", "_source_traceback")
+        for context in (None, contextvars.copy_context()):
+            ours = speedups.new_handle(callback, (1, 2), speedups_loop, context)
+            reference = _scheduling.Handle(callback, (1, 2), speedups_loop, context)
+            assert type(ours) is _scheduling.Handle
+            assert ([getattr(ours, name) for name in slots]
+                    == [getattr(reference, name) for name in slots])
+            if context is None:   # a copy of the current context, each time
+                assert type(ours._context) is contextvars.Context
+                assert ours._context is not reference._context
+            else:
+                assert ours._context is context
+        with pytest.raises(TypeError):
+            speedups.new_handle(callback, [1, 2], speedups_loop, None)
+    finally:
+        speedups_loop.close()

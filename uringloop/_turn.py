@@ -66,7 +66,8 @@ def configure(speedups):
                       _scheduling.Handle, _scheduling.TimerHandle),
         max_timeout=float(base_events.MAXIMUM_SELECT_TIMEOUT),
         process_events=selector_events.BaseSelectorEventLoop._process_events,
-        ring_turn=_address_of("ul_ring_turn"), sendq_write=_address_of("ul_sendq_write"))
+        ring_turn=_address_of("ul_ring_turn"), sendq_write=_address_of("ul_sendq_write"),
+        lean_handle=_scheduling.Handle)
 
 
 def _address_of(name):

@@ -85,9 +85,11 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
             selector = self._selector
             stock_events = (type(self)._process_events
                             is selector_events.BaseSelectorEventLoop._process_events)
+            # The ready queue and the ops table: the C turn defers a batch
+            # as _schedule_completions does, without its frame.
             self._c_ring_turn = (self._ring.c_turn_state, selector._to_arm, selector._fired,
                                  self._schedule_completions, selector, self._ring,
-                                 stock_events)
+                                 stock_events, self._ready, self._ring._ops)
 
     def _schedule_completions(self, batch):
         if self._debug:
