@@ -1,4 +1,5 @@
-/* uringloop._speedups: the loop turn and the timer heap in C.
+/* uringloop._speedups: the loop turn, the timer heap and completion
+ * dispatch in C.
  *
  * What it owns: nothing but borrowed views of the loop's own state.  The
  * ready queue (loop._ready, a deque), the timer heap (loop._scheduled, a
@@ -15,12 +16,15 @@
  *   2. timeout: 0 when callbacks are ready or the loop is stopping, else
  *      until the earliest timer (at most MAXIMUM_SELECT_TIMEOUT), else None;
  *   3. loop._selector.select(timeout), loop._process_events(events) (skipped
- *      for no events when it is asyncio's own, which then does nothing).
+ *      for no events when it is asyncio's own, which then does nothing; for
+ *      the ring turn made here, the loop says whether it is, when made).
  *      When the selector has no fd to arm and the ring nothing unfinished
  *      (loop._c_ring_turn, see ring_select), the ring turn is made here:
  *      one ul_ring_turn call (its address from the cffi module, which
  *      releases the GIL around the wait), whose
- *      batch of completions is deferred as Ring.take_turn defers it; a
+ *      batch of completions (a Batch: a copy of the completion array) is
+ *      deferred as Ring.take_turn and Loop._schedule_completions defer it
+ *      (the handle built here: new_handle, no Python frame); a
  *      turn that reaped polls, a full batch or an error goes back to
  *      Ring.take_turn and RingSelector.fired_events;
  *   4. timers due before time() + clock_resolution move to the ready queue;
@@ -32,6 +36,21 @@
  * type other than asyncio's or uringloop's runs through its own _run(), and
  * if a callback switches debug mode on, the rest of the turn runs each
  * handle through the debug runner (asyncio's debug branch, in Python).
+ *
+ * run_callbacks(ring, ring._ops, ring._unfinished, batch) is
+ * Ring.run_callbacks (uringloop/_ring.py, the reference) step for step:
+ * the loop's ready queue runs it for each deferred batch, Ring.run_callbacks
+ * calls it for the rest.  A Batch is read directly, any other batch (the
+ * Python turn's) as an iterator of (user_data, res, flags).
+ *
+ * new_handle is uringloop._scheduling.Handle(...) (call_soon's handle)
+ * without the frame of its __init__: the same slots set through their
+ * descriptors.
+ *
+ * receive_bytes is Ring.receive_buffer: the bytes of a receive into a
+ * provided buffer, copied out; sendq_write is ul_sendq_write for the stream
+ * transport's write(), called directly (its address, like ul_ring_turn's,
+ * comes from the cffi module).
  *
  * The heap functions are heapq's algorithms with the comparison
  * TimerHandle.__lt__ makes (a._when < b._when), done on the floats
@@ -46,6 +65,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <linux/io_uring.h>
+#include <string.h>
+
 #include "uring.h"
 
 /* Interned attribute names and what configure() handed in.  Module-level
@@ -54,8 +76,19 @@ static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
     *s_ready, *s_stopping, *s_time, *s_selector, *s_select, *s_process_events,
     *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
     *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn,
-    *s_context_run;
+    *s_context_run, *s_on_completion, *s_on_callback_error, *s_loop, *s_repr,
+    *s_source_traceback, *s_run_callbacks;
 static PyObject *context_type;     /* contextvars.Context */
+static PyObject *copy_context;     /* contextvars.copy_context */
+static PyObject *lean_handle_type; /* uringloop._scheduling.Handle */
+/* Its slots' descriptors, in the order of its __init__'s assignments, and
+ * their __set__: setting a slot through them skips PyObject_SetAttr's type
+ * lookup (~200 instructions a slot, as much as the Python __init__). */
+enum { SLOT_CONTEXT, SLOT_LOOP, SLOT_CALLBACK, SLOT_ARGS, SLOT_CANCELLED, SLOT_REPR,
+       SLOT_SOURCE_TRACEBACK, HANDLE_SLOTS };
+static PyObject *handle_slots[HANDLE_SLOTS];
+static descrsetfunc handle_slot_set[HANDLE_SLOTS];
+static PyObject *this_module;      /* for its run_callbacks, as Python finds it */
 static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
 static PyObject *debug_run;        /* debug_run(loop, handle) */
@@ -67,6 +100,8 @@ static PyObject *stock_process_events;  /* BaseSelectorEventLoop._process_events
 static double max_timeout;         /* asyncio's MAXIMUM_SELECT_TIMEOUT */
 typedef __typeof__(ul_ring_turn) ring_turn_fn;
 static ring_turn_fn *ring_turn;    /* _uring's ul_ring_turn, or NULL */
+typedef __typeof__(ul_sendq_write) sendq_write_fn;
+static sendq_write_fn *sendq_write_c;   /* _uring's ul_sendq_write, or NULL */
 
 #define MIN_SCHEDULED_TIMER_HANDLES 100
 #define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
@@ -562,37 +597,366 @@ run_handle(PyObject *loop, PyObject *handle)
  * uringloop/loop.py). */
 enum { STATE_RING, STATE_OUT, STATE_INLINE, STATE_BATCH, STATE_UNFINISHED, STATE_THREAD,
        STATE_SIZE };
-enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING, TURN_SIZE };
+enum { TURN_STATE, TURN_TO_ARM, TURN_FIRED, TURN_DEFER, TURN_SELECTOR, TURN_RING,
+       TURN_STOCK_EVENTS, TURN_READY, TURN_OPS, TURN_SIZE };
 
-/* The completions of a turn as Ring.take_turn defers them: an iterator of
- * (user_data, res, flags), appended to the ring's unfinished batches. */
+/* -- completion dispatch ---------------------------------------------- */
+
+/* A batch of completions copied out of the ring's array: what the C turn
+ * defers, consumed in order by run_callbacks (``next`` advances before each
+ * callback runs, so a callback that raises leaves the rest unfinished).  It
+ * iterates as Ring.take_turn's batches do, as (user_data, res, flags)
+ * tuples, for the Python paths (Ring.close forgets unfinished batches, the
+ * reference run_callbacks).  It holds no Python object: no GC support. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t next, count;
+    struct ul_completion *items;
+} Batch;
+
+static PyObject *batch_type;
+
+static void
+batch_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyMem_Free(((Batch *)self)->items);
+    freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *
+batch_iter(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+completion_tuple(const struct ul_completion *c)
+{
+    return Py_BuildValue("(KiI)", (unsigned long long)c->user_data, (int)c->res,
+                         (unsigned int)c->flags);
+}
+
+static PyObject *
+batch_next(PyObject *self)
+{
+    Batch *batch = (Batch *)self;
+    if (batch->next >= batch->count)
+        return NULL;
+    return completion_tuple(&batch->items[batch->next++]);
+}
+
+static PyType_Slot batch_slots[] = {
+    {Py_tp_dealloc, batch_dealloc},
+    {Py_tp_iter, batch_iter},
+    {Py_tp_iternext, batch_next},
+    {Py_tp_doc, "Completions of one ring turn, consumed by run_callbacks."},
+    {0, NULL},
+};
+
+static PyType_Spec batch_spec = {
+    "uringloop._speedups.Batch", sizeof(Batch), 0, Py_TPFLAGS_DEFAULT, batch_slots,
+};
+
+/* The completions of a turn as Ring.take_turn defers them (a new Batch),
+ * appended by the caller to the ring's unfinished batches. */
 static PyObject *
 completion_batch(const struct ul_completion *out, int count)
 {
-    PyObject *items = PyList_New(count);
+    struct ul_completion *items = PyMem_Malloc(sizeof(*items) * (size_t)count);
     if (items == NULL)
+        return PyErr_NoMemory();
+    allocfunc tp_alloc = (allocfunc)PyType_GetSlot((PyTypeObject *)batch_type, Py_tp_alloc);
+    Batch *batch = (Batch *)tp_alloc((PyTypeObject *)batch_type, 0);
+    if (batch == NULL) {
+        PyMem_Free(items);
         return NULL;
-    for (int i = 0; i < count; i++) {
-        PyObject *item = PyTuple_New(3);
-        PyObject *user_data = PyLong_FromUnsignedLongLong(out[i].user_data);
-        PyObject *res = PyLong_FromLong(out[i].res);
-        PyObject *flags = PyLong_FromUnsignedLong(out[i].flags);
-        if (item == NULL || user_data == NULL || res == NULL || flags == NULL) {
-            Py_XDECREF(item);
-            Py_XDECREF(user_data);
-            Py_XDECREF(res);
-            Py_XDECREF(flags);
-            Py_DECREF(items);
+    }
+    memcpy(items, out, sizeof(*items) * (size_t)count);
+    batch->items = items;
+    batch->next = 0;
+    batch->count = count;
+    return (PyObject *)batch;
+}
+
+/* The next completion of ``iterator`` (any iterator of (user_data, res,
+ * flags), or a Batch read directly): 1, 0 when exhausted, -1 with an
+ * error.  *key is a new reference to the user_data number. */
+static int
+next_completion(PyObject *iterator, PyObject **key, int *res, unsigned *flags)
+{
+    if (Py_TYPE(iterator) == (PyTypeObject *)batch_type) {
+        Batch *batch = (Batch *)iterator;
+        if (batch->next >= batch->count)
+            return 0;
+        const struct ul_completion *c = &batch->items[batch->next++];
+        *res = c->res;
+        *flags = c->flags;
+        *key = PyLong_FromUnsignedLongLong(c->user_data);
+        return *key == NULL ? -1 : 1;
+    }
+    PyObject *item = PyIter_Next(iterator);
+    if (item == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *res_obj = NULL, *flags_obj = NULL;
+    *key = NULL;
+    /* ``for user_data, res, flags in batch`` */
+    int ok = PyArg_ParseTuple(item, "OOO", key, &res_obj, &flags_obj);
+    if (ok) {
+        *res = (int)PyLong_AsLong(res_obj);
+        *flags = (unsigned)PyLong_AsUnsignedLong(flags_obj);
+        ok = !PyErr_Occurred();
+    }
+    if (ok)
+        Py_INCREF(*key);
+    Py_DECREF(item);
+    return ok ? 1 : -1;
+}
+
+/* Ring.run_callbacks(batch) for the ring object ``ring``: the reference is
+ * the Python method (uringloop/_ring.py), whose rules this follows step for
+ * step.  Each entry is popped from ring._ops (only looked up while
+ * IORING_CQE_F_MORE says more completions follow), skipped if gone, and
+ * entry.on_completion(res, flags) called; an exception goes to
+ * ring.on_callback_error (read at that moment) while it is the exception
+ * being handled, or, without one or if it raises too, propagates with the
+ * rest of the batch unfinished.  A finished batch leaves
+ * ring._unfinished. */
+static PyObject *
+run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyDict_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "run_callbacks(ring, ring._ops, ring._unfinished, batch)");
+        return NULL;
+    }
+    PyObject *ring = args[0], *ops = args[1], *unfinished = args[2], *batch = args[3];
+    PyObject *iterator = PyObject_GetIter(batch);
+    if (iterator == NULL)
+        return NULL;
+    for (;;) {
+        PyObject *key;
+        int res;
+        unsigned flags;
+        int got = next_completion(iterator, &key, &res, &flags);
+        if (got <= 0) {
+            if (got < 0)
+                goto fail;
+            break;
+        }
+        PyObject *entry = PyDict_GetItemWithError(ops, key);   /* borrowed */
+        if (entry == NULL) {
+            Py_DECREF(key);
+            if (PyErr_Occurred())
+                goto fail;
+            continue;   /* its ring closed meanwhile, or a stale completion */
+        }
+        Py_INCREF(entry);
+        int removed = flags & IORING_CQE_F_MORE ? 0 : PyDict_DelItem(ops, key);
+        Py_DECREF(key);
+        if (entry == Py_None && removed == 0) {
+            Py_DECREF(entry);
+            continue;   /* as ``if entry is None`` */
+        }
+        /* The entry (with the buffers it keeps alive) is held until its
+         * callback returns, as the Python loop's variable holds it. */
+        PyObject *on_completion = removed < 0 ? NULL : PyObject_GetAttr(entry, s_on_completion);
+        if (on_completion == NULL) {
+            Py_DECREF(entry);
+            goto fail;
+        }
+        PyObject *res_obj = PyLong_FromLong(res);
+        PyObject *flags_obj = res_obj ? PyLong_FromUnsignedLong(flags) : NULL;
+        PyObject *result = flags_obj ? PyObject_CallFunctionObjArgs(on_completion, res_obj,
+                                                                    flags_obj, NULL) : NULL;
+        Py_XDECREF(res_obj);
+        Py_XDECREF(flags_obj);
+        Py_DECREF(on_completion);
+        if (result != NULL) {
+            Py_DECREF(entry);
+            Py_DECREF(result);
+            continue;
+        }
+        /* except BaseException as exc: reported, never lost */
+        PyObject *handler = PyObject_GetAttr(ring, s_on_callback_error);
+        if (handler == NULL || handler == Py_None) {
+            Py_XDECREF(handler);
+            Py_DECREF(entry);
+            goto fail;   /* the callback's exception (or getattr's) */
+        }
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        PyObject *old_type, *old_value, *old_traceback;
+        PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
+        Py_INCREF(value);
+        PyErr_SetExcInfo(type, value, traceback);   /* steals all three */
+        PyObject *reported = PyObject_CallFunctionObjArgs(handler, value, NULL);
+        PyErr_SetExcInfo(old_type, old_value, old_traceback);
+        Py_DECREF(value);
+        Py_DECREF(handler);
+        Py_DECREF(entry);
+        if (reported == NULL)
+            goto fail;
+        Py_DECREF(reported);
+    }
+    Py_DECREF(iterator);
+    /* if batch in self._unfinished: self._unfinished.remove(batch) */
+    Py_ssize_t at = PySequence_Index(unfinished, batch);
+    int rc = at >= 0 ? PySequence_DelItem(unfinished, at) : 0;
+    if (at < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyErr_Clear();
+    }
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(iterator);
+    return NULL;
+}
+
+/* receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in
+ * C, the ``nbytes`` a receive delivered into the provided buffer its
+ * completion ``flags`` name, copied into a new bytes object; ``base``,
+ * ``count`` and ``size`` describe the pool (ul_bufring_base).  No
+ * memoryview slice and no Python frame per receive. */
+static PyObject *
+receive_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "receive_bytes(base, count, size, flags, nbytes)");
+        return NULL;
+    }
+    const char *base = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
+    unsigned long flags = PyLong_AsUnsignedLong(args[3]);
+    Py_ssize_t nbytes = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t buffer = (Py_ssize_t)(flags >> IORING_CQE_BUFFER_SHIFT);
+    if (base == NULL || buffer >= count || nbytes < 0 || nbytes > size) {
+        PyErr_SetString(PyExc_ValueError, "not a receive into the provided buffers");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(base + buffer * size, nbytes);
+}
+
+/* sendq_write(queue, data, nbytes): lib.ul_sendq_write(queue, data, nbytes)
+ * for the stream transport's write(), ``queue`` being the queue's address
+ * and ``data`` a bytes object, without cffi's argument conversion (~600
+ * instructions a call).  The queue may keep the bytes object's buffer (a
+ * big write, sent by reference): the transport keeps the object, as it
+ * does after the cffi call. */
+static PyObject *
+sendq_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "sendq_write(queue, bytes, nbytes)");
+        return NULL;
+    }
+    if (sendq_write_c == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "uringloop._uring is not loaded");
+        return NULL;
+    }
+    struct ul_sendq *queue = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t nbytes = PyLong_AsSsize_t(args[2]);
+    char *data;
+    Py_ssize_t length;
+    if ((queue == NULL && PyErr_Occurred()) || (nbytes == -1 && PyErr_Occurred()) ||
+            PyBytes_AsStringAndSize(args[1], &data, &length) < 0)
+        return NULL;
+    if (queue == NULL || nbytes < 0 || nbytes > length) {
+        PyErr_SetString(PyExc_ValueError, "sendq_write: no queue, or nbytes out of range");
+        return NULL;
+    }
+    return PyLong_FromLongLong(sendq_write_c(queue, data, (size_t)nbytes));
+}
+
+/* _scheduling.Handle(callback, args, loop, context) without the frame of
+ * its __init__ (whose assignments these are, in its order), or NULL with
+ * an error. */
+static PyObject *
+new_handle_object(PyObject *callback, PyObject *args, PyObject *loop, PyObject *context)
+{
+    if (lean_handle_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "uringloop._speedups is not configured");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)lean_handle_type;
+    allocfunc tp_alloc = (allocfunc)PyType_GetSlot(type, Py_tp_alloc);
+    PyObject *handle = tp_alloc(type, 0);
+    if (handle == NULL)
+        return NULL;
+    context = context == Py_None ? PyObject_CallNoArgs(copy_context) : Py_NewRef(context);
+    if (context == NULL) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    PyObject *values[HANDLE_SLOTS] = {context, loop, callback, args, Py_False, Py_None, Py_None};
+    for (int i = 0; i < HANDLE_SLOTS; i++) {
+        if (handle_slot_set[i](handle_slots[i], handle, values[i]) < 0) {
+            Py_DECREF(context);
+            Py_DECREF(handle);
             return NULL;
         }
-        PyTuple_SetItem(item, 0, user_data);
-        PyTuple_SetItem(item, 1, res);
-        PyTuple_SetItem(item, 2, flags);
-        PyList_SetItem(items, i, item);
     }
-    PyObject *batch = PyObject_GetIter(items);
-    Py_DECREF(items);
-    return batch;
+    Py_DECREF(context);
+    return handle;
+}
+
+static PyObject *
+new_handle(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "new_handle(callback, args, loop, context)");
+        return NULL;
+    }
+    return new_handle_object(args[0], args[1], args[2], args[3]);
+}
+
+/* Loop._schedule_completions(batch) outside debug mode, without its frame:
+ * a handle running this module's run_callbacks(ring, ring._ops,
+ * ring._unfinished, batch) goes to the ready queue.  In debug mode (never
+ * the case when the C turn runs, unless the turn itself switched it on)
+ * the loop's own method does it.  0, or -1 with an error. */
+static int
+defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinished)
+{
+    int debug = attr_true(loop, s_debug);
+    if (debug < 0)
+        return -1;
+    if (debug) {
+        PyObject *deferred = PyObject_CallFunctionObjArgs(PyTuple_GetItem(turn, TURN_DEFER),
+                                                          batch, NULL);
+        Py_XDECREF(deferred);
+        return deferred == NULL ? -1 : 0;
+    }
+    PyObject *run = PyObject_GetAttr(this_module, s_run_callbacks);
+    if (run == NULL)
+        return -1;
+    PyObject *handle = NULL, *appended = NULL;
+    PyObject *args = PyTuple_Pack(4, PyTuple_GetItem(turn, TURN_RING),
+                                  PyTuple_GetItem(turn, TURN_OPS), unfinished, batch);
+    if (args != NULL)
+        handle = new_handle_object(run, args, loop, Py_None);
+    if (handle != NULL)
+        appended = PyObject_CallMethodObjArgs(PyTuple_GetItem(turn, TURN_READY), s_append,
+                                              handle, NULL);
+    Py_XDECREF(appended);
+    Py_XDECREF(handle);
+    Py_XDECREF(args);
+    Py_DECREF(run);
+    return appended == NULL ? -1 : 0;
 }
 
 /* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
@@ -600,7 +964,7 @@ completion_batch(const struct ul_completion *out, int count)
  * reference), NULL with an error, or NULL without one when the loop must
  * take the Python path (selector.select). */
 static PyObject *
-ring_select(PyObject *loop, PyObject *timeout)
+ring_select(PyObject *loop, PyObject *timeout, int *skip_events)
 {
     if (ring_turn == NULL)
         return NULL;
@@ -684,15 +1048,18 @@ ring_select(PyObject *loop, PyObject *timeout)
         PyObject *batch = completion_batch(out, count);
         if (batch == NULL)
             goto done;
-        PyObject *deferred = NULL;
-        if (PyList_Append(unfinished, batch) == 0)
-            deferred = PyObject_CallFunctionObjArgs(defer, batch, NULL);
+        int deferred = PyList_Append(unfinished, batch) == 0 ?
+            defer_batch(loop, turn, batch, unfinished) : -1;
         Py_DECREF(batch);
-        if (deferred == NULL)
+        if (deferred < 0)
             goto done;
-        Py_DECREF(deferred);
     }
     result = PyList_New(0);
+    /* No events: asyncio's _process_events would do nothing.  The loop
+     * said when it was made whether its class has asyncio's (looking it
+     * up on a class this deep every turn cost ~250 instructions, and
+     * ~2,600 whenever the lookup missed the type attribute cache). */
+    *skip_events = PyTuple_GetItem(turn, TURN_STOCK_EVENTS) == Py_True;
 done:
     Py_XDECREF(unfinished_ref);
     Py_DECREF(turn);
@@ -716,7 +1083,8 @@ run_once(PyObject *module, PyObject *loop)
     if (timeout == NULL)
         goto fail;
 
-    PyObject *events = ring_select(loop, timeout);
+    int skip = 0;
+    PyObject *events = ring_select(loop, timeout, &skip);
     if (events == NULL && !PyErr_Occurred()) {
         PyObject *selector = PyObject_GetAttr(loop, s_selector);
         if (selector != NULL) {
@@ -727,8 +1095,7 @@ run_once(PyObject *module, PyObject *loop)
     Py_DECREF(timeout);
     if (events == NULL)
         goto fail;
-    int skip = PyList_CheckExact(events) && PyList_Size(events) == 0;
-    if (skip) {
+    if (!skip && PyList_CheckExact(events) && PyList_Size(events) == 0) {
         PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(loop), s_process_events);
         if (method == NULL) {
             Py_DECREF(events);
@@ -775,36 +1142,84 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
     static char *keywords[] = {"report_error", "debug_run", "handle_types",
-                               "max_timeout", "process_events", "ring_turn", NULL};
+                               "max_timeout", "process_events", "ring_turn", "sendq_write",
+                               "lean_handle", NULL};
     PyObject *report, *debug, *types, *process_events, *ring_turn_address;
+    PyObject *sendq_write_address = Py_None, *lean_handle = NULL;
     double timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO:configure", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!dOO|OO!:configure", keywords,
                                      &report, &debug, &PyTuple_Type, &types, &timeout,
-                                     &process_events, &ring_turn_address))
+                                     &process_events, &ring_turn_address,
+                                     &sendq_write_address, &PyType_Type, &lean_handle))
         return NULL;
-    void *ring_turn_pointer = NULL;
+    void *ring_turn_pointer = NULL, *sendq_write_pointer = NULL;
     if (ring_turn_address != Py_None) {
         ring_turn_pointer = PyLong_AsVoidPtr(ring_turn_address);
         if (ring_turn_pointer == NULL && PyErr_Occurred())
+            return NULL;
+    }
+    if (sendq_write_address != Py_None) {
+        sendq_write_pointer = PyLong_AsVoidPtr(sendq_write_address);
+        if (sendq_write_pointer == NULL && PyErr_Occurred())
             return NULL;
     }
     PyObject *contextvars = PyImport_ImportModule("contextvars");
     if (contextvars == NULL)
         return NULL;
     PyObject *context = PyObject_GetAttrString(contextvars, "Context");
+    PyObject *copy = context ? PyObject_GetAttrString(contextvars, "copy_context") : NULL;
     Py_DECREF(contextvars);
-    if (context == NULL)
+    if (copy == NULL) {
+        Py_XDECREF(context);
         return NULL;
+    }
     if (PyTuple_Size(types) > MAX_HANDLE_TYPES) {
         Py_DECREF(context);
+        Py_DECREF(copy);
         PyErr_SetString(PyExc_ValueError, "too many handle types");
         return NULL;
     }
     PyObject *run = PyObject_GetAttrString(context, "run");
     if (run == NULL) {
         Py_DECREF(context);
+        Py_DECREF(copy);
         return NULL;
     }
+    if (lean_handle != NULL) {
+        PyObject *names[HANDLE_SLOTS] = {s_context, s_loop, s_callback, s_args, s_cancelled,
+                                         s_repr, s_source_traceback};
+        PyObject *slots[HANDLE_SLOTS];
+        descrsetfunc setters[HANDLE_SLOTS];
+        int i;
+        for (i = 0; i < HANDLE_SLOTS; i++) {
+            slots[i] = PyObject_GetAttr(lean_handle, names[i]);
+            if (slots[i] == NULL)
+                break;
+            setters[i] = (descrsetfunc)PyType_GetSlot(Py_TYPE(slots[i]), Py_tp_descr_set);
+            if (setters[i] == NULL) {
+                PyErr_Format(PyExc_TypeError, "%R.%U is not a slot", lean_handle, names[i]);
+                Py_DECREF(slots[i]);
+                break;
+            }
+        }
+        if (i < HANDLE_SLOTS) {
+            while (i-- > 0)
+                Py_DECREF(slots[i]);
+            Py_DECREF(context);
+            Py_DECREF(copy);
+            Py_DECREF(run);
+            return NULL;
+        }
+        for (i = 0; i < HANDLE_SLOTS; i++) {
+            Py_XDECREF(handle_slots[i]);
+            handle_slots[i] = slots[i];
+            handle_slot_set[i] = setters[i];
+        }
+        Py_XDECREF(lean_handle_type);
+        lean_handle_type = Py_NewRef(lean_handle);
+    }
+    Py_XDECREF(copy_context);
+    copy_context = copy;
     Py_XDECREF(context_type);
     context_type = context;
     Py_XDECREF(context_run);
@@ -822,6 +1237,7 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     stock_process_events = Py_NewRef(process_events);
     max_timeout = timeout;
     ring_turn = (ring_turn_fn *)ring_turn_pointer;
+    sendq_write_c = (sendq_write_fn *)sendq_write_pointer;
     Py_RETURN_NONE;
 }
 
@@ -831,15 +1247,27 @@ static PyMethodDef methods[] = {
     {"heap_push", (PyCFunction)(void (*)(void))heap_push, METH_FASTCALL,
      "heap_push(heap, timer): heapq.heappush for timer handles."},
     {"heap_pop", heap_pop, METH_O, "heap_pop(heap): heapq.heappop for timer handles."},
+    {"run_callbacks", (PyCFunction)(void (*)(void))run_callbacks, METH_FASTCALL,
+     "run_callbacks(ring, ring._ops, ring._unfinished, batch): Ring.run_callbacks in C."},
+    {"new_handle", (PyCFunction)(void (*)(void))new_handle, METH_FASTCALL,
+     "new_handle(callback, args, loop, context): uringloop._scheduling.Handle(...)\n"
+     "without its __init__ frame."},
+    {"receive_bytes", (PyCFunction)(void (*)(void))receive_bytes, METH_FASTCALL,
+     "receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in C."},
+    {"sendq_write", (PyCFunction)(void (*)(void))sendq_write, METH_FASTCALL,
+     "sendq_write(queue, bytes, nbytes): lib.ul_sendq_write without cffi."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
-     "          ring_turn): ring_turn is ul_ring_turn's address (or None)."},
+     "          ring_turn, sendq_write=None, lean_handle=None): ring_turn and\n"
+     "sendq_write are the addresses of ul_ring_turn and ul_sendq_write (or None),\n"
+     "lean_handle the class new_handle makes."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_speedups",
-    "The loop turn and the timer heap in C (see uringloop/_turn.py).", -1, methods,
+    "The loop turn, the timer heap and completion dispatch in C (see uringloop/_turn.py).",
+    -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -856,7 +1284,10 @@ intern_names(void)
         {&s_args, "_args"}, {&s_debug, "_debug"}, {&s_run, "_run"},
         {&s_c_ring_turn, "_c_ring_turn"}, {&s_take_turn, "take_turn"},
         {&s_fired_events, "fired_events"}, {&s_run_turn, "run_turn"},
-        {&s_context_run, "run"}
+        {&s_context_run, "run"}, {&s_on_completion, "on_completion"},
+        {&s_on_callback_error, "on_callback_error"}, {&s_loop, "_loop"},
+        {&s_repr, "_repr"}, {&s_source_traceback, "_source_traceback"},
+        {&s_run_callbacks, "run_callbacks"}
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL &&
@@ -871,5 +1302,18 @@ PyInit__speedups(void)
 {
     if (intern_names() < 0)
         return NULL;
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    if (batch_type == NULL && (batch_type = PyType_FromSpec(&batch_spec)) == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "Batch", batch_type) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_XDECREF(this_module);
+    this_module = Py_NewRef(module);
+    return module;
 }

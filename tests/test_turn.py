@@ -8,6 +8,7 @@ and on uringloop with the C turn, whichever path URINGLOOP_PURE_PYTHON
 selects for the rest of the suite.
 """
 import asyncio
+import functools
 import heapq
 import random
 import sys
@@ -321,3 +322,233 @@ def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
             assert selects
         finally:
             finish_strict_loop(loop)
+
+
+def _dispatch_scenario(ring):
+    """Ring.run_callbacks on a hand-made batch: kept (IORING_CQE_F_MORE) and
+    popped entries, a stale user_data, a callback that raises with no
+    handler (the rest stays unfinished), then with a handler (it sees the
+    exception as the one being handled), then with one that raises too."""
+    from uringloop._ring import CQE_F_MORE
+    trace = []
+
+    def entry(name, fails=False):
+        def on_completion(res, flags):
+            trace.append((name, res, flags))
+            if fails:
+                raise ValueError(name)
+        return RingCallback(on_completion)
+
+    ops = ring._ops
+    ops.update({1: entry("a"), 2: entry("more"), 3: entry("fails", True), 5: entry("e"),
+                6: entry("fails again", True), 7: None})
+    batch = iter([(1, 0, 0), (2, 7, CQE_F_MORE), (4, 0, 0), (3, -1, 0), (5, 1, 4),
+                  (7, 0, 0), (6, 0, 0)])
+    ring._unfinished.append(batch)
+    with pytest.raises(ValueError) as raised:
+        ring.run_callbacks(batch)
+    trace.append(("raised", raised.value.args, sorted(ops), len(ring._unfinished)))
+
+    def report(exc):
+        trace.append(("reported", exc.args, sys.exc_info()[1] is exc))
+        raise RuntimeError("handler")
+
+    ring.on_callback_error = report
+    with pytest.raises(RuntimeError) as raised:
+        ring.run_callbacks(batch)
+    trace.append(("handler raised", type(raised.value.__context__), sorted(ops),
+                  len(ring._unfinished)))
+    ring.on_callback_error = lambda exc: trace.append(("reported", exc.args))
+    ring.run_callbacks(batch)
+    ring.run_callbacks(iter([(2, 0, 0)]))
+    trace.append(("done", sorted(ops), len(ring._unfinished)))
+    return trace
+
+
+def test_completion_dispatch_in_c_matches_the_reference(monkeypatch):
+    from uringloop._ring import Ring
+    runs, results = [], {}
+    for path in ("python", "c"):
+        with monkeypatch.context() as patch:
+            if path == "c":
+                real = speedups.run_callbacks
+                patch.setattr(speedups, "run_callbacks",
+                              lambda *args: (runs.append(args[-1]), real(*args))[1])
+                patch.setattr(_accel, "speedups", speedups)
+            else:
+                patch.setattr(_accel, "speedups", None)
+            ring = Ring(entries=16)
+            try:
+                results[path] = _dispatch_scenario(ring)
+            finally:
+                ring._ops.clear()
+                ring.close()
+    assert results["c"] == results["python"]
+    assert runs   # the C dispatch ran
+    assert results["c"][-1] == ("done", [], 0)
+
+
+def test_the_c_turn_dispatches_its_batches_in_c(monkeypatch):
+    # A batch the C turn deferred is a _speedups.Batch, run by the C
+    # dispatch from the ready queue; it also iterates as (user_data, res,
+    # flags) for the Python paths (Ring.close forgets unfinished batches).
+    with monkeypatch.context() as patch:
+        loop = new_loop("c", patch)
+        try:
+            one_iteration(loop)
+            batches = []
+            real = speedups.run_callbacks
+            patch.setattr(speedups, "run_callbacks",
+                          lambda *args: (batches.append(args[-1]), real(*args))[1])
+            done = []
+            ud = loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            for _ in range(100):
+                if done:
+                    break
+                one_iteration(loop)
+            assert done == [0]
+            batch = batches[0]
+            assert type(batch) is speedups.Batch and list(batch) == []
+            seen = []
+            patch.setattr(speedups, "run_callbacks", lambda ring, ops, unfinished, batch: (
+                seen.append((type(batch), list(batch))), real(ring, ops, unfinished, batch)))
+            ud = loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            for _ in range(100):
+                if seen:
+                    break
+                one_iteration(loop)
+            # Iterated in Python first: the C dispatch found it exhausted.
+            assert seen == [(speedups.Batch, [(ud, 0, 0)])] and done == [0]
+            assert loop._ring._unfinished == []
+            del loop._ring._ops[ud]
+        finally:
+            finish_strict_loop(loop)
+
+
+def test_a_loop_class_with_its_own_process_events_is_called_every_turn(monkeypatch):
+    # The C turn skips _process_events for a ring turn without events only
+    # when the class has asyncio's, which then does nothing.
+    import uringloop
+    calls = []
+
+    class Counting(uringloop.Loop):
+        def _process_events(self, event_list):
+            calls.append(list(event_list))
+            super()._process_events(event_list)
+
+    with monkeypatch.context() as patch:
+        _turn.configure(speedups)
+        patch.setattr(_accel, "speedups", speedups)
+        loop = Counting()
+        try:
+            one_iteration(loop)
+            done = []
+            loop._ring.submit_nop(RingCallback(lambda res, flags: done.append(res)))
+            turns = 0
+            while not done and turns < 100:
+                one_iteration(loop)
+                turns += 1
+            assert done == [0]
+        finally:
+            loop.close()
+    assert len(calls) == turns + 1 and calls[-1] == []
+
+
+def test_receive_bytes_copies_what_the_reference_copies(monkeypatch):
+    from uringloop._ring import _CQE_BUFFER_SHIFT, Ring
+    monkeypatch.setattr(_accel, "speedups", speedups)
+    ring = Ring(entries=16)
+    try:
+        if not ring.enable_receive_buffers(4, 64):
+            pytest.skip("no provided buffer rings on this kernel")
+        assert isinstance(ring.receive_buffer, functools.partial)   # the C copy
+        ring._buffers[:] = bytes(range(256))
+        for bid in range(4):
+            for nbytes in (0, 1, 63, 64):
+                flags = bid << _CQE_BUFFER_SHIFT | 4
+                assert (ring.receive_buffer(flags, nbytes)
+                        == Ring.receive_buffer(ring, flags, nbytes)
+                        == bytes(range(bid * 64, bid * 64 + nbytes)))
+        for flags, nbytes in ((4 << _CQE_BUFFER_SHIFT, 1), (0, 65), (0, -1)):
+            with pytest.raises(ValueError):
+                ring.receive_buffer(flags, nbytes)
+    finally:
+        ring.close()
+
+
+def test_sendq_write_is_ul_sendq_write_without_cffi(monkeypatch):
+    # A stream transport's write() goes through _speedups.sendq_write with
+    # the accelerator on; the bytes reach the peer as through cffi.
+    import socket
+    monkeypatch.setattr(_accel, "speedups", speedups)
+    _turn.configure(speedups)
+    from uringloop._ring import Ring
+    from uringloop._uring import ffi, lib
+    ring = Ring(entries=16)
+    a, b = socket.socketpair()
+    try:
+        queue, user_data = ring.new_send_queue(a.fileno(), lambda res, flags: None)
+        address = int(ffi.cast("uintptr_t", queue))
+        assert speedups.sendq_write(address, b"hello", 5) == 5
+        assert speedups.sendq_write(address, b"world!", 5) == lib.ul_sendq_size(queue) == 10
+        with pytest.raises(TypeError):
+            speedups.sendq_write(address, bytearray(b"x"), 1)
+        with pytest.raises(ValueError):
+            speedups.sendq_write(address, b"x", 2)
+        while lib.ul_sendq_size(queue):
+            ring.run_turn(0.1)
+        assert b.recv(100) == b"helloworld"
+        assert ring.release_send_queue(queue, user_data)
+    finally:
+        ring.close()
+        a.close()
+        b.close()
+
+
+def test_stream_writes_go_through_the_c_sendq_write(monkeypatch):
+    calls = []
+    real = speedups.sendq_write
+    with monkeypatch.context() as patch:
+        patch.setattr(speedups, "sendq_write",
+                      lambda *args: (calls.append(args[1]), real(*args))[1])
+        loop = new_loop("c", patch)
+        try:
+            async def main():
+                server = await asyncio.start_server(
+                    lambda r, w: w.write(b"hi"), "127.0.0.1", 0)
+                port = server.sockets[0].getsockname()[1]
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                data = await reader.read(2)
+                writer.close()
+                server.close()
+                await server.wait_closed()
+                return data
+            assert loop.run_until_complete(main()) == b"hi"
+        finally:
+            finish_strict_loop(loop)
+    assert b"hi" in calls
+
+
+def test_new_handle_builds_what_the_lean_handle_init_builds():
+    import contextvars
+    from uringloop import _scheduling
+    speedups_loop = asyncio.new_event_loop()
+    try:
+        def callback(*args):
+            pass
+        slots = ("_loop", "_callback", "_args", "_cancelled", "_repr", "_source_traceback")
+        for context in (None, contextvars.copy_context()):
+            ours = speedups.new_handle(callback, (1, 2), speedups_loop, context)
+            reference = _scheduling.Handle(callback, (1, 2), speedups_loop, context)
+            assert type(ours) is _scheduling.Handle
+            assert ([getattr(ours, name) for name in slots]
+                    == [getattr(reference, name) for name in slots])
+            if context is None:   # a copy of the current context, each time
+                assert type(ours._context) is contextvars.Context
+                assert ours._context is not reference._context
+            else:
+                assert ours._context is context
+        with pytest.raises(TypeError):
+            speedups.new_handle(callback, [1, 2], speedups_loop, None)
+    finally:
+        speedups_loop.close()

@@ -33,15 +33,20 @@ loop as one batch, run from its ready queue by :meth:`Ring.run_callbacks`
 before the next turn -- which matters for multishot receives, whose data
 sits in provided buffers that the next C call hands back to the kernel.
 An entry leaves the table when its callback runs, so buffers stay alive
-until then.  Callbacks copy what they need and only schedule work
+until then.  With the accelerator on (``_accel``), that dispatch runs in
+C (``_speedups.run_callbacks``, the loop's ready queue calling it directly)
+and the C turn defers its batches as ``_speedups.Batch`` objects;
+:meth:`Ring.run_callbacks` is the reference both follow.  Callbacks copy what they need and only schedule work
 (resolve futures, call protocol methods).
 """
 import errno
+import functools
 import os
 import struct
 import threading
 import weakref
 
+from . import _accel
 from ._native import os_error
 from ._op import RingCallback
 from ._uring import ffi, lib
@@ -230,13 +235,21 @@ class Ring:
         # One view of the whole pool: a receive's bytes are a slice of it
         # (cheaper per call than cdata arithmetic and ffi.unpack's keyword
         # parsing: 2.0k instead of 2.7k instructions for 1 KiB).
-        self._buffers = memoryview(ffi.buffer(lib.ul_bufring_base(self._ptr), count * size))
+        base = lib.ul_bufring_base(self._ptr)
+        self._buffers = memoryview(ffi.buffer(base, count * size))
         self.buffer_size = size
+        if _accel.speedups is not None:
+            # The same copy in C, called without a frame (an instance
+            # attribute in front of the method).
+            self.receive_buffer = functools.partial(
+                _accel.speedups.receive_bytes, int(ffi.cast("uintptr_t", base)), count, size)
         return True
 
     def receive_buffer(self, flags, nbytes):
         """The bytes a receive into a provided buffer delivered (copied: the
-        buffer goes back to the kernel at the next turn)."""
+        buffer goes back to the kernel at the next turn).  The reference of
+        ``_speedups.receive_bytes``, which takes its place with the
+        accelerator on (see :meth:`enable_receive_buffers`)."""
         start = (flags >> _CQE_BUFFER_SHIFT) * self.buffer_size
         return self._buffers[start:start + nbytes].tobytes()
 
@@ -536,7 +549,11 @@ class Ring:
         kept alive) unless more completions of that operation follow.  A
         callback error goes to ``on_callback_error``; without one (or if it
         raises too) the rest of the batch stays unfinished and runs first
-        thing next turn."""
+        thing next turn.  With the accelerator on, the same in C
+        (``_speedups.run_callbacks``); this is the reference."""
+        speedups = _accel.speedups
+        if speedups is not None:
+            return speedups.run_callbacks(self, self._ops, self._unfinished, batch)
         ops = self._ops
         for user_data, res, flags in batch:
             if flags & CQE_F_MORE:

@@ -26,7 +26,8 @@ and so is the rest of a chunk when a ``BufferedProtocol`` pauses in the
 middle of it.
 
 Data flow, writing: ``write()`` copies the bytes into the transport's
-C-owned send queue (csrc/sendq.c), which keeps one send in flight,
+C-owned send queue (csrc/sendq.c; called through ``_speedups.sendq_write``
+with the accelerator on, through cffi without), which keeps one send in flight,
 coalesces what is written meanwhile and resubmits partial sends without
 coming back to Python.  A big write (``_REF_WRITE`` and up, and with
 ``URINGLOOP_SEND_ZC`` at its threshold and up, zero-copy) to an idle queue
@@ -67,6 +68,7 @@ import sys
 from asyncio import constants, protocols, transports
 from asyncio.log import logger
 
+from . import _accel
 from ._native import new_uncleared, os_error
 from ._op import RingCallback
 from ._ring import CQE_F_MORE
@@ -126,6 +128,13 @@ class RingStreamTransport(RingTransport, transports.Transport):
         # through the ring like completions.
         self._sendq, self._sendq_events = self._ring.new_send_queue(
             self._io_fd, self._in_context(self._on_send_event))
+        # write() hands its bytes to the queue through the accelerator
+        # when it is on (no cffi argument conversion), else through cffi.
+        if _accel.speedups is None:
+            self._sendq_write, self._sendq_target = _sendq_write, self._sendq
+        else:
+            self._sendq_write = _accel.speedups.sendq_write
+            self._sendq_target = int(ffi.cast("uintptr_t", self._sendq))
         self._ring_fd.ops += 1   # until the queue is released
         send_zc = loop._features.send_zc
         lib.ul_sendq_by_reference(self._sendq, min(_REF_WRITE, send_zc or _REF_WRITE),
@@ -327,12 +336,14 @@ class RingStreamTransport(RingTransport, transports.Transport):
                                   "Fatal write error on socket transport")
                 return
             data = bytes(data)
-        queue = self._sendq
-        if queue is None:
+        if self._sendq is None:
             raise RuntimeError("the io_uring ring is closed")
         # The queue copies the bytes (the caller may reuse its buffer), or
         # sends a big write from ``data`` itself.
-        size = _sendq_write(queue, data, len(data))
+        # Loaded, then called: a method call of an instance attribute is
+        # not specialised, a plain load is.
+        write_into = self._sendq_write
+        size = write_into(self._sendq_target, data, len(data))
         if size > self._high_water:
             if size >= _BY_REF:
                 # Kept while the queue sends from it; an earlier one is

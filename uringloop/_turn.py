@@ -66,16 +66,18 @@ def configure(speedups):
                       _scheduling.Handle, _scheduling.TimerHandle),
         max_timeout=float(base_events.MAXIMUM_SELECT_TIMEOUT),
         process_events=selector_events.BaseSelectorEventLoop._process_events,
-        ring_turn=_ring_turn_address())
+        ring_turn=_address_of("ul_ring_turn"), sendq_write=_address_of("ul_sendq_write"),
+        lean_handle=_scheduling.Handle)
 
 
-def _ring_turn_address():
-    # The C turn calls ul_ring_turn directly (no cffi argument conversion);
-    # the ring's own state comes from Ring.c_turn_state.
+def _address_of(name):
+    # The C turn calls ul_ring_turn directly (no cffi argument conversion;
+    # the ring's own state comes from Ring.c_turn_state), and stream
+    # transports' write() ul_sendq_write (_speedups.sendq_write).
     if _extension.error is not None:
         return None
     from ._uring import ffi, lib
-    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "ul_ring_turn")))
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
 
 
 if _accel.speedups is not None:

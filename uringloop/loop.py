@@ -30,7 +30,7 @@ operation still in the kernel and frees the ring only once all of them
 have completed.
 """
 import asyncio
-from asyncio import constants, sslproto
+from asyncio import constants, selector_events, sslproto
 
 from . import _accel, _features, _stats
 from ._datagram import RingDatagramTransport
@@ -77,20 +77,31 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # asyncio runs I/O callbacks after select(), not inside it.
         self._selector.defer_completions = self._schedule_completions
         # The C turn makes the ring turn itself when the selector has no fd
-        # to arm (see _speedups.run_once); dropped at close (it refers back
-        # to the loop).
+        # to arm (see _speedups.run_once), and then skips _process_events
+        # if this class has asyncio's (which does nothing without events);
+        # dropped at close (it refers back to the loop).
         self._c_ring_turn = None
         if _accel.speedups is not None:
             selector = self._selector
+            stock_events = (type(self)._process_events
+                            is selector_events.BaseSelectorEventLoop._process_events)
+            # The ready queue and the ops table: the C turn defers a batch
+            # as _schedule_completions does, without its frame.
             self._c_ring_turn = (self._ring.c_turn_state, selector._to_arm, selector._fired,
-                                 self._schedule_completions, selector, self._ring)
+                                 self._schedule_completions, selector, self._ring,
+                                 stock_events, self._ready, self._ring._ops)
 
     def _schedule_completions(self, batch):
         if self._debug:
             self.call_soon(self._ring.run_callbacks, batch)
-        else:
+        elif _accel.speedups is None:
             # call_soon's work without its frame: the loop is running.
             self._ready.append(Handle(self._ring.run_callbacks, (batch,), self, None))
+        else:
+            # Ring.run_callbacks in C, without the method's frame.
+            ring = self._ring
+            self._ready.append(Handle(_accel.speedups.run_callbacks,
+                                      (ring, ring._ops, ring._unfinished, batch), self, None))
 
     def _report_ring_callback_error(self, exc):
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
