@@ -65,9 +65,10 @@ class Observer:
 
     def norm(self, text):
         text = _TRANSPORT_REPR.sub("<transport>", str(text))
-        text = _HEX.sub("0x?", _FD.sub("fd=?", text))
+        # Paths first: a temporary directory's random name may hold "0x".
         for path in sorted(self.paths, key=len, reverse=True):
             text = text.replace(path, "PATH")
+        text = _HEX.sub("0x?", _FD.sub("fd=?", text))
         for port in sorted(self.ports, key=lambda p: -len(str(p))):
             text = re.sub(rf"\b{port}\b", "PORT", text)
         return text
