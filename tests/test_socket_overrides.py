@@ -213,6 +213,30 @@ def test_sock_methods_call_the_sockets_methods(loop):
     assert udp_calls == {"sendto", "recvfrom", "recvfrom_into"}
 
 
+def test_method_set_on_the_socket_object_is_called(loop):
+    class Labelled(socket.socket):
+        pass
+
+    async def main():
+        a, plain = socket.socketpair()
+        b = Labelled(fileno=plain.detach())
+        received = []
+
+        def recv(n, *flags):
+            data = socket.socket.recv(b, n, *flags)
+            received.append(data)
+            return data
+
+        b.recv = recv
+        with a, b:
+            a.setblocking(False)
+            b.setblocking(False)
+            await loop.sock_sendall(a, b"own recv")
+            return await loop.sock_recv(b, 100), received
+
+    assert run(loop, main()) == (b"own recv", [b"own recv"])
+
+
 def test_subclass_keeping_the_methods_stays_on_the_ring(uloop):
     class Labelled(socket.socket):
         pass

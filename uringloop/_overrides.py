@@ -23,9 +23,12 @@ DATAGRAM = ("recvfrom", "send", "sendto")
 
 
 def overrides(sock, names):
-    """True if ``sock``'s class has its own version of one of ``names``
-    (or lacks it: asyncio's call then fails as it fails there)."""
+    """True if ``sock`` has its own version of one of ``names``, from its
+    class or set on the object itself (or lacks it: asyncio's call then
+    fails as it fails there)."""
     cls = type(sock)
     if cls is socket.socket:
-        return False
-    return any(getattr(cls, name, None) is not getattr(socket.socket, name) for name in names)
+        return False  # its __slots__ leave no room for an instance's own
+    own = getattr(sock, "__dict__", None) or ()
+    return any(name in own or getattr(cls, name, None) is not getattr(socket.socket, name)
+               for name in names)
