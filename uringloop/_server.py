@@ -28,6 +28,7 @@ from asyncio import constants, trsock
 from asyncio.log import logger
 
 from . import _sockaddr
+from ._overrides import overrides
 
 from ._native import os_error
 from ._op import RingCallback
@@ -51,6 +52,11 @@ class RingServerMixin:
                        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
         # Each connection's callbacks run in a copy of the context that
         # started serving (create_server's caller), as with asyncio.
+        if overrides(sock, ("accept",)):
+            # asyncio's accept loop calls the listener's own accept().
+            return super()._start_serving(protocol_factory, sock, sslcontext, server,
+                                          backlog, ssl_handshake_timeout,
+                                          ssl_shutdown_timeout)
         context = contextvars.copy_context()
         self._check_closed()  # asyncio's add_reader check, before the ring's
         serving = (protocol_factory, sock, sslcontext, server, backlog,

@@ -9,6 +9,9 @@ none); only what the socket refuses goes to the ring.  ``sock_recv`` does
 not try first: in a request/response exchange the next request is rarely
 there yet, and the failed ``recv`` would be a wasted syscall per call.
 
+A socket whose class overrides the method asyncio would call (an SSL
+socket among them) goes to asyncio's own implementation (``_overrides``).
+
 Data flow: a method checks its arguments as asyncio does (the same
 exception, in the same order: the socket, its arguments as the socket
 method would parse them, then a closed socket or loop), pins the memory the
@@ -53,11 +56,11 @@ import errno
 import operator
 import os
 import socket
-import ssl
 import sys
 import weakref
 
 from . import _sockaddr
+from ._overrides import overrides
 from ._native import MAX_IO_LEN, new_uncleared, os_error
 from ._op import Op
 from ._ringfd import closed_by_user
@@ -543,17 +546,12 @@ class RingSocketOpsMixin:
             await ops[0].wait_settled()
 
     # -- checks, in asyncio's order -------------------------------------
-    def _check_sock(self, sock, *attributes):
-        """What asyncio checks before it uses ``sock``: not an SSL socket,
-        non-blocking in debug mode, and (for an object that is no socket)
-        the attributes it uses first, in its order."""
-        if isinstance(sock, ssl.SSLSocket):
-            raise TypeError("Socket cannot be of type SSLSocket")
+    def _check_sock(self, sock):
+        """What asyncio checks before it uses a socket that comes to the
+        ring: non-blocking, in debug mode.  (An SSL socket overrides every
+        method asyncio calls, so it went to asyncio's, which refuses it.)"""
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
-        if not isinstance(sock, socket.socket):
-            for attribute in attributes:
-                getattr(sock, attribute)
 
     def _sock_fd(self, sock, pinned=None):
         """The fd to run an op on; ``pinned`` is unpinned if there is none."""
@@ -635,7 +633,9 @@ class RingSocketOpsMixin:
     # -- the methods ------------------------------------------------------
     async def sock_recv(self, sock, n):
         if type(sock) is not socket.socket or self._debug:
-            self._check_sock(sock, "recv")
+            if overrides(sock, ("recv",)):
+                return await super().sock_recv(sock, n)
+            self._check_sock(sock)
         # A receive asks the kernel for at most MAX_IO_LEN: recv may return
         # less than asked anyway, so a larger request gets what one receive
         # brings, without allocating the difference.
@@ -648,7 +648,9 @@ class RingSocketOpsMixin:
 
     async def sock_recv_into(self, sock, buf):
         if type(sock) is not socket.socket or self._debug:
-            self._check_sock(sock, "recv_into")
+            if overrides(sock, ("recv_into",)):
+                return await super().sock_recv_into(sock, buf)
+            self._check_sock(sock)
         target = _pin_writable(buf, "recv_into")
         if not len(target):
             ffi.release(target)
@@ -658,7 +660,9 @@ class RingSocketOpsMixin:
 
     async def sock_recvfrom(self, sock, bufsize):
         if type(sock) is not socket.socket or self._debug:
-            self._check_sock(sock, "recvfrom")
+            if overrides(sock, ("recvfrom",)):
+                return await super().sock_recvfrom(sock, bufsize)
+            self._check_sock(sock)
         if type(bufsize) is not int or not 0 <= bufsize <= MAX_IO_LEN:
             bufsize = min(_buffer_size(bufsize, "recvfrom"), MAX_IO_LEN)
         fd = self._sock_fd(sock)
@@ -666,11 +670,11 @@ class RingSocketOpsMixin:
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         if type(sock) is not socket.socket or self._debug:
+            if overrides(sock, ("recvfrom_into",)):
+                return await super().sock_recvfrom_into(sock, buf, nbytes)
             self._check_sock(sock)
         if not nbytes:
             nbytes = len(buf)          # asyncio's default, before the call
-        if type(sock) is not socket.socket:
-            self._check_sock(sock, "recvfrom_into")
         target = _pin_writable(buf, "recvfrom_into")
         try:
             nbytes = _buffer_size(nbytes, "recvfrom_into")
@@ -684,7 +688,9 @@ class RingSocketOpsMixin:
 
     async def sock_sendall(self, sock, data):
         if type(sock) is not socket.socket or self._debug:
-            self._check_sock(sock, "send")
+            if overrides(sock, ("send",)):
+                return await super().sock_sendall(sock, data)
+            self._check_sock(sock)
         # Sent first, as asyncio does (same exceptions, and the same
         # result on a socket that takes it all: no suspension); the ring
         # sends the rest.
@@ -703,7 +709,9 @@ class RingSocketOpsMixin:
 
     async def sock_sendto(self, sock, data, address):
         if type(sock) is not socket.socket or self._debug:
-            self._check_sock(sock, "sendto")
+            if overrides(sock, ("sendto",)):
+                return await super().sock_sendto(sock, data, address)
+            self._check_sock(sock)
         source = _pin(data)
         try:
             family = sock.family
@@ -719,7 +727,9 @@ class RingSocketOpsMixin:
 
     async def sock_connect(self, sock, address):
         if type(sock) is not socket.socket or self._debug:
-            self._check_sock(sock, "family")
+            if overrides(sock, ("connect",)):
+                return await super().sock_connect(sock, address)
+            self._check_sock(sock)
         family = sock.family
         if family in _IP_FAMILIES:
             # asyncio's own resolution step, so that what it accepts (a port
@@ -733,7 +743,9 @@ class RingSocketOpsMixin:
 
     async def sock_accept(self, sock):
         if type(sock) is not socket.socket or self._debug:
-            self._check_sock(sock, "fileno", "accept")
+            if overrides(sock, ("accept",)):
+                return await super().sock_accept(sock)
+            self._check_sock(sock)
         return await _Accept(self, sock, self._sock_fd(sock)).run()
 
     async def _resolve_host(self, sock, address):

@@ -8,7 +8,9 @@ calls are overridden by the mixins: ``sock_*`` (``_sockops``), transports
 (``_stream``, ``_datagram``), accepting (``_server``), sendfile
 (``_sendfile``) and child processes (``_subprocess``); ``call_soon``,
 ``call_at``/``call_later`` and ``create_task`` take the lean path of
-``_scheduling`` outside debug mode.
+``_scheduling`` outside debug mode.  A socket whose class overrides the
+methods asyncio's transports call gets asyncio's own transport instead
+(``_overrides``).
 
 Each iteration of ``_run_once`` (in C outside debug mode, see ``_turn``)
 calls ``selector.select(timeout)``, which is one ring turn: it submits
@@ -33,6 +35,7 @@ import asyncio
 from asyncio import constants, selector_events, sslproto
 
 from . import _accel, _features, _stats
+from ._overrides import DATAGRAM, STREAM, overrides
 from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
@@ -116,6 +119,9 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # asyncio's transport fails so as it schedules connection_made;
         # ours would first meet the closed ring.
         self._check_closed()
+        if overrides(sock, STREAM):
+            return super()._make_socket_transport(sock, protocol, waiter,
+                                                  extra=extra, server=server)
         self._ensure_fd_no_transport(sock)
         return RingStreamTransport(self, sock, protocol, waiter, extra, server)
 
@@ -128,6 +134,12 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
         # transport directly rather than through _make_socket_transport:
         # TLS would bypass the ring.
         self._check_closed()
+        if overrides(rawsock, STREAM):
+            return super()._make_ssl_transport(
+                rawsock, protocol, sslcontext, waiter, server_side=server_side,
+                server_hostname=server_hostname, extra=extra, server=server,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._ensure_fd_no_transport(rawsock)
         ssl_protocol = sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
@@ -138,6 +150,8 @@ class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServe
 
     def _make_datagram_transport(self, sock, protocol, address=None,
                                  waiter=None, extra=None):
+        if overrides(sock, DATAGRAM):
+            return super()._make_datagram_transport(sock, protocol, address, waiter, extra)
         return RingDatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):

@@ -28,9 +28,4 @@ class UringSockLowLevelTests(test_sock_lowlevel.BaseSockTestsMixin,
 
 
 apply_known_failures(UringEventLoopTests, {})
-apply_known_failures(UringSockLowLevelTests, {
-    "test_sendto_blocking":
-        "patches sock.sendto on a Mock socket to exercise the selector loop's "
-        "retry path; the ring sends with IORING_OP_SENDMSG on the fd and needs "
-        "the socket's real address family, which the Mock replaces",
-})
+apply_known_failures(UringSockLowLevelTests, {})
