@@ -269,11 +269,13 @@ def test_heap_push_and_pop_match_heapq_with_equal_keys(number):
 
 
 def test_the_loops_own_turn_hooks_run_before_the_c_turn(monkeypatch):
-    # The sock_* mixin checks for sockets closed under their ops every turn
-    # (its _run_once): the C turn must come after it, not replace it.
+    # The sock_* mixin checks for sockets closed under their ops each turn
+    # while ops are in flight (its _check_sock_ops): the C turn must call
+    # it first, not replace it, and skip it with no op in flight.
+    import socket
     from uringloop import _sockops
     calls = []
-    original = _sockops.RingSocketOpsMixin._run_once
+    original = _sockops.RingSocketOpsMixin._check_sock_ops
 
     def counted(self):
         calls.append(self)
@@ -281,12 +283,22 @@ def test_the_loops_own_turn_hooks_run_before_the_c_turn(monkeypatch):
 
     with monkeypatch.context() as patch:
         loop = new_loop("c", patch)
-        patch.setattr(_sockops.RingSocketOpsMixin, "_run_once", counted)
+        patch.setattr(_sockops.RingSocketOpsMixin, "_check_sock_ops", counted)
+        a, b = socket.socketpair()
+        a.setblocking(False)
         try:
             one_iteration(loop)
+            assert calls == []
+            receive = loop.create_task(loop.sock_recv(a, 10))
+            one_iteration(loop)   # the task starts its receive
+            one_iteration(loop)
+            assert calls and calls[0] is loop
+            receive.cancel()
+            one_iteration(loop)
         finally:
+            a.close()
+            b.close()
             finish_strict_loop(loop)
-    assert calls and calls[0] is loop
 
 
 def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
