@@ -466,6 +466,43 @@ def test_a_loop_class_with_its_own_process_events_is_called_every_turn(monkeypat
     assert len(calls) == turns + 1 and calls[-1] == []
 
 
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_debug_switched_on_by_process_events_applies_to_the_turns_handles(monkeypatch, path):
+    # The C turn reads loop._debug once for a completion batch it defers and
+    # the handle that runs it only while no Python code ran in between.
+    import uringloop
+    seen = []
+
+    class Switching(uringloop.Loop):
+        def _process_events(self, event_list):
+            if self.switch:
+                self.switch = False
+                self.set_debug(True)
+            super()._process_events(event_list)
+
+    with monkeypatch.context() as patch:
+        if path == "c":
+            _turn.configure(speedups)
+            patch.setattr(_accel, "speedups", speedups)
+        else:
+            patch.setattr(_accel, "speedups", None)
+        loop = Switching()
+        loop.switch = False
+        try:
+            one_iteration(loop)
+            loop._ring.submit_nop(RingCallback(
+                lambda res, flags: seen.append(loop._current_handle is not None)))
+            loop.switch = True
+            for _ in range(100):
+                if seen:
+                    break
+                loop._run_once()
+        finally:
+            loop.set_debug(False)
+            loop.close()
+    assert seen == [True]
+
+
 def test_receive_bytes_copies_what_the_reference_copies(monkeypatch):
     from uringloop._ring import _CQE_BUFFER_SHIFT, Ring
     monkeypatch.setattr(_accel, "speedups", speedups)
