@@ -432,12 +432,15 @@ select_timeout(PyObject *loop, PyObject *ready, PyObject *heap)
     return PyFloat_FromDouble(timeout);
 }
 
-/* Step 4: move the timers due by now to the ready queue. */
+/* Step 4: move the timers due by now to the ready queue.  ``heap``: the
+ * one step 1 used, when no Python code ran since (nothing can have
+ * replaced loop._scheduled), or NULL to read it again as asyncio does. */
 static int
-move_due_timers(PyObject *loop, PyObject *ready)
+move_due_timers(PyObject *loop, PyObject *ready, PyObject *heap)
 {
-    PyObject *heap = PyObject_GetAttr(loop, s_scheduled);
-    if (heap == NULL)
+    if (heap != NULL)
+        Py_INCREF(heap);
+    else if ((heap = PyObject_GetAttr(loop, s_scheduled)) == NULL)
         return -1;
     if (!PyList_Check(heap) || PyList_Size(heap) == 0) {
         Py_DECREF(heap);
@@ -568,20 +571,21 @@ report_callback_error(PyObject *handle)
     return 0;
 }
 
-/* Run one handle taken from the ready queue. */
+/* Run one handle taken from the ready queue.  ``debug``: loop._debug if
+ * no Python code ran since the turn read it, else -1 (read it now). */
 static int
-run_handle(PyObject *loop, PyObject *handle)
+run_handle(PyObject *loop, PyObject *handle, int debug)
 {
-    int debug = attr_true(loop, s_debug);
-    if (debug < 0)
+    int known = 0;
+    for (Py_ssize_t i = 0; i < handle_type_count && !known; i++)
+        known = (PyObject *)Py_TYPE(handle) == handle_type_list[i];
+    /* Another type's _cancelled may have been Python code. */
+    if ((debug < 0 || !known) && (debug = attr_true(loop, s_debug)) < 0)
         return -1;
     PyObject *result;
     if (debug) {
         result = PyObject_CallFunctionObjArgs(debug_run, loop, handle, NULL);
     } else {
-        int known = 0;
-        for (Py_ssize_t i = 0; i < handle_type_count && !known; i++)
-            known = (PyObject *)Py_TYPE(handle) == handle_type_list[i];
         if (!known)
             result = PyObject_CallMethodObjArgs(handle, s_run, NULL);
         else if ((result = call_in_context(handle)) == NULL)
@@ -928,18 +932,21 @@ new_handle(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * a handle running this module's run_callbacks(ring, ring._ops,
  * ring._unfinished, batch) goes to the ready queue.  In debug mode (never
  * the case when the C turn runs, unless the turn itself switched it on)
- * the loop's own method does it.  0, or -1 with an error. */
+ * the loop's own method does it.  0, 1 when the loop's method ran, or -1
+ * with an error. */
 static int
-defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinished)
+defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinished,
+            int *debug_read)
 {
     int debug = attr_true(loop, s_debug);
     if (debug < 0)
         return -1;
+    *debug_read = debug;
     if (debug) {
         PyObject *deferred = PyObject_CallFunctionObjArgs(PyTuple_GetItem(turn, TURN_DEFER),
                                                           batch, NULL);
         Py_XDECREF(deferred);
-        return deferred == NULL ? -1 : 0;
+        return deferred == NULL ? -1 : 1;
     }
     PyObject *run = PyObject_GetAttr(this_module, s_run_callbacks);
     if (run == NULL)
@@ -964,7 +971,7 @@ defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinishe
  * reference), NULL with an error, or NULL without one when the loop must
  * take the Python path (selector.select). */
 static PyObject *
-ring_select(PyObject *loop, PyObject *timeout, int *skip_events)
+ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read)
 {
     if (ring_turn == NULL)
         return NULL;
@@ -1044,12 +1051,13 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events)
                                             s_fired_events, NULL);
         goto done;
     }
+    int deferred = 0;
     if (count > 0) {
         PyObject *batch = completion_batch(out, count);
         if (batch == NULL)
             goto done;
-        int deferred = PyList_Append(unfinished, batch) == 0 ?
-            defer_batch(loop, turn, batch, unfinished) : -1;
+        deferred = PyList_Append(unfinished, batch) == 0 ?
+            defer_batch(loop, turn, batch, unfinished, debug_read) : -1;
         Py_DECREF(batch);
         if (deferred < 0)
             goto done;
@@ -1059,7 +1067,7 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events)
      * said when it was made whether its class has asyncio's (looking it
      * up on a class this deep every turn cost ~250 instructions, and
      * ~2,600 whenever the lookup missed the type attribute cache). */
-    *skip_events = PyTuple_GetItem(turn, TURN_STOCK_EVENTS) == Py_True;
+    *skip_events = PyTuple_GetItem(turn, TURN_STOCK_EVENTS) == Py_True && deferred == 0;
 done:
     Py_XDECREF(unfinished_ref);
     Py_DECREF(turn);
@@ -1079,12 +1087,16 @@ run_once(PyObject *module, PyObject *loop)
         return NULL;
     PyObject *heap = drop_cancelled_timers(loop);
     PyObject *timeout = heap ? select_timeout(loop, ready, heap) : NULL;
-    Py_XDECREF(heap);
-    if (timeout == NULL)
+    if (timeout == NULL) {
+        Py_XDECREF(heap);
         goto fail;
+    }
 
-    int skip = 0;
-    PyObject *events = ring_select(loop, timeout, &skip);
+    int skip = 0, debug = -1;
+    PyObject *events = ring_select(loop, timeout, &skip, &debug);
+    /* Set by ring_select only when it ran no Python code (a plain ring
+     * turn, the batch deferred in C) and _process_events is asyncio's. */
+    int c_only = skip;
     if (events == NULL && !PyErr_Occurred()) {
         PyObject *selector = PyObject_GetAttr(loop, s_selector);
         if (selector != NULL) {
@@ -1093,12 +1105,15 @@ run_once(PyObject *module, PyObject *loop)
         }
     }
     Py_DECREF(timeout);
-    if (events == NULL)
+    if (events == NULL) {
+        Py_DECREF(heap);
         goto fail;
+    }
     if (!skip && PyList_CheckExact(events) && PyList_Size(events) == 0) {
         PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(loop), s_process_events);
         if (method == NULL) {
             Py_DECREF(events);
+            Py_DECREF(heap);
             goto fail;
         }
         skip = method == stock_process_events;
@@ -1108,13 +1123,19 @@ run_once(PyObject *module, PyObject *loop)
         PyObject *processed = PyObject_CallMethodObjArgs(loop, s_process_events, events, NULL);
         if (processed == NULL) {
             Py_DECREF(events);
+            Py_DECREF(heap);
             goto fail;
         }
         Py_DECREF(processed);
     }
     Py_DECREF(events);
 
-    if (move_due_timers(loop, ready) < 0)
+    /* Due timers mean loop.time() ran (Python): loop._debug is read again. */
+    if (!c_only || PyList_Size(heap) != 0)
+        debug = -1;
+    int moved = move_due_timers(loop, ready, c_only ? heap : NULL);
+    Py_DECREF(heap);
+    if (moved < 0)
         goto fail;
 
     Py_ssize_t todo = PyObject_Size(ready);
@@ -1125,7 +1146,8 @@ run_once(PyObject *module, PyObject *loop)
         if (handle == NULL)
             goto fail;
         int cancelled = attr_true(handle, s_cancelled);
-        int rc = cancelled ? cancelled : run_handle(loop, handle);
+        int rc = cancelled ? cancelled : run_handle(loop, handle, debug);
+        debug = -1;   /* the callback may have switched debug mode on */
         Py_DECREF(handle);
         if (rc < 0)
             goto fail;

@@ -269,11 +269,13 @@ def test_heap_push_and_pop_match_heapq_with_equal_keys(number):
 
 
 def test_the_loops_own_turn_hooks_run_before_the_c_turn(monkeypatch):
-    # The sock_* mixin checks for sockets closed under their ops every turn
-    # (its _run_once): the C turn must come after it, not replace it.
+    # The sock_* mixin checks for sockets closed under their ops each turn
+    # while ops are in flight (its _check_sock_ops): the C turn must call
+    # it first, not replace it, and skip it with no op in flight.
+    import socket
     from uringloop import _sockops
     calls = []
-    original = _sockops.RingSocketOpsMixin._run_once
+    original = _sockops.RingSocketOpsMixin._check_sock_ops
 
     def counted(self):
         calls.append(self)
@@ -281,12 +283,22 @@ def test_the_loops_own_turn_hooks_run_before_the_c_turn(monkeypatch):
 
     with monkeypatch.context() as patch:
         loop = new_loop("c", patch)
-        patch.setattr(_sockops.RingSocketOpsMixin, "_run_once", counted)
+        patch.setattr(_sockops.RingSocketOpsMixin, "_check_sock_ops", counted)
+        a, b = socket.socketpair()
+        a.setblocking(False)
         try:
             one_iteration(loop)
+            assert calls == []
+            receive = loop.create_task(loop.sock_recv(a, 10))
+            one_iteration(loop)   # the task starts its receive
+            one_iteration(loop)
+            assert calls and calls[0] is loop
+            receive.cancel()
+            one_iteration(loop)
         finally:
+            a.close()
+            b.close()
             finish_strict_loop(loop)
-    assert calls and calls[0] is loop
 
 
 def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
@@ -452,6 +464,43 @@ def test_a_loop_class_with_its_own_process_events_is_called_every_turn(monkeypat
         finally:
             loop.close()
     assert len(calls) == turns + 1 and calls[-1] == []
+
+
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_debug_switched_on_by_process_events_applies_to_the_turns_handles(monkeypatch, path):
+    # The C turn reads loop._debug once for a completion batch it defers and
+    # the handle that runs it only while no Python code ran in between.
+    import uringloop
+    seen = []
+
+    class Switching(uringloop.Loop):
+        def _process_events(self, event_list):
+            if self.switch:
+                self.switch = False
+                self.set_debug(True)
+            super()._process_events(event_list)
+
+    with monkeypatch.context() as patch:
+        if path == "c":
+            _turn.configure(speedups)
+            patch.setattr(_accel, "speedups", speedups)
+        else:
+            patch.setattr(_accel, "speedups", None)
+        loop = Switching()
+        loop.switch = False
+        try:
+            one_iteration(loop)
+            loop._ring.submit_nop(RingCallback(
+                lambda res, flags: seen.append(loop._current_handle is not None)))
+            loop.switch = True
+            for _ in range(100):
+                if seen:
+                    break
+                loop._run_once()
+        finally:
+            loop.set_debug(False)
+            loop.close()
+    assert seen == [True]
 
 
 def test_receive_bytes_copies_what_the_reference_copies(monkeypatch):

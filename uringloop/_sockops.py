@@ -571,23 +571,24 @@ class RingSocketOpsMixin:
         return fd
 
     # -- sockets closed under their ops ----------------------------------
-    def _run_once(self):
+    def _check_sock_ops(self):
+        """Run by the turn (_turn.TurnMixin._run_once) before each
+        iteration while ``_sock_ops`` is not empty: with no op in flight a
+        turn pays for nothing here, not even a call."""
         ops = self._sock_ops
-        if ops:
-            # Abandon the ops whose socket the user closed (SockOp.abandon;
-            # the test is _ringfd.closed_by_user, written out here and in
-            # the scan since they run every turn) before the loop may
-            # block: a closed socket must not wait for some unrelated
-            # wake-up.  With few ops, a check each time costs less than the
-            # timer below would.
-            if not self._ready and len(ops) <= _SCAN_ALWAYS:
-                for op in ops:
-                    if op.sock.fileno() < 0:
-                        self._abandon_ops_of_closed_sockets()
-                        break
-            else:
-                self._watch_closed_sockets()
-        super()._run_once()
+        # Abandon the ops whose socket the user closed (SockOp.abandon;
+        # the test is _ringfd.closed_by_user, written out here and in
+        # the scan since they run every turn) before the loop may
+        # block: a closed socket must not wait for some unrelated
+        # wake-up.  With few ops, a check each time costs less than the
+        # timer below would.
+        if not self._ready and len(ops) <= _SCAN_ALWAYS:
+            for op in ops:
+                if op.sock.fileno() < 0:
+                    self._abandon_ops_of_closed_sockets()
+                    break
+        else:
+            self._watch_closed_sockets()
 
     def _watch_closed_sockets(self):
         """With many ops, a scan (a fileno() call per op) runs at most every
