@@ -562,9 +562,11 @@ def test_stream_writes_go_through_the_c_sendq_write(monkeypatch):
                       lambda *args: (calls.append(args[1]), real(*args))[1])
         loop = new_loop("c", patch)
         try:
+            def serve(reader, writer):
+                writer.write(b"hi")
+                writer.close()   # from 3.12, wait_closed() waits for it
             async def main():
-                server = await asyncio.start_server(
-                    lambda r, w: w.write(b"hi"), "127.0.0.1", 0)
+                server = await asyncio.start_server(serve, "127.0.0.1", 0)
                 port = server.sockets[0].getsockname()[1]
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 data = await reader.read(2)
