@@ -68,3 +68,19 @@ def uloop():
 
 def run(loop, coro, timeout=20):
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def tls_contexts(directory):
+    """A server context with a self-signed certificate made in ``directory``
+    and a client context that accepts it."""
+    import ssl
+
+    from bench.soak import make_cert
+
+    certfile, _ = make_cert(str(directory))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certfile)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    return server, client

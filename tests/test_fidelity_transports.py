@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from .conftest import run
+from .conftest import run, tls_contexts
 
 request_id = contextvars.ContextVar("request_id", default=None)
 
@@ -383,18 +383,9 @@ def test_tls_echo_runs_on_the_ring(loop, tmp_path):
     TLS layer sits on the ring's stream transport, not on asyncio's
     selector transport (asyncio's _make_ssl_transport builds that one
     directly)."""
-    import ssl
-
-    from bench.soak import make_cert
-
     from uringloop._stream import RingStreamTransport
 
-    certfile, _ = make_cert(str(tmp_path))
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(certfile)
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
+    server_ctx, client_ctx = tls_contexts(tmp_path)
     payload = os.urandom(1 << 20)
 
     async def main():

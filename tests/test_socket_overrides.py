@@ -17,7 +17,7 @@ import pytest
 from uringloop._datagram import RingDatagramTransport
 from uringloop._stream import RingStreamTransport
 
-from .conftest import run
+from .conftest import run, tls_contexts
 
 _TRACKED = ("recv", "recv_into", "recvfrom", "recvfrom_into", "send", "sendmsg",
             "sendto", "connect", "accept")
@@ -99,16 +99,7 @@ def test_stream_transport_calls_the_sockets_methods(loop, protocol_class):
 
 
 def test_tls_transport_calls_the_sockets_methods(loop, tmp_path):
-    import ssl
-
-    from bench.soak import make_cert
-
-    certfile, _ = make_cert(str(tmp_path))
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(certfile)
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
+    server_ctx, client_ctx = tls_contexts(tmp_path)
 
     async def main():
         server = await asyncio.start_server(_echo, "127.0.0.1", 0, ssl=server_ctx)
