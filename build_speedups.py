@@ -22,7 +22,7 @@ LIMITED_API = "0x030B0000"   # 3.11
 def extension():
     return Extension(
         "uringloop._speedups",
-        sources=["csrc/speedups.c"],
+        sources=["csrc/speedups.c", "csrc/stream_speedups.c"],
         include_dirs=["csrc"],   # uring.h: ul_ring_turn, called through its address
         define_macros=[("Py_LIMITED_API", LIMITED_API)],
         py_limited_api=True,

@@ -62,13 +62,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 
 #include <linux/io_uring.h>
 #include <string.h>
 
-#include "uring.h"
+#include "speedups.h"
 
 /* Interned attribute names and what configure() handed in.  Module-level
  * because the module keeps no per-interpreter state worth the machinery. */
@@ -100,8 +98,7 @@ static PyObject *stock_process_events;  /* BaseSelectorEventLoop._process_events
 static double max_timeout;         /* asyncio's MAXIMUM_SELECT_TIMEOUT */
 typedef __typeof__(ul_ring_turn) ring_turn_fn;
 static ring_turn_fn *ring_turn;    /* _uring's ul_ring_turn, or NULL */
-typedef __typeof__(ul_sendq_write) sendq_write_fn;
-static sendq_write_fn *sendq_write_c;   /* _uring's ul_sendq_write, or NULL */
+sendq_write_fn *ul_speedups_sendq_write;   /* see speedups.h */
 
 #define MIN_SCHEDULED_TIMER_HANDLES 100
 #define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
@@ -867,7 +864,7 @@ sendq_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "sendq_write(queue, bytes, nbytes)");
         return NULL;
     }
-    if (sendq_write_c == NULL) {
+    if (ul_speedups_sendq_write == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "uringloop._uring is not loaded");
         return NULL;
     }
@@ -882,7 +879,7 @@ sendq_write(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "sendq_write: no queue, or nbytes out of range");
         return NULL;
     }
-    return PyLong_FromLongLong(sendq_write_c(queue, data, (size_t)nbytes));
+    return PyLong_FromLongLong(ul_speedups_sendq_write(queue, data, (size_t)nbytes));
 }
 
 /* _scheduling.Handle(callback, args, loop, context) without the frame of
@@ -1259,7 +1256,7 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     stock_process_events = Py_NewRef(process_events);
     max_timeout = timeout;
     ring_turn = (ring_turn_fn *)ring_turn_pointer;
-    sendq_write_c = (sendq_write_fn *)sendq_write_pointer;
+    ul_speedups_sendq_write = (sendq_write_fn *)sendq_write_pointer;
     Py_RETURN_NONE;
 }
 
@@ -1278,6 +1275,9 @@ static PyMethodDef methods[] = {
      "receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in C."},
     {"sendq_write", (PyCFunction)(void (*)(void))sendq_write, METH_FASTCALL,
      "sendq_write(queue, bytes, nbytes): lib.ul_sendq_write without cffi."},
+    {"stream_class", ul_stream_class, METH_O,
+     "stream_class(reference): a subclass of the stream transport's reference\n"
+     "per-message methods with their plain cases in C (csrc/stream_speedups.c)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "configure(report_error, debug_run, handle_types, max_timeout, process_events,\n"
      "          ring_turn, sendq_write=None, lean_handle=None): ring_turn and\n"

@@ -169,6 +169,7 @@ class Ring:
         self._forked = False
         self.on_callback_error = None
         self.buffer_size = 0   # of each provided buffer; 0 while there are none
+        self.receive_pool = None   # (address, count, size) of the provided buffers
         _live_rings.add(self)
 
     # -- introspection -------------------------------------------------
@@ -238,11 +239,12 @@ class Ring:
         base = lib.ul_bufring_base(self._ptr)
         self._buffers = memoryview(ffi.buffer(base, count * size))
         self.buffer_size = size
+        self.receive_pool = (int(ffi.cast("uintptr_t", base)), count, size)
         if _accel.speedups is not None:
             # The same copy in C, called without a frame (an instance
             # attribute in front of the method).
-            self.receive_buffer = functools.partial(
-                _accel.speedups.receive_bytes, int(ffi.cast("uintptr_t", base)), count, size)
+            self.receive_buffer = functools.partial(_accel.speedups.receive_bytes,
+                                                    *self.receive_pool)
         return True
 
     def receive_buffer(self, flags, nbytes):

@@ -102,16 +102,104 @@ def _set_nodelay(sock):
             pass
 
 
-class RingStreamTransport(RingTransport, transports.Transport):
+class StreamPerMessage(transports._FlowControlMixin):
+    """The stream transport's per-message methods: write() and the
+    completion of its multishot receive.  This is the reference
+    implementation; with the accelerator on, the transport derives from
+    ``_speedups.stream_class(StreamPerMessage)`` instead, which takes the
+    plain case of each in C and hands every other to these methods
+    (csrc/stream_speedups.c).  The state they read lives in these slots
+    (and _FlowControlMixin's ``_high_water``), which C reads through the
+    slot descriptors, as Python does, without a lookup by name."""
+
+    __slots__ = ("_protocol", "_conn_lost", "_closing", "_paused", "_held_results",
+                 "_buffered", "_recv_op", "_eof", "_empty_waiter", "_sendq", "_sendq_target",
+                 "_receive_pool")
+
+    def _on_recv_multishot(self, res, flags):
+        # The data must be copied now: its provided buffer returns to the
+        # kernel at the next turn.
+        if not flags & CQE_F_MORE:
+            self._recv_op = None
+            self._ring_fd.op_done()
+        if self._conn_lost:
+            return
+        if self._closing:
+            return  # no data after close(): only the sends still drain
+        if res > 0:
+            data = self._ring.receive_buffer(flags, res)
+            if not (self._paused or self._held_results or self._buffered):
+                # The per-message path, kept flat: deliver and stay armed.
+                try:
+                    self._protocol.data_received(data)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                    return
+                if self._recv_op is None:
+                    self._start_reading()
+                return
+            result = (res, data)
+        elif res == -errno.ENOBUFS or res == -errno.ECANCELED:
+            self._start_reading()  # buffers ran dry, or we cancelled
+            return
+        else:
+            result = (res, None)  # end of stream or an error
+        if self._must_hold():
+            self._held_results.append(result)
+        else:
+            self._deliver(*result)
+
+    def write(self, data):
+        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
+        if not data:
+            return
+        if self._conn_lost:
+            self._count_write_after_close()
+            return
+        if type(data) is not bytes:
+            if type(data) is memoryview and not data.c_contiguous:
+                # What asyncio's send() of it raises, a fatal write error.
+                self._fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
+                                  "Fatal write error on socket transport")
+                return
+            data = bytes(data)
+        if self._sendq is None:
+            raise RuntimeError("the io_uring ring is closed")
+        # The queue copies the bytes (the caller may reuse its buffer), or
+        # sends a big write from ``data`` itself.
+        # Loaded, then called: a method call of an instance attribute is
+        # not specialised, a plain load is.
+        write_into = self._sendq_write
+        size = write_into(self._sendq_target, data, len(data))
+        if size < 0 or size > self._high_water:
+            self._after_queued_write(data, size)
+
+
+
+def _per_message_base():
+    if _accel.speedups is None:
+        return StreamPerMessage
+    return _accel.speedups.stream_class(StreamPerMessage)
+
+
+class RingStreamTransport(_per_message_base(), RingTransport, transports.Transport):
     """A stream socket transport driven by ring completions."""
 
     _start_tls_compatible = True
     # loop.sendfile splices file -> pipe -> socket (see _sendfile.py).
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
-    _sendq = None  # read by __del__ even if __init__ failed early
     _io_fd = 0     # likewise: no registered slot to empty
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        self._sendq = None           # first: read by __del__ even if __init__ fails
         self._eof = False            # write_eof() called
         self._write_shut = False     # shutdown(SHUT_WR) done
         self._recv_buffer = None     # reused by every receive for a Protocol
@@ -136,6 +224,7 @@ class RingStreamTransport(RingTransport, transports.Transport):
             self._sendq_write = _accel.speedups.sendq_write
             self._sendq_target = int(ffi.cast("uintptr_t", self._sendq))
         self._ring_fd.ops += 1   # until the queue is released
+        self._receive_pool = self._ring.receive_pool   # for the C _on_recv_multishot
         send_zc = loop._features.send_zc
         lib.ul_sendq_by_reference(self._sendq, min(_REF_WRITE, send_zc or _REF_WRITE),
                                   send_zc or 0)
@@ -174,41 +263,6 @@ class RingStreamTransport(RingTransport, transports.Transport):
             return
         self._ring_fd.ops += 1
         self._recv_target = buf
-
-    def _on_recv_multishot(self, res, flags):
-        # The data must be copied now: its provided buffer returns to the
-        # kernel at the next turn.
-        if not flags & CQE_F_MORE:
-            self._recv_op = None
-            self._ring_fd.op_done()
-        if self._conn_lost:
-            return
-        if self._closing:
-            return  # no data after close(): only the sends still drain
-        if res > 0:
-            data = self._ring.receive_buffer(flags, res)
-            if not (self._paused or self._held_results or self._buffered):
-                # The per-message path, kept flat: deliver and stay armed.
-                try:
-                    self._protocol.data_received(data)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                    return
-                if self._recv_op is None:
-                    self._start_reading()
-                return
-            result = (res, data)
-        elif res == -errno.ENOBUFS or res == -errno.ECANCELED:
-            self._start_reading()  # buffers ran dry, or we cancelled
-            return
-        else:
-            result = (res, None)  # end of stream or an error
-        if self._must_hold():
-            self._held_results.append(result)
-        else:
-            self._deliver(*result)
 
     def pause_reading(self):
         super().pause_reading()
@@ -316,45 +370,22 @@ class RingStreamTransport(RingTransport, transports.Transport):
             self.close()
 
     # -- writing -------------------------------------------------------
-    def write(self, data):
-        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
-        if self._eof:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._empty_waiter is not None:
-            raise RuntimeError("unable to write; sendfile is in progress")
-        if not data:
-            return
-        if self._conn_lost:
-            self._count_write_after_close()
-            return
-        if type(data) is not bytes:
-            if type(data) is memoryview and not data.c_contiguous:
-                # What asyncio's send() of it raises, a fatal write error.
-                self._fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
-                                  "Fatal write error on socket transport")
-                return
-            data = bytes(data)
-        if self._sendq is None:
-            raise RuntimeError("the io_uring ring is closed")
-        # The queue copies the bytes (the caller may reuse its buffer), or
-        # sends a big write from ``data`` itself.
-        # Loaded, then called: a method call of an instance attribute is
-        # not specialised, a plain load is.
-        write_into = self._sendq_write
-        size = write_into(self._sendq_target, data, len(data))
-        if size > self._high_water:
-            if size >= _BY_REF:
-                # Kept while the queue sends from it; an earlier one is
-                # let go (the queue took this one: it was idle).
-                size -= _BY_REF
-                self._write_ref = data
-                if size <= self._high_water:
-                    return
-            self._on_write_pressure(size - len(data))
-        elif size < 0:
+    def _after_queued_write(self, data, size):
+        """What write() does when the send queue's answer ``size`` (for
+        ``data``) is an error or more than the high-water mark queued,
+        which may include the flag of a big write the queue sends from
+        ``data`` itself."""
+        if size < 0:
             self._fatal_error(os_error(size), "Fatal write error on socket transport")
+            return
+        if size >= _BY_REF:
+            # Kept while the queue sends from it; an earlier one is let go
+            # (the queue took this one: it was idle).
+            size -= _BY_REF
+            self._write_ref = data
+            if size <= self._high_water:
+                return
+        self._on_write_pressure(size - len(data))
 
     def writelines(self, list_of_data):
         if _OWN_WRITELINES:

@@ -1,0 +1,21 @@
+/* What the two files of uringloop._speedups share: speedups.c (the loop
+ * turn, completion dispatch) and stream_speedups.c (the stream transport's
+ * per-message methods). */
+#ifndef URINGLOOP_SPEEDUPS_H
+#define URINGLOOP_SPEEDUPS_H
+
+#include <Python.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "uring.h"   /* needs the two above */
+
+/* _uring's ul_sendq_write, called through its address (configure()'s
+ * sendq_write), or NULL while unconfigured. */
+typedef __typeof__(ul_sendq_write) sendq_write_fn;
+extern sendq_write_fn *ul_speedups_sendq_write;
+
+/* _speedups.stream_class(reference): see stream_speedups.c. */
+PyObject *ul_stream_class(PyObject *module, PyObject *reference);
+
+#endif

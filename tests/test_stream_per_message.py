@@ -1,0 +1,189 @@
+"""The stream transport's per-message methods, write() and the delivery of
+received data, at the edges where the C accelerator (csrc/stream_speedups.c)
+hands over to the Python reference (_stream.StreamPerMessage): a protocol
+whose data_received raises, SystemExit from it, a float high-water mark,
+writes of every bytes-like type mixed in one stream.  ``loop`` tests state
+asyncio's behaviour and run on both loops; tests/run.sh runs the suite
+with the accelerator and without it."""
+import asyncio
+import socket
+import sys
+
+import pytest
+
+from uringloop import _accel, _stream
+
+from .conftest import run
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self, on_data=None):
+        self.on_data = on_data
+        self.received = bytearray()
+        self.pauses = 0
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.received += data
+        if self.on_data is not None:
+            self.on_data(data)
+
+    def pause_writing(self):
+        self.pauses += 1
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def _connected(loop, protocol_factory):
+    """A transport with the protocol ``protocol_factory`` makes, and the
+    peer socket (non-blocking) at its other end."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    with listener:
+        accepting = asyncio.ensure_future(loop.sock_accept(listener))
+        transport, proto = await loop.create_connection(protocol_factory,
+                                                        *listener.getsockname())
+        peer, _ = await accepting
+    peer.setblocking(False)
+    return transport, proto, peer
+
+
+async def _receive(loop, peer, size):
+    received = bytearray()
+    while len(received) < size:
+        chunk = await loop.sock_recv(peer, 1 << 20)
+        assert chunk, "EOF before all data arrived"
+        received += chunk
+    return bytes(received)
+
+
+def test_an_exception_in_data_received_is_a_fatal_error_handled_as_asyncio_does(loop):
+    seen = []
+
+    def handler(_loop, context):
+        # asyncio reports it from inside its except block.
+        seen.append((context, sys.exc_info()[1]))
+
+    loop.set_exception_handler(handler)
+    error = ValueError("protocol bug")
+
+    def fail(_data):
+        raise error
+
+    async def main():
+        transport, proto, peer = await _connected(loop, lambda: Recorder(fail))
+        await loop.sock_sendall(peer, b"x" * 100)
+        lost = await proto.lost
+        peer.close()
+        return transport, lost
+
+    transport, lost = run(loop, main())
+    assert lost is error
+    assert transport.is_closing()
+    [(context, handled)] = seen
+    assert context["message"] == "Fatal error: protocol.data_received() call failed."
+    assert context["exception"] is error
+    assert context["transport"] is transport
+    assert handled is error
+
+
+def test_system_exit_from_data_received_leaves_the_loop(loop):
+    def leave(_data):
+        raise SystemExit(3)
+
+    async def main():
+        transport, proto, peer = await _connected(loop, lambda: Recorder(leave))
+        await loop.sock_sendall(peer, b"bye")
+        await asyncio.sleep(10)
+
+    task = loop.create_task(main())
+    with pytest.raises(SystemExit) as raised:
+        loop.run_until_complete(task)
+    assert raised.value.code == 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        loop.run_until_complete(task)
+    for transport in list(getattr(loop, "_transports", {}).values()):
+        if transport is not None:
+            transport.abort()
+
+
+def test_a_float_high_water_mark_compares_as_asyncio_compares_it(loop):
+    async def main():
+        transport, proto, peer = await _connected(loop, Recorder)
+        transport.set_write_buffer_limits(high=100.5, low=10.5)
+        payload = bytes(range(256)) * 4
+        transport.write(payload)   # the socket takes it at once: no pause
+        got = await _receive(loop, peer, len(payload))
+        transport.close()
+        await proto.lost
+        peer.close()
+        return got, proto.pauses
+
+    got, pauses = run(loop, main())
+    assert got == bytes(range(256)) * 4
+    assert pauses == 0
+
+
+def test_every_bytes_like_type_keeps_its_place_in_the_stream(loop):
+    pieces = [b"a" * 10, bytearray(b"b" * 20), memoryview(b"c" * 30), b"", b"d" * 70000,
+              memoryview(bytearray(b"e" * 5)), b"f"]
+
+    async def main():
+        transport, proto, peer = await _connected(loop, Recorder)
+        for piece in pieces:
+            transport.write(piece)
+        expected = b"".join(bytes(piece) for piece in pieces)
+        got = await _receive(loop, peer, len(expected))
+        transport.close()
+        await proto.lost
+        peer.close()
+        return got, expected
+
+    got, expected = run(loop, main())
+    assert got == expected
+
+
+def test_received_data_arrives_whole_and_in_order_across_pauses(loop):
+    chunks = [bytes([n % 251]) * (1 + n * 37 % 3000) for n in range(200)]
+    expected = b"".join(chunks)
+
+    def pause_now_and_then(data):
+        transport = proto.transport
+        if len(proto.received) % 3 == 0:
+            transport.pause_reading()
+            asyncio.get_running_loop().call_soon(transport.resume_reading)
+
+    async def main():
+        nonlocal proto
+        transport, proto, peer = await _connected(loop, lambda: Recorder(pause_now_and_then))
+        for chunk in chunks:
+            await loop.sock_sendall(peer, chunk)
+        peer.shutdown(socket.SHUT_WR)
+        while len(proto.received) < len(expected):
+            await asyncio.sleep(0.01)
+        transport.close()
+        await proto.lost
+        peer.close()
+        return bytes(proto.received)
+
+    proto = None
+    assert run(loop, main()) == expected
+
+
+def test_the_transport_class_takes_the_accelerated_methods_when_they_are_on():
+    cls = _stream.RingStreamTransport
+    if _accel.speedups is None:
+        assert cls.write is _stream.StreamPerMessage.write
+        assert cls._on_recv_multishot is _stream.StreamPerMessage._on_recv_multishot
+    else:
+        accelerated = cls.__mro__[1]
+        assert accelerated.__module__ == "uringloop._speedups"
+        assert accelerated.__bases__ == (_stream.StreamPerMessage,)
+        assert cls.write is not _stream.StreamPerMessage.write
+        assert "write" in vars(accelerated) and "_on_recv_multishot" in vars(accelerated)
