@@ -780,18 +780,32 @@ run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(result);
             continue;
         }
-        /* except BaseException as exc: reported, never lost */
-        PyObject *handler = PyObject_GetAttr(ring, s_on_callback_error);
-        if (handler == NULL || handler == Py_None) {
-            Py_XDECREF(handler);
-            Py_DECREF(entry);
-            goto fail;   /* the callback's exception (or getattr's) */
-        }
+        /* except BaseException as exc: reported, never lost.  Taken out
+         * of the error indicator first: a type lookup that misses the
+         * attribute cache while an exception is pending clears it. */
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
         PyErr_NormalizeException(&type, &value, &traceback);
         if (traceback != NULL)
             PyException_SetTraceback(value, traceback);
+        PyObject *handler = PyObject_GetAttr(ring, s_on_callback_error);
+        if (handler == NULL || handler == Py_None) {
+            Py_XDECREF(handler);
+            Py_DECREF(entry);
+            if (handler == NULL) {
+                /* getattr's error, raised while handling the callback's */
+                Py_XDECREF(type);
+                Py_XDECREF(traceback);
+                PyObject *ltype, *lvalue, *ltraceback;
+                PyErr_Fetch(&ltype, &lvalue, &ltraceback);
+                PyErr_NormalizeException(&ltype, &lvalue, &ltraceback);
+                PyException_SetContext(lvalue, value);   /* steals value */
+                PyErr_Restore(ltype, lvalue, ltraceback);
+            } else {
+                PyErr_Restore(type, value, traceback);   /* the callback's */
+            }
+            goto fail;
+        }
         PyObject *old_type, *old_value, *old_traceback;
         PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
         Py_INCREF(value);

@@ -554,7 +554,9 @@ def test_sendq_write_is_ul_sendq_write_without_cffi(monkeypatch):
         b.close()
 
 
-def test_stream_writes_go_through_the_c_sendq_write(monkeypatch):
+def test_writes_the_c_write_hands_back_go_through_the_c_sendq_write(monkeypatch):
+    # A bytes write never leaves C (csrc/stream_speedups.c); a bytearray
+    # goes to the Python reference write(), which calls sendq_write.
     calls = []
     real = speedups.sendq_write
     with monkeypatch.context() as patch:
@@ -563,7 +565,7 @@ def test_stream_writes_go_through_the_c_sendq_write(monkeypatch):
         loop = new_loop("c", patch)
         try:
             def serve(reader, writer):
-                writer.write(b"hi")
+                writer.write(bytearray(b"hi"))
                 writer.close()   # from 3.12, wait_closed() waits for it
             async def main():
                 server = await asyncio.start_server(serve, "127.0.0.1", 0)
