@@ -79,13 +79,16 @@ static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
 static PyObject *context_type;     /* contextvars.Context */
 static PyObject *copy_context;     /* contextvars.copy_context */
 static PyObject *lean_handle_type; /* uringloop._scheduling.Handle */
-/* Its slots' descriptors, in the order of its __init__'s assignments, and
- * their __set__: setting a slot through them skips PyObject_SetAttr's type
- * lookup (~200 instructions a slot, as much as the Python __init__). */
+/* Its slots' descriptors (asyncio.Handle's), in the order of its
+ * __init__'s assignments, with their __set__ and __get__: a slot reached
+ * through them skips PyObject_SetAttr's or GetAttr's type lookup (~200
+ * instructions a slot, as much as the Python __init__).  Read so for the
+ * handle types of handle_types, which add no slot of these names. */
 enum { SLOT_CONTEXT, SLOT_LOOP, SLOT_CALLBACK, SLOT_ARGS, SLOT_CANCELLED, SLOT_REPR,
        SLOT_SOURCE_TRACEBACK, HANDLE_SLOTS };
 static PyObject *handle_slots[HANDLE_SLOTS];
 static descrsetfunc handle_slot_set[HANDLE_SLOTS];
+static descrgetfunc handle_slot_get[HANDLE_SLOTS];
 static PyObject *this_module;      /* for its run_callbacks, as Python finds it */
 static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
@@ -492,14 +495,36 @@ done:
     return rc;
 }
 
-/* handle._context.run(handle._callback, *handle._args): the result (a new
- * reference) or NULL with the callback's exception set. */
+/* handle.<name> (a new reference, or NULL with an error) for a handle of
+ * one of the handle types (``known``) or any other. */
+static PyObject *
+handle_attr(PyObject *handle, int slot, PyObject *name, int known)
+{
+    if (known && handle_slot_get[slot] != NULL)
+        return handle_slot_get[slot](handle_slots[slot], handle, NULL);
+    return PyObject_GetAttr(handle, name);
+}
+
+/* Whether ``handle`` is of one of the handle types (run inline). */
+static int
+known_handle(PyObject *handle)
+{
+    for (Py_ssize_t i = 0; i < handle_type_count; i++) {
+        if ((PyObject *)Py_TYPE(handle) == handle_type_list[i])
+            return 1;
+    }
+    return 0;
+}
+
+/* handle._context.run(handle._callback, *handle._args) for a handle of one
+ * of the handle types: the result (a new reference) or NULL with the
+ * callback's exception set. */
 static PyObject *
 call_in_context(PyObject *handle)
 {
-    PyObject *context = PyObject_GetAttr(handle, s_context);
-    PyObject *callback = context ? PyObject_GetAttr(handle, s_callback) : NULL;
-    PyObject *args = callback ? PyObject_GetAttr(handle, s_args) : NULL;
+    PyObject *context = handle_attr(handle, SLOT_CONTEXT, s_context, 1);
+    PyObject *callback = context ? handle_attr(handle, SLOT_CALLBACK, s_callback, 1) : NULL;
+    PyObject *args = callback ? handle_attr(handle, SLOT_ARGS, s_args, 1) : NULL;
     PyObject *call = NULL, *result = NULL;
     if (args == NULL)
         goto done;
@@ -571,11 +596,8 @@ report_callback_error(PyObject *handle)
 /* Run one handle taken from the ready queue.  ``debug``: loop._debug if
  * no Python code ran since the turn read it, else -1 (read it now). */
 static int
-run_handle(PyObject *loop, PyObject *handle, int debug)
+run_handle(PyObject *loop, PyObject *handle, int known, int debug)
 {
-    int known = 0;
-    for (Py_ssize_t i = 0; i < handle_type_count && !known; i++)
-        known = (PyObject *)Py_TYPE(handle) == handle_type_list[i];
     /* Another type's _cancelled may have been Python code. */
     if ((debug < 0 || !known) && (debug = attr_true(loop, s_debug)) < 0)
         return -1;
@@ -1156,8 +1178,12 @@ run_once(PyObject *module, PyObject *loop)
         PyObject *handle = PyObject_CallMethodObjArgs(ready, s_popleft, NULL);
         if (handle == NULL)
             goto fail;
-        int cancelled = attr_true(handle, s_cancelled);
-        int rc = cancelled ? cancelled : run_handle(loop, handle, debug);
+        int known = known_handle(handle);
+        PyObject *cancelled_obj = handle_attr(handle, SLOT_CANCELLED, s_cancelled, known);
+        int cancelled = cancelled_obj == NULL ? -1 : cancelled_obj == Py_True ? 1 :
+            cancelled_obj == Py_False ? 0 : PyObject_IsTrue(cancelled_obj);
+        Py_XDECREF(cancelled_obj);
+        int rc = cancelled ? cancelled : run_handle(loop, handle, known, debug);
         debug = -1;   /* the callback may have switched debug mode on */
         Py_DECREF(handle);
         if (rc < 0)
@@ -1223,13 +1249,15 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
                                          s_repr, s_source_traceback};
         PyObject *slots[HANDLE_SLOTS];
         descrsetfunc setters[HANDLE_SLOTS];
+        descrgetfunc getters[HANDLE_SLOTS];
         int i;
         for (i = 0; i < HANDLE_SLOTS; i++) {
             slots[i] = PyObject_GetAttr(lean_handle, names[i]);
             if (slots[i] == NULL)
                 break;
             setters[i] = (descrsetfunc)PyType_GetSlot(Py_TYPE(slots[i]), Py_tp_descr_set);
-            if (setters[i] == NULL) {
+            getters[i] = (descrgetfunc)PyType_GetSlot(Py_TYPE(slots[i]), Py_tp_descr_get);
+            if (setters[i] == NULL || getters[i] == NULL) {
                 PyErr_Format(PyExc_TypeError, "%R.%U is not a slot", lean_handle, names[i]);
                 Py_DECREF(slots[i]);
                 break;
@@ -1247,6 +1275,7 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
             Py_XDECREF(handle_slots[i]);
             handle_slots[i] = slots[i];
             handle_slot_set[i] = setters[i];
+            handle_slot_get[i] = getters[i];
         }
         Py_XDECREF(lean_handle_type);
         lean_handle_type = Py_NewRef(lean_handle);
