@@ -1,5 +1,7 @@
-"""Build the CPython extension ``uringloop._speedups`` (csrc/speedups.c):
-the loop turn and the timer heap in C (see uringloop/_turn.py).
+"""Build the CPython extension ``uringloop._speedups`` (csrc/speedups.c,
+csrc/stream_speedups.c): the loop turn, the timer heap, completion
+dispatch and the stream transport's per-message methods in C (see
+uringloop/_turn.py and uringloop/_stream.py).
 
 Why a plain extension beside the cffi one: the turn holds and calls Python
 objects (handles, the ready deque, the timer heap), which cffi can only

@@ -23,8 +23,9 @@
  *      one ul_ring_turn call (its address from the cffi module, which
  *      releases the GIL around the wait), whose
  *      batch of completions (a Batch: a copy of the completion array) is
- *      deferred as Ring.take_turn and Loop._schedule_completions defer it
- *      (the handle built here: new_handle, no Python frame); a
+ *      deferred as Ring.take_turn and Loop._schedule_completions defer it,
+ *      but without a handle: step 5 runs it at the place in the ready
+ *      queue its handle would have taken (see defer_batch, run_batch); a
  *      turn that reaped polls, a full batch or an error goes back to
  *      Ring.take_turn and RingSelector.fired_events;
  *   4. timers due before time() + clock_resolution move to the ready queue;
@@ -49,8 +50,9 @@
  *
  * receive_bytes is Ring.receive_buffer: the bytes of a receive into a
  * provided buffer, copied out; sendq_write is ul_sendq_write for the stream
- * transport's write(), called directly (its address, like ul_ring_turn's,
- * comes from the cffi module).
+ * transport's Python write(), called directly (its address, like
+ * ul_ring_turn's, comes from the cffi module).  stream_class is
+ * csrc/stream_speedups.c's: the transport's per-message methods in C.
  *
  * The heap functions are heapq's algorithms with the comparison
  * TimerHandle.__lt__ makes (a._when < b._when), done on the floats
@@ -961,15 +963,16 @@ new_handle(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return new_handle_object(args[0], args[1], args[2], args[3]);
 }
 
-/* Loop._schedule_completions(batch) outside debug mode, without its frame:
- * a handle running this module's run_callbacks(ring, ring._ops,
- * ring._unfinished, batch) goes to the ready queue.  In debug mode (never
- * the case when the C turn runs, unless the turn itself switched it on)
- * the loop's own method does it.  0, 1 when the loop's method ran, or -1
- * with an error. */
+/* Loop._schedule_completions(batch) without its frame.  Outside debug
+ * mode the batch takes no handle: *pending becomes the arguments of
+ * run_callbacks(ring, ring._ops, ring._unfinished, batch) and *position
+ * the ready queue's length, the place its handle would have had, where
+ * run_once runs it (run_batch).  In debug mode (never the case when the C
+ * turn runs, unless the turn itself switched it on) the loop's own method
+ * schedules it.  0, 1 when the loop's method ran, or -1 with an error. */
 static int
 defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinished,
-            int *debug_read)
+            int *debug_read, PyObject **pending, Py_ssize_t *position)
 {
     int debug = attr_true(loop, s_debug);
     if (debug < 0)
@@ -981,22 +984,63 @@ defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinishe
         Py_XDECREF(deferred);
         return deferred == NULL ? -1 : 1;
     }
+    *position = PyObject_Size(PyTuple_GetItem(turn, TURN_READY));
+    if (*position < 0)
+        return -1;
+    *pending = PyTuple_Pack(4, PyTuple_GetItem(turn, TURN_RING), PyTuple_GetItem(turn, TURN_OPS),
+                            unfinished, batch);
+    return *pending == NULL ? -1 : 0;
+}
+
+/* Run a batch defer_batch left pending, as the handle it would have had
+ * runs: run_callbacks(*args) in a copy of the current context, an
+ * exception reported as Handle._run reports it (through a handle made for
+ * the report), through the debug runner if a callback switched debug mode
+ * on.  ``debug`` as for run_handle.  0, or -1 with an error. */
+static int
+run_batch(PyObject *loop, PyObject *args, int debug)
+{
+    if (debug < 0 && (debug = attr_true(loop, s_debug)) < 0)
+        return -1;
     PyObject *run = PyObject_GetAttr(this_module, s_run_callbacks);
     if (run == NULL)
         return -1;
-    PyObject *handle = NULL, *appended = NULL;
-    PyObject *args = PyTuple_Pack(4, PyTuple_GetItem(turn, TURN_RING),
-                                  PyTuple_GetItem(turn, TURN_OPS), unfinished, batch);
-    if (args != NULL)
+    int rc = -1;
+    PyObject *context = NULL, *handle = NULL, *result = NULL;
+    if (debug) {
         handle = new_handle_object(run, args, loop, Py_None);
-    if (handle != NULL)
-        appended = PyObject_CallMethodObjArgs(PyTuple_GetItem(turn, TURN_READY), s_append,
-                                              handle, NULL);
-    Py_XDECREF(appended);
+        result = handle ? PyObject_CallFunctionObjArgs(debug_run, loop, handle, NULL) : NULL;
+        rc = result == NULL ? -1 : 0;
+        goto done;
+    }
+    context = PyObject_CallNoArgs(copy_context);
+    PyObject *call = context ? PyTuple_New(PyTuple_Size(args) + 2) : NULL;
+    if (call == NULL)
+        goto done;
+    PyTuple_SetItem(call, 0, Py_NewRef(context));
+    PyTuple_SetItem(call, 1, Py_NewRef(run));
+    for (Py_ssize_t i = 0; i < PyTuple_Size(args); i++)
+        PyTuple_SetItem(call, i + 2, Py_NewRef(PyTuple_GetItem(args, i)));
+    result = PyObject_Call(context_run, call, NULL);
+    Py_DECREF(call);
+    if (result != NULL) {
+        rc = 0;
+    } else if (!PyErr_ExceptionMatches(PyExc_SystemExit) &&
+               !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        /* The handle the report names (the exception stays pending). */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        handle = new_handle_object(run, args, loop, context);
+        PyErr_Restore(type, value, traceback);
+        if (handle != NULL)
+            rc = report_callback_error(handle);
+    }
+done:
+    Py_XDECREF(result);
     Py_XDECREF(handle);
-    Py_XDECREF(args);
+    Py_XDECREF(context);
     Py_DECREF(run);
-    return appended == NULL ? -1 : 0;
+    return rc;
 }
 
 /* Step 3 on the ring, without RingSelector.select and Ring.run_turn when
@@ -1004,7 +1048,8 @@ defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinishe
  * reference), NULL with an error, or NULL without one when the loop must
  * take the Python path (selector.select). */
 static PyObject *
-ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read)
+ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read,
+            PyObject **pending, Py_ssize_t *position)
 {
     if (ring_turn == NULL)
         return NULL;
@@ -1090,7 +1135,7 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read
         if (batch == NULL)
             goto done;
         deferred = PyList_Append(unfinished, batch) == 0 ?
-            defer_batch(loop, turn, batch, unfinished, debug_read) : -1;
+            defer_batch(loop, turn, batch, unfinished, debug_read, pending, position) : -1;
         Py_DECREF(batch);
         if (deferred < 0)
             goto done;
@@ -1115,6 +1160,11 @@ run_once(PyObject *module, PyObject *loop)
         PyErr_SetString(PyExc_RuntimeError, "uringloop._speedups is not configured");
         return NULL;
     }
+    /* A batch deferred without a handle, and the place in the ready
+     * queue it takes (see defer_batch).  Should the turn end before it
+     * ran, it stays in ring._unfinished, which the next turn runs first. */
+    PyObject *pending = NULL;
+    Py_ssize_t position = 0;
     PyObject *ready = PyObject_GetAttr(loop, s_ready);
     if (ready == NULL)
         return NULL;
@@ -1126,7 +1176,7 @@ run_once(PyObject *module, PyObject *loop)
     }
 
     int skip = 0, debug = -1;
-    PyObject *events = ring_select(loop, timeout, &skip, &debug);
+    PyObject *events = ring_select(loop, timeout, &skip, &debug, &pending, &position);
     /* Set by ring_select only when it ran no Python code (a plain ring
      * turn, the batch deferred in C) and _process_events is asyncio's. */
     int c_only = skip;
@@ -1171,10 +1221,19 @@ run_once(PyObject *module, PyObject *loop)
     if (moved < 0)
         goto fail;
 
-    Py_ssize_t todo = PyObject_Size(ready);
+    Py_ssize_t todo = PyObject_Size(ready), popped = 0;
     if (todo < 0)
         goto fail;
-    for (; todo > 0; todo--) {
+    for (todo += pending != NULL; todo > 0; todo--) {
+        if (pending != NULL && popped == position) {
+            int rc = run_batch(loop, pending, debug);
+            Py_CLEAR(pending);
+            debug = -1;
+            if (rc < 0)
+                goto fail;
+            continue;
+        }
+        popped++;
         PyObject *handle = PyObject_CallMethodObjArgs(ready, s_popleft, NULL);
         if (handle == NULL)
             goto fail;
@@ -1192,6 +1251,7 @@ run_once(PyObject *module, PyObject *loop)
     Py_DECREF(ready);
     Py_RETURN_NONE;
 fail:
+    Py_XDECREF(pending);
     Py_DECREF(ready);
     return NULL;
 }

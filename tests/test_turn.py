@@ -605,3 +605,72 @@ def test_new_handle_builds_what_the_lean_handle_init_builds():
             speedups.new_handle(callback, [1, 2], speedups_loop, None)
     finally:
         speedups_loop.close()
+
+
+def _ring_paths(scenario, monkeypatch):
+    """scenario(loop) -> trace on the Python turn and the C turn (ring
+    completions: no asyncio path); both traces, which must be equal."""
+    results = {}
+    for path in ("python", "c"):
+        with monkeypatch.context() as patch:
+            loop = new_loop(path, patch)
+            try:
+                results[path] = scenario(loop)
+            finally:
+                finish_strict_loop(loop)
+    assert results["c"] == results["python"]
+    return results["c"]
+
+
+def test_a_turns_completions_run_where_their_handle_would_have_run(monkeypatch):
+    # The C turn runs a batch of completions in place, without a handle:
+    # after the callbacks ready before the turn, before the timers that
+    # fell due, and what the completions schedule runs next turn.
+    def scenario(loop):
+        one_iteration(loop)   # binds the ring to this thread
+        trace = []
+
+        def completed(res, flags):
+            trace.append("completion")
+            loop.call_soon(trace.append, "scheduled by the completion")
+
+        loop.call_soon(trace.append, "ready before")
+        loop._ring.submit_nop(RingCallback(completed))
+        loop.call_at(loop.time() - 1, trace.append, "due timer")
+        for turn in range(2):
+            loop.call_soon(trace.append, f"end of turn {turn}")   # also: no waiting
+            loop._run_once()
+        return trace
+
+    assert _ring_paths(scenario, monkeypatch) == [
+        "ready before", "end of turn 0", "completion", "due timer",
+        "scheduled by the completion", "end of turn 1"]
+
+
+def test_an_exception_out_of_a_turns_completions_goes_to_the_handler(monkeypatch):
+    # With no ring error handler, a completion's exception leaves the
+    # batch (the rest runs first thing next turn, before the ready
+    # callbacks, as the ring runs unfinished batches) and is reported as a
+    # failed callback; the C turn builds the handle for the report then.
+    def scenario(loop):
+        one_iteration(loop)
+        trace = []
+        loop._ring.on_callback_error = None
+
+        def fails(res, flags):
+            trace.append("fails")
+            raise ValueError("completion")
+
+        loop._ring.submit_nop(RingCallback(fails))
+        loop._ring.submit_nop(RingCallback(lambda res, flags: trace.append("next")))
+        for _ in range(3):
+            loop.call_soon(trace.append, "turn")   # also: no waiting
+            loop._run_once()
+        [context] = loop.handler_calls
+        loop.handler_calls.clear()
+        trace.append((context["message"].startswith("Exception in callback "),
+                       type(context["exception"]), type(context["handle"]).__name__))
+        return trace
+
+    assert _ring_paths(scenario, monkeypatch) == [
+        "turn", "fails", "next", "turn", "turn", (True, ValueError, "Handle")]

@@ -4,7 +4,7 @@ with ``URINGLOOP_PURE_PYTHON=1`` or when the extension cannot be loaded.
 
 ``speedups`` is the extension module or None; ``description`` says which
 and why, for ``python -m uringloop info``.  Read once, at import: users of
-the C paths (``_turn``, ``_scheduling``) look here.
+the C paths (``_turn``, ``_scheduling``, ``_ring``, ``_stream``) look here.
 """
 import os
 

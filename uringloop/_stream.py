@@ -26,8 +26,7 @@ and so is the rest of a chunk when a ``BufferedProtocol`` pauses in the
 middle of it.
 
 Data flow, writing: ``write()`` copies the bytes into the transport's
-C-owned send queue (csrc/sendq.c; called through ``_speedups.sendq_write``
-with the accelerator on, through cffi without), which keeps one send in flight,
+C-owned send queue (csrc/sendq.c), which keeps one send in flight,
 coalesces what is written meanwhile and resubmits partial sends without
 coming back to Python.  A big write (``_REF_WRITE`` and up, and with
 ``URINGLOOP_SEND_ZC`` at its threshold and up, zero-copy) to an idle queue
@@ -44,6 +43,15 @@ no event when the send took everything.  The queue reports only what the transpo
 for: falling to the low-water mark (``resume_writing``), draining
 completely (``close()``, ``write_eof()``, sendfile), or a failed send.
 The write buffer size is every byte the kernel has not confirmed.
+
+The accelerator: ``write()`` and the multishot receive's completion are
+the per-message path, so with ``_speedups`` loaded the transport derives
+from its C subclass of ``StreamPerMessage`` (csrc/stream_speedups.c),
+which does the plain case of each (a ``bytes`` write to an open queue; data
+for a plain ``Protocol`` that is not paused) without a Python frame and
+hands any other case to the Python methods here, the reference.  Without
+it, write() reaches the queue through cffi; the Python write() the C one
+falls back to goes through ``_speedups.sendq_write``.
 
 Registered files: under ``URINGLOOP_FIXED_FILES=1`` the socket also goes
 into a slot of the ring's registered-file table (csrc/fixed.c), and every
