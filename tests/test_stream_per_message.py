@@ -15,6 +15,10 @@ from uringloop import _accel, _stream
 
 from .conftest import run
 
+# 3.13 deprecated sys._clear_type_cache for this, which also empties it.
+_clear_type_cache = (sys._clear_internal_caches if sys.version_info >= (3, 13)
+                     else sys._clear_type_cache)
+
 
 class Recorder(asyncio.Protocol):
     def __init__(self, on_data=None):
@@ -98,7 +102,7 @@ def test_system_exit_from_data_received_leaves_the_loop(loop):
         # look up the ring's error handler while SystemExit was pending;
         # the lookup's miss cleared it (a callback failing with no
         # exception set, a NULL dereference).
-        sys._clear_type_cache()
+        _clear_type_cache()
         raise SystemExit(3)
 
     async def main():
