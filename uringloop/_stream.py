@@ -118,7 +118,8 @@ class StreamPerMessage(transports._FlowControlMixin):
     plain case of each in C and hands every other to these methods
     (csrc/stream_speedups.c).  The state they read lives in these slots
     (and _FlowControlMixin's ``_high_water``), which C reads through the
-    slot descriptors, as Python does, without a lookup by name."""
+    slot descriptors, as Python does, without a lookup by name; the rest
+    (``_after_queued_write``, ``_fatal_error``, ...) is the transport's."""
 
     __slots__ = ("_protocol", "_conn_lost", "_closing", "_paused", "_held_results",
                  "_buffered", "_recv_op", "_eof", "_empty_waiter", "_sendq", "_sendq_target",
@@ -191,7 +192,6 @@ class StreamPerMessage(transports._FlowControlMixin):
             self._after_queued_write(data, size)
 
 
-
 def _per_message_base():
     if _accel.speedups is None:
         return StreamPerMessage
@@ -204,7 +204,7 @@ class RingStreamTransport(_per_message_base(), RingTransport, transports.Transpo
     _start_tls_compatible = True
     # loop.sendfile splices file -> pipe -> socket (see _sendfile.py).
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
-    _io_fd = 0     # likewise: no registered slot to empty
+    _io_fd = 0  # read by __del__ even if __init__ failed early: no slot to empty
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         self._sendq = None           # first: read by __del__ even if __init__ fails
