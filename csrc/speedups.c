@@ -567,6 +567,45 @@ done:
     return result;
 }
 
+/* The pending exception (there must be one), normalized, with its
+ * traceback attached, taken out of the error indicator: a new reference.
+ * Taken before any other call: a type lookup that misses the attribute
+ * cache while an exception is pending clears it. */
+PyObject *
+ul_take_exception(void)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL)
+        PyException_SetTraceback(value, traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+}
+
+/* Raise ``exc`` again (a reference stolen), unchained. */
+void
+ul_restore_exception(PyObject *exc)
+{
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+
+/* func(arg1[, arg2]) called as from an ``except`` block handling ``exc``:
+ * sys.exc_info() sees it during the call, and the exception handled
+ * before is restored after.  The result, or NULL with func's error. */
+PyObject *
+ul_call_handling(PyObject *exc, PyObject *func, PyObject *arg1, PyObject *arg2)
+{
+    PyObject *old_type, *old_value, *old_traceback;
+    PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
+    PyErr_SetExcInfo(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc),
+                     PyException_GetTraceback(exc));   /* steals all three */
+    PyObject *result = PyObject_CallFunctionObjArgs(func, arg1, arg2, NULL);
+    PyErr_SetExcInfo(old_type, old_value, old_traceback);
+    return result;
+}
+
 /* Handle._run's except branch: report the pending exception through the
  * report function while it is the exception being handled (sys.exc_info()
  * in an exception handler sees it, as under Handle._run); SystemExit and
@@ -577,18 +616,9 @@ report_callback_error(PyObject *handle)
     if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
             PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
         return -1;
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    if (traceback != NULL)
-        PyException_SetTraceback(value, traceback);
-    PyObject *old_type, *old_value, *old_traceback;
-    PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
-    Py_INCREF(value);
-    PyErr_SetExcInfo(type, value, traceback);   /* steals all three */
-    PyObject *reported = PyObject_CallFunctionObjArgs(report_error, handle, value, NULL);
-    PyErr_SetExcInfo(old_type, old_value, old_traceback);
-    Py_DECREF(value);
+    PyObject *exc = ul_take_exception();
+    PyObject *reported = ul_call_handling(exc, report_error, handle, exc);
+    Py_DECREF(exc);
     if (reported == NULL)
         return -1;
     Py_DECREF(reported);
@@ -804,39 +834,24 @@ run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(result);
             continue;
         }
-        /* except BaseException as exc: reported, never lost.  Taken out
-         * of the error indicator first: a type lookup that misses the
-         * attribute cache while an exception is pending clears it. */
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyErr_NormalizeException(&type, &value, &traceback);
-        if (traceback != NULL)
-            PyException_SetTraceback(value, traceback);
+        /* except BaseException as exc: reported, never lost */
+        PyObject *exc = ul_take_exception();
         PyObject *handler = PyObject_GetAttr(ring, s_on_callback_error);
         if (handler == NULL || handler == Py_None) {
             Py_XDECREF(handler);
             Py_DECREF(entry);
             if (handler == NULL) {
                 /* getattr's error, raised while handling the callback's */
-                Py_XDECREF(type);
-                Py_XDECREF(traceback);
-                PyObject *ltype, *lvalue, *ltraceback;
-                PyErr_Fetch(&ltype, &lvalue, &ltraceback);
-                PyErr_NormalizeException(&ltype, &lvalue, &ltraceback);
-                PyException_SetContext(lvalue, value);   /* steals value */
-                PyErr_Restore(ltype, lvalue, ltraceback);
+                PyObject *lookup_error = ul_take_exception();
+                PyException_SetContext(lookup_error, exc);   /* steals exc */
+                ul_restore_exception(lookup_error);
             } else {
-                PyErr_Restore(type, value, traceback);   /* the callback's */
+                ul_restore_exception(exc);   /* the callback's */
             }
             goto fail;
         }
-        PyObject *old_type, *old_value, *old_traceback;
-        PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
-        Py_INCREF(value);
-        PyErr_SetExcInfo(type, value, traceback);   /* steals all three */
-        PyObject *reported = PyObject_CallFunctionObjArgs(handler, value, NULL);
-        PyErr_SetExcInfo(old_type, old_value, old_traceback);
-        Py_DECREF(value);
+        PyObject *reported = ul_call_handling(exc, handler, exc, NULL);
+        Py_DECREF(exc);
         Py_DECREF(handler);
         Py_DECREF(entry);
         if (reported == NULL)

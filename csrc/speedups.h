@@ -15,6 +15,11 @@
 typedef __typeof__(ul_sendq_write) sendq_write_fn;
 extern sendq_write_fn *ul_speedups_sendq_write;
 
+/* Handling the pending exception as an ``except`` block does (speedups.c). */
+PyObject *ul_take_exception(void);
+void ul_restore_exception(PyObject *exc);
+PyObject *ul_call_handling(PyObject *exc, PyObject *func, PyObject *arg1, PyObject *arg2);
+
 /* _speedups.stream_class(reference): see stream_speedups.c. */
 PyObject *ul_stream_class(PyObject *module, PyObject *reference);
 

@@ -165,19 +165,12 @@ data_received_error(PyObject *self)
     if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
             PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
         return NULL;
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    if (traceback != NULL)
-        PyException_SetTraceback(value, traceback);
-    PyObject *old_type, *old_value, *old_traceback;
-    PyErr_GetExcInfo(&old_type, &old_value, &old_traceback);
-    Py_INCREF(value);
-    PyErr_SetExcInfo(type, value, traceback);   /* steals all three */
-    PyObject *reported = PyObject_CallMethodObjArgs(self, s_fatal_error, value,
-                                                    data_received_failed, NULL);
-    PyErr_SetExcInfo(old_type, old_value, old_traceback);
-    Py_DECREF(value);
+    PyObject *exc = ul_take_exception();
+    PyObject *fatal_error = PyObject_GetAttr(self, s_fatal_error);
+    PyObject *reported = fatal_error == NULL ? NULL :
+        ul_call_handling(exc, fatal_error, exc, data_received_failed);
+    Py_XDECREF(fatal_error);
+    Py_DECREF(exc);
     if (reported == NULL)
         return NULL;
     Py_DECREF(reported);

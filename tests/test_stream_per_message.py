@@ -14,6 +14,7 @@ import pytest
 from uringloop import _accel, _stream
 
 from .conftest import run
+from .test_stream_writes import _connected, _receive
 
 # 3.13 deprecated sys._clear_type_cache for this, which also empties it.
 _clear_type_cache = (sys._clear_internal_caches if sys.version_info >= (3, 13)
@@ -41,29 +42,6 @@ class Recorder(asyncio.Protocol):
     def connection_lost(self, exc):
         if not self.lost.done():
             self.lost.set_result(exc)
-
-
-async def _connected(loop, protocol_factory):
-    """A transport with the protocol ``protocol_factory`` makes, and the
-    peer socket (non-blocking) at its other end."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    with listener:
-        accepting = asyncio.ensure_future(loop.sock_accept(listener))
-        transport, proto = await loop.create_connection(protocol_factory,
-                                                        *listener.getsockname())
-        peer, _ = await accepting
-    peer.setblocking(False)
-    return transport, proto, peer
-
-
-async def _receive(loop, peer, size):
-    received = bytearray()
-    while len(received) < size:
-        chunk = await loop.sock_recv(peer, 1 << 20)
-        assert chunk, "EOF before all data arrived"
-        received += chunk
-    return bytes(received)
 
 
 def test_an_exception_in_data_received_is_a_fatal_error_handled_as_asyncio_does(loop):

@@ -28,13 +28,15 @@ class Writer(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
-async def _connected(loop):
-    """A transport (Writer protocol) and the peer socket it writes to."""
+async def _connected(loop, protocol_factory=Writer):
+    """A transport (with a Writer protocol, or what ``protocol_factory``
+    makes) and the peer socket (non-blocking) at its other end."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
     with listener:
         accepting = asyncio.ensure_future(loop.sock_accept(listener))
-        transport, proto = await loop.create_connection(Writer, *listener.getsockname())
+        transport, proto = await loop.create_connection(protocol_factory,
+                                                        *listener.getsockname())
         peer, _ = await accepting
     peer.setblocking(False)
     return transport, proto, peer
