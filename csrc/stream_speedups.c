@@ -79,12 +79,13 @@ field_is(PyObject *self, int which, PyObject *expected)
 /* -- write ------------------------------------------------------------ */
 
 /* The queue's answer ``size`` needs _after_queued_write when it is an
- * error or above the high-water mark (compared as Python compares it: the
- * mark may be a float).  1, 0, or -1 with an error. */
+ * error, a big write the queue sends from the object (which must be kept,
+ * whatever the mark), or above the high-water mark (compared as Python
+ * compares it: the mark may be a float).  1, 0, or -1 with an error. */
 static int
 needs_after_write(PyObject *self, long long size)
 {
-    if (size < 0)
+    if (size < 0 || size >= UL_SENDQ_BY_REF)
         return 1;
     PyObject *high_water = field(self, F_HIGH_WATER);
     if (high_water == NULL)

@@ -174,3 +174,22 @@ def test_the_transport_class_takes_the_accelerated_methods_when_they_are_on():
         assert accelerated.__bases__ == (_stream.StreamPerMessage,)
         assert cls.write is not _stream.StreamPerMessage.write
         assert "write" in vars(accelerated) and "_on_recv_multishot" in vars(accelerated)
+
+
+def test_a_big_write_sent_in_place_is_kept_however_high_the_mark(uloop):
+    # The queue sends a big write from the bytes object itself; the
+    # transport must hold it until the kernel is done, also when the
+    # high-water mark is so high that no write ever presses.
+    async def main():
+        transport, proto, peer = await _connected(uloop, Recorder)
+        transport.set_write_buffer_limits(high=2**62)
+        payload = bytes(range(256)) * 400   # 100 KiB: sent in place
+        transport.write(payload)
+        held = transport._write_ref is payload
+        got = await _receive(uloop, peer, len(payload))
+        transport.close()
+        await proto.lost
+        peer.close()
+        return held, got == payload
+
+    assert run(uloop, main()) == (True, True)

@@ -188,7 +188,7 @@ class StreamPerMessage(transports._FlowControlMixin):
         # not specialised, a plain load is.
         write_into = self._sendq_write
         size = write_into(self._sendq_target, data, len(data))
-        if size < 0 or size > self._high_water:
+        if size < 0 or size > self._high_water or size >= _BY_REF:
             self._after_queued_write(data, size)
 
 
@@ -380,9 +380,9 @@ class RingStreamTransport(_per_message_base(), RingTransport, transports.Transpo
     # -- writing -------------------------------------------------------
     def _after_queued_write(self, data, size):
         """What write() does when the send queue's answer ``size`` (for
-        ``data``) is an error or more than the high-water mark queued,
-        which may include the flag of a big write the queue sends from
-        ``data`` itself."""
+        ``data``) is an error, more than the high-water mark queued, or
+        carries the flag of a big write the queue sends from ``data``
+        itself (kept here, however high the mark)."""
         if size < 0:
             self._fatal_error(os_error(size), "Fatal write error on socket transport")
             return
