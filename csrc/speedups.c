@@ -77,7 +77,7 @@ static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
     *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
     *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn,
     *s_context_run, *s_on_completion, *s_on_callback_error, *s_loop, *s_repr,
-    *s_source_traceback, *s_run_callbacks;
+    *s_source_traceback, *s_run_callbacks, *s_sock_ops, *s_run_once;
 static PyObject *context_type;     /* contextvars.Context */
 static PyObject *copy_context;     /* contextvars.copy_context */
 static PyObject *lean_handle_type; /* uringloop._scheduling.Handle */
@@ -281,18 +281,95 @@ heap_pop(PyObject *module, PyObject *heap)
     return heap_pop_item(heap);
 }
 
-/* -- the turn ------------------------------------------------------- */
+/* -- the loop's fields ------------------------------------------------ */
 
-/* obj.name is True: 1, 0, or -1 with an error. */
+/* The fields a turn reads from the loop (_ready, _scheduled, _stopping,
+ * _debug, ...) are plain instance attributes.  For a loop class that
+ * neither customises attribute lookup nor has a data descriptor of one of
+ * these names, Python's own lookup finds them in the instance dict, so
+ * they are read there directly: ~100 instructions instead of ~250 for
+ * PyObject_GetAttr on a class this deep, six or more times a turn.  The
+ * answer is kept for the last loop class seen (one per program, in
+ * practice); a class changed after its first turn is not seen again. */
+static PyObject **const loop_fields[] = {
+    &s_ready, &s_scheduled, &s_stopping, &s_debug, &s_c_ring_turn, &s_timer_cancelled_count,
+    &s_selector, &s_sock_ops, &s_clock_resolution,
+};
+static PyObject *checked_loop_type;   /* the last loop class seen */
+static int checked_loop_plain;        /* and whether its dict is authoritative */
+
 static int
-attr_true(PyObject *obj, PyObject *name)
+loop_class_plain(PyTypeObject *type)
 {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    if (PyType_GetSlot(type, Py_tp_getattro) != (void *)PyObject_GenericGetAttr)
+        return 0;
+    for (size_t i = 0; i < sizeof(loop_fields) / sizeof(loop_fields[0]); i++) {
+        PyObject *attr = PyObject_GetAttr((PyObject *)type, *loop_fields[i]);
+        if (attr == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            continue;
+        }
+        int data_descriptor = PyType_GetSlot(Py_TYPE(attr), Py_tp_descr_set) != NULL;
+        Py_DECREF(attr);
+        if (data_descriptor)
+            return 0;
+    }
+    return 1;
+}
+
+/* loop.name for one of loop_fields: a new reference, or NULL with an
+ * error. */
+static PyObject *
+loop_attr(PyObject *loop, PyObject *name)
+{
+    PyObject *type = (PyObject *)Py_TYPE(loop);
+    if (type != checked_loop_type) {
+        int plain = loop_class_plain(Py_TYPE(loop));
+        if (plain < 0)
+            return NULL;
+        Py_XDECREF(checked_loop_type);
+        checked_loop_type = Py_NewRef(type);
+        checked_loop_plain = plain;
+    }
+    if (checked_loop_plain) {
+        PyObject *dict = PyObject_GenericGetDict(loop, NULL);
+        if (dict == NULL)
+            return NULL;
+        PyObject *value = PyDict_GetItemWithError(dict, name);   /* borrowed */
+        Py_XINCREF(value);
+        Py_DECREF(dict);
+        if (value != NULL || PyErr_Occurred())
+            return value;
+    }
+    return PyObject_GetAttr(loop, name);   /* absent from the dict: the full lookup */
+}
+
+/* value is true: 1, 0, or -1 with an error; consumes the reference. */
+static int
+truth_of(PyObject *value)
+{
     if (value == NULL)
         return -1;
     int truth = value == Py_True ? 1 : value == Py_False ? 0 : PyObject_IsTrue(value);
     Py_DECREF(value);
     return truth;
+}
+
+static int
+loop_attr_true(PyObject *loop, PyObject *name)
+{
+    return truth_of(loop_attr(loop, name));
+}
+
+/* -- the turn ------------------------------------------------------- */
+
+/* obj.name is true: 1, 0, or -1 with an error. */
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    return truth_of(PyObject_GetAttr(obj, name));
 }
 
 static int
@@ -306,7 +383,7 @@ set_unscheduled(PyObject *handle)
 static PyObject *
 drop_cancelled_timers(PyObject *loop)
 {
-    PyObject *heap = PyObject_GetAttr(loop, s_scheduled);
+    PyObject *heap = loop_attr(loop, s_scheduled);
     if (heap == NULL)
         return NULL;
     if (!PyList_Check(heap)) {
@@ -315,7 +392,7 @@ drop_cancelled_timers(PyObject *loop)
     }
     Py_ssize_t count = PyList_Size(heap);
     if (count > MIN_SCHEDULED_TIMER_HANDLES) {
-        PyObject *cancelled_obj = PyObject_GetAttr(loop, s_timer_cancelled_count);
+        PyObject *cancelled_obj = loop_attr(loop, s_timer_cancelled_count);
         if (cancelled_obj == NULL)
             goto fail;
         double cancelled = PyFloat_AsDouble(cancelled_obj);
@@ -363,7 +440,7 @@ drop_cancelled_timers(PyObject *loop)
                 goto fail;
             break;
         }
-        PyObject *cancelled_obj = PyObject_GetAttr(loop, s_timer_cancelled_count);
+        PyObject *cancelled_obj = loop_attr(loop, s_timer_cancelled_count);
         if (cancelled_obj == NULL)
             goto fail;
         PyObject *one = PyLong_FromLong(1);
@@ -409,7 +486,7 @@ select_timeout(PyObject *loop, PyObject *ready, PyObject *heap)
     Py_ssize_t ready_count = PyObject_Size(ready);
     if (ready_count < 0)
         return NULL;
-    int stopping = ready_count ? 1 : attr_true(loop, s_stopping);
+    int stopping = ready_count ? 1 : loop_attr_true(loop, s_stopping);
     if (stopping < 0)
         return NULL;
     if (stopping)
@@ -442,7 +519,7 @@ move_due_timers(PyObject *loop, PyObject *ready, PyObject *heap)
 {
     if (heap != NULL)
         Py_INCREF(heap);
-    else if ((heap = PyObject_GetAttr(loop, s_scheduled)) == NULL)
+    else if ((heap = loop_attr(loop, s_scheduled)) == NULL)
         return -1;
     if (!PyList_Check(heap) || PyList_Size(heap) == 0) {
         Py_DECREF(heap);
@@ -453,7 +530,7 @@ move_due_timers(PyObject *loop, PyObject *ready, PyObject *heap)
     double now = loop_time(loop);
     if (now == -1.0 && PyErr_Occurred())
         goto done;
-    resolution = PyObject_GetAttr(loop, s_clock_resolution);
+    resolution = loop_attr(loop, s_clock_resolution);
     if (resolution == NULL)
         goto done;
     double end_time = now + PyFloat_AsDouble(resolution);
@@ -631,7 +708,7 @@ static int
 run_handle(PyObject *loop, PyObject *handle, int known, int debug)
 {
     /* Another type's _cancelled may have been Python code. */
-    if ((debug < 0 || !known) && (debug = attr_true(loop, s_debug)) < 0)
+    if ((debug < 0 || !known) && (debug = loop_attr_true(loop, s_debug)) < 0)
         return -1;
     PyObject *result;
     if (debug) {
@@ -859,7 +936,14 @@ run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(reported);
     }
     Py_DECREF(iterator);
-    /* if batch in self._unfinished: self._unfinished.remove(batch) */
+    /* if batch in self._unfinished: self._unfinished.remove(batch).  It is
+     * almost always the first (list.remove would find it there by
+     * identity too), which skips the sequence search (~330 instructions). */
+    if (PyList_Size(unfinished) > 0 && PyList_GetItem(unfinished, 0) == batch) {
+        if (PyList_SetSlice(unfinished, 0, 1, NULL) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
     Py_ssize_t at = PySequence_Index(unfinished, batch);
     int rc = at >= 0 ? PySequence_DelItem(unfinished, at) : 0;
     if (at < 0) {
@@ -989,7 +1073,7 @@ static int
 defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinished,
             int *debug_read, PyObject **pending, Py_ssize_t *position)
 {
-    int debug = attr_true(loop, s_debug);
+    int debug = loop_attr_true(loop, s_debug);
     if (debug < 0)
         return -1;
     *debug_read = debug;
@@ -1015,11 +1099,17 @@ defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinishe
 static int
 run_batch(PyObject *loop, PyObject *args, int debug)
 {
-    if (debug < 0 && (debug = attr_true(loop, s_debug)) < 0)
+    if (debug < 0 && (debug = loop_attr_true(loop, s_debug)) < 0)
         return -1;
-    PyObject *run = PyObject_GetAttr(this_module, s_run_callbacks);
-    if (run == NULL)
+    /* From the module's dict, where a test's patch would put it (module
+     * getattr costs ~250 instructions more a turn). */
+    PyObject *run = PyDict_GetItemWithError(PyModule_GetDict(this_module), s_run_callbacks);
+    if (run == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "_speedups.run_callbacks is gone");
         return -1;
+    }
+    Py_INCREF(run);
     int rc = -1;
     PyObject *context = NULL, *handle = NULL, *result = NULL;
     if (debug) {
@@ -1068,7 +1158,7 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read
 {
     if (ring_turn == NULL)
         return NULL;
-    PyObject *turn = PyObject_GetAttr(loop, s_c_ring_turn);
+    PyObject *turn = loop_attr(loop, s_c_ring_turn);
     if (turn == NULL) {
         if (PyErr_ExceptionMatches(PyExc_AttributeError))
             PyErr_Clear();
@@ -1180,7 +1270,7 @@ run_once(PyObject *module, PyObject *loop)
      * ran, it stays in ring._unfinished, which the next turn runs first. */
     PyObject *pending = NULL;
     Py_ssize_t position = 0;
-    PyObject *ready = PyObject_GetAttr(loop, s_ready);
+    PyObject *ready = loop_attr(loop, s_ready);
     if (ready == NULL)
         return NULL;
     PyObject *heap = drop_cancelled_timers(loop);
@@ -1196,7 +1286,7 @@ run_once(PyObject *module, PyObject *loop)
      * turn, the batch deferred in C) and _process_events is asyncio's. */
     int c_only = skip;
     if (events == NULL && !PyErr_Occurred()) {
-        PyObject *selector = PyObject_GetAttr(loop, s_selector);
+        PyObject *selector = loop_attr(loop, s_selector);
         if (selector != NULL) {
             events = PyObject_CallMethodObjArgs(selector, s_select, timeout, NULL);
             Py_DECREF(selector);
@@ -1271,6 +1361,98 @@ fail:
     return NULL;
 }
 
+/* -- the loop's _run_once ------------------------------------------------ */
+
+/* turn_class(reference, handle_class, accel) makes a subclass of
+ * ``reference`` (_turn.TurnMixin) whose _run_once is the reference's in C
+ * for its plain case: the accelerator selected (accel.speedups is this
+ * module), no sock_* op in flight, not in debug mode and handle_class._run
+ * as it was when the class was made.  Every other turn runs the reference
+ * method, which decides as before.  It spares each turn the reference's
+ * Python frame (~1,100 instructions). */
+static PyObject *turn_reference;     /* reference._run_once */
+static PyObject *turn_handle_class;  /* asyncio.events.Handle */
+static PyObject *stock_handle_run;   /* its _run when turn_class was called */
+static PyObject *accel_module;       /* uringloop._accel */
+static PyObject *s_speedups;
+
+static int
+turn_is_plain(PyObject *loop)
+{
+    PyObject *selected = PyDict_GetItemWithError(PyModule_GetDict(accel_module), s_speedups);
+    if (selected != this_module)
+        return PyErr_Occurred() ? -1 : 0;
+    int busy = loop_attr_true(loop, s_sock_ops);
+    if (busy != 0)
+        return busy < 0 ? -1 : 0;
+    int debug = loop_attr_true(loop, s_debug);
+    if (debug != 0)
+        return debug < 0 ? -1 : 0;
+    PyObject *run = PyObject_GetAttr(turn_handle_class, s_run);
+    if (run == NULL)
+        return -1;
+    Py_DECREF(run);
+    return run == stock_handle_run;
+}
+
+static PyObject *
+turn_run_once(PyObject *loop, PyObject *unused)
+{
+    (void)unused;
+    int plain = turn_is_plain(loop);
+    if (plain < 0)
+        return NULL;
+    if (!plain)
+        return PyObject_CallFunctionObjArgs(turn_reference, loop, NULL);
+    return run_once(NULL, loop);
+}
+
+static PyMethodDef turn_methods[] = {
+    {"_run_once", turn_run_once, METH_NOARGS,
+     "_run_once(): TurnMixin._run_once, its plain case in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot turn_slots[] = {
+    {Py_tp_methods, turn_methods},
+    {Py_tp_doc, "The loop's _run_once in C (csrc/speedups.c)."},
+    {0, NULL},
+};
+
+static PyType_Spec turn_spec = {
+    "uringloop._speedups.TurnMixin", 0, 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, turn_slots,
+};
+
+static PyObject *
+turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
+            !PyModule_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "turn_class(reference, handle_class, accel_module)");
+        return NULL;
+    }
+    PyObject *reference = PyObject_GetAttr(args[0], s_run_once);
+    PyObject *handle_run = reference ? PyObject_GetAttr(args[1], s_run) : NULL;
+    PyObject *bases = handle_run ? PyTuple_Pack(1, args[0]) : NULL;
+    PyObject *type = bases ? PyType_FromSpecWithBases(&turn_spec, bases) : NULL;
+    Py_XDECREF(bases);
+    if (type == NULL) {
+        Py_XDECREF(reference);
+        Py_XDECREF(handle_run);
+        return NULL;
+    }
+    Py_XDECREF(turn_reference);
+    turn_reference = reference;
+    Py_XDECREF(stock_handle_run);
+    stock_handle_run = handle_run;
+    Py_XDECREF(turn_handle_class);
+    turn_handle_class = Py_NewRef(args[1]);
+    Py_XDECREF(accel_module);
+    accel_module = Py_NewRef(args[2]);
+    return type;
+}
+
 static PyObject *
 configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -1320,23 +1502,17 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (lean_handle != NULL) {
-        PyObject *names[HANDLE_SLOTS] = {s_context, s_loop, s_callback, s_args, s_cancelled,
-                                         s_repr, s_source_traceback};
+        static const char *const names[HANDLE_SLOTS] = {
+            "_context", "_loop", "_callback", "_args", "_cancelled", "_repr",
+            "_source_traceback"};
         PyObject *slots[HANDLE_SLOTS];
         descrsetfunc setters[HANDLE_SLOTS];
         descrgetfunc getters[HANDLE_SLOTS];
         int i;
         for (i = 0; i < HANDLE_SLOTS; i++) {
-            slots[i] = PyObject_GetAttr(lean_handle, names[i]);
+            slots[i] = ul_slot_descriptor(lean_handle, names[i], &getters[i], &setters[i]);
             if (slots[i] == NULL)
                 break;
-            setters[i] = (descrsetfunc)PyType_GetSlot(Py_TYPE(slots[i]), Py_tp_descr_set);
-            getters[i] = (descrgetfunc)PyType_GetSlot(Py_TYPE(slots[i]), Py_tp_descr_get);
-            if (setters[i] == NULL || getters[i] == NULL) {
-                PyErr_Format(PyExc_TypeError, "%R.%U is not a slot", lean_handle, names[i]);
-                Py_DECREF(slots[i]);
-                break;
-            }
         }
         if (i < HANDLE_SLOTS) {
             while (i-- > 0)
@@ -1393,6 +1569,9 @@ static PyMethodDef methods[] = {
      "receive_bytes(base, count, size, flags, nbytes): Ring.receive_buffer in C."},
     {"sendq_write", (PyCFunction)(void (*)(void))sendq_write, METH_FASTCALL,
      "sendq_write(queue, bytes, nbytes): lib.ul_sendq_write without cffi."},
+    {"turn_class", (PyCFunction)(void (*)(void))turn_class, METH_FASTCALL,
+     "turn_class(reference, handle_class, accel_module): a subclass of the loop's\n"
+     "reference _run_once with its plain case in C."},
     {"stream_class", ul_stream_class, METH_O,
      "stream_class(reference): a subclass of the stream transport's reference\n"
      "per-message methods with their plain cases in C (csrc/stream_speedups.c)."},
@@ -1411,10 +1590,37 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
+int
+ul_intern_names(const struct ul_name *names, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (*names[i].slot == NULL &&
+                (*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+PyObject *
+ul_slot_descriptor(PyObject *type, const char *name, descrgetfunc *get, descrsetfunc *set)
+{
+    PyObject *descriptor = PyObject_GetAttrString(type, name);
+    if (descriptor == NULL)
+        return NULL;
+    *get = (descrgetfunc)PyType_GetSlot(Py_TYPE(descriptor), Py_tp_descr_get);
+    *set = (descrsetfunc)PyType_GetSlot(Py_TYPE(descriptor), Py_tp_descr_set);
+    if (*get == NULL || *set == NULL) {
+        PyErr_Format(PyExc_TypeError, "%R.%s is not a slot", type, name);
+        Py_DECREF(descriptor);
+        return NULL;
+    }
+    return descriptor;
+}
+
 static int
 intern_names(void)
 {
-    static const struct { PyObject **slot; const char *name; } names[] = {
+    static const struct ul_name names[] = {
         {&s_when, "_when"}, {&s_cancelled, "_cancelled"}, {&s_scheduled, "_scheduled"},
         {&s_timer_cancelled_count, "_timer_cancelled_count"}, {&s_ready, "_ready"},
         {&s_stopping, "_stopping"}, {&s_time, "time"}, {&s_selector, "_selector"},
@@ -1427,14 +1633,10 @@ intern_names(void)
         {&s_context_run, "run"}, {&s_on_completion, "on_completion"},
         {&s_on_callback_error, "on_callback_error"}, {&s_loop, "_loop"},
         {&s_repr, "_repr"}, {&s_source_traceback, "_source_traceback"},
-        {&s_run_callbacks, "run_callbacks"}
+        {&s_run_callbacks, "run_callbacks"}, {&s_sock_ops, "_sock_ops"},
+        {&s_run_once, "_run_once"}, {&s_speedups, "speedups"},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (*names[i].slot == NULL &&
-                (*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
-            return -1;
-    }
-    return 0;
+    return ul_intern_names(names, sizeof(names) / sizeof(names[0]));
 }
 
 PyMODINIT_FUNC

@@ -20,6 +20,15 @@ PyObject *ul_take_exception(void);
 void ul_restore_exception(PyObject *exc);
 PyObject *ul_call_handling(PyObject *exc, PyObject *func, PyObject *arg1, PyObject *arg2);
 
+/* Interning a table of attribute names (each slot set once). */
+struct ul_name { PyObject **slot; const char *name; };
+int ul_intern_names(const struct ul_name *names, size_t count);
+
+/* type.name, a slot's member descriptor: a new reference with its get and
+ * set functions, or NULL with an error (TypeError when not a slot). */
+PyObject *ul_slot_descriptor(PyObject *type, const char *name, descrgetfunc *get,
+                             descrsetfunc *set);
+
 /* _speedups.stream_class(reference): see stream_speedups.c. */
 PyObject *ul_stream_class(PyObject *module, PyObject *reference);
 

@@ -257,17 +257,12 @@ static PyType_Spec stream_spec = {
 static int
 intern_stream_names(void)
 {
-    static const struct { PyObject **slot; const char *name; } names[] = {
+    static const struct ul_name names[] = {
         {&s_data_received, "data_received"}, {&s_fatal_error, "_fatal_error"},
         {&s_start_reading, "_start_reading"}, {&s_after_queued_write, "_after_queued_write"},
         {&data_received_failed, "Fatal error: protocol.data_received() call failed."},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (*names[i].slot == NULL &&
-                (*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
-            return -1;
-    }
-    return 0;
+    return ul_intern_names(names, sizeof(names) / sizeof(names[0]));
 }
 
 PyObject *
@@ -284,16 +279,11 @@ ul_stream_class(PyObject *module, PyObject *reference)
     descrgetfunc getters[FIELD_COUNT];
     int i;
     for (i = 0; i < FIELD_COUNT; i++) {
-        descriptors[i] = PyObject_GetAttrString(reference, field_names[i]);
+        descrsetfunc unused_setter;
+        descriptors[i] = ul_slot_descriptor(reference, field_names[i], &getters[i],
+                                            &unused_setter);
         if (descriptors[i] == NULL)
             break;
-        getters[i] = (descrgetfunc)PyType_GetSlot(Py_TYPE(descriptors[i]), Py_tp_descr_get);
-        if (getters[i] == NULL ||
-                PyType_GetSlot(Py_TYPE(descriptors[i]), Py_tp_descr_set) == NULL) {
-            PyErr_Format(PyExc_TypeError, "%R.%s is not a slot", reference, field_names[i]);
-            Py_DECREF(descriptors[i]);
-            break;
-        }
     }
     PyObject *write = NULL, *on_recv = NULL, *type = NULL;
     if (i == FIELD_COUNT) {

@@ -56,17 +56,37 @@ def one_iteration(loop):
     loop.run_forever()
 
 
-def test_the_c_turn_runs_when_selected(monkeypatch):
-    seen = []
+@pytest.mark.parametrize("path,case,python_turns", [
+    ("c", "plain", False), ("python", "plain", True), ("c", "debug", True),
+    ("c", "patched Handle._run", True), ("c", "sock op in flight", False)])
+def test_which_turns_run_asyncios_python_run_once(monkeypatch, path, case, python_turns):
+    # The C turn (the loop class's C _run_once, or the reference calling
+    # _speedups.run_once in a pure-Python build) never enters asyncio's
+    # Python _run_once; the Python path, debug mode and a replaced
+    # Handle._run always do.  A sock_* op in flight runs the reference's
+    # closed-socket check first, then the C turn.
+    seen, checks = [], []
     with monkeypatch.context() as patch:
-        loop = new_loop("c", patch)
-        real = speedups.run_once
-        patch.setattr(speedups, "run_once", lambda lp: (seen.append(lp), real(lp)))
+        loop = new_loop(path, patch)
+        real = asyncio.BaseEventLoop._run_once
+        patch.setattr(asyncio.BaseEventLoop, "_run_once",
+                      lambda lp: (seen.append(lp), real(lp))[1])
+        if case == "debug":
+            loop.set_debug(True)
+        elif case == "patched Handle._run":
+            handle_run = events.Handle._run
+            patch.setattr(events.Handle, "_run", lambda handle: handle_run(handle))
+        elif case == "sock op in flight":
+            patch.setattr(loop, "_sock_ops", {object()})
+            patch.setattr(loop, "_check_sock_ops", lambda: checks.append(True))
         try:
             one_iteration(loop)
         finally:
+            loop.set_debug(False)
             finish_strict_loop(loop)
-    assert seen and seen[0] is loop
+    assert bool(seen) == python_turns
+    assert all(lp is loop for lp in seen)
+    assert bool(checks) == (case == "sock op in flight")
 
 
 def test_many_cancelled_timers_rebuild_the_heap(monkeypatch):

@@ -46,11 +46,11 @@ from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
 from ._subprocess import RingSubprocessMixin
 from ._stream import RingStreamTransport
-from ._turn import TurnMixin
+from ._turn import turn_base
 
 
 class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
-           RingSubprocessMixin, TurnMixin, asyncio.SelectorEventLoop):
+           RingSubprocessMixin, turn_base(), asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
     backend = "io_uring"
