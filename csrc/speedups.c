@@ -77,7 +77,8 @@ static PyObject *s_when, *s_cancelled, *s_scheduled, *s_timer_cancelled_count,
     *s_clock_resolution, *s_popleft, *s_append, *s_context, *s_callback, *s_args,
     *s_debug, *s_run, *s_c_ring_turn, *s_take_turn, *s_fired_events, *s_run_turn,
     *s_context_run, *s_on_completion, *s_on_callback_error, *s_loop, *s_repr,
-    *s_source_traceback, *s_run_callbacks, *s_sock_ops, *s_run_once;
+    *s_source_traceback, *s_run_callbacks, *s_sock_ops, *s_run_once,
+    *s_speedups, *s_closed, *s_context_keyword;
 static PyObject *context_type;     /* contextvars.Context */
 static PyObject *copy_context;     /* contextvars.copy_context */
 static PyObject *lean_handle_type; /* uringloop._scheduling.Handle */
@@ -293,7 +294,7 @@ heap_pop(PyObject *module, PyObject *heap)
  * practice); a class changed after its first turn is not seen again. */
 static PyObject **const loop_fields[] = {
     &s_ready, &s_scheduled, &s_stopping, &s_debug, &s_c_ring_turn, &s_timer_cancelled_count,
-    &s_selector, &s_sock_ops, &s_clock_resolution,
+    &s_selector, &s_sock_ops, &s_clock_resolution, &s_closed,
 };
 static PyObject *checked_loop_type;   /* the last loop class seen */
 static int checked_loop_plain;        /* and whether its dict is authoritative */
@@ -1374,7 +1375,6 @@ static PyObject *turn_reference;     /* reference._run_once */
 static PyObject *turn_handle_class;  /* asyncio.events.Handle */
 static PyObject *stock_handle_run;   /* its _run when turn_class was called */
 static PyObject *accel_module;       /* uringloop._accel */
-static PyObject *s_speedups;
 
 static int
 turn_is_plain(PyObject *loop)
@@ -1450,6 +1450,125 @@ turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     turn_handle_class = Py_NewRef(args[1]);
     Py_XDECREF(accel_module);
     accel_module = Py_NewRef(args[2]);
+    return type;
+}
+
+/* -- the loop's call_soon -------------------------------------------------- */
+
+/* scheduling_class(reference) makes a subclass of ``reference``
+ * (_scheduling.LeanSchedulingMixin) whose call_soon is the reference's in C
+ * for its plain case: at most the ``context`` keyword, the loop neither in
+ * debug mode nor closed.  The handle is new_handle_object's (the
+ * reference's _new_handle) appended to loop._ready.  Every other call goes
+ * to the reference, which raises asyncio's errors.  Every task wakeup and
+ * future callback is a call_soon: the reference's frame, with the keyword
+ * dict a call from C builds, cost ~2,500 instructions. */
+static PyObject *call_soon_reference;   /* reference.call_soon */
+
+static PyObject *
+call_soon_by_reference(PyObject *loop, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_Size(kwnames);
+    PyObject *call = PyTuple_New(nargs + 1);
+    PyObject *kwargs = call != NULL && nkw ? PyDict_New() : NULL;
+    if (call == NULL || (nkw && kwargs == NULL)) {
+        Py_XDECREF(call);
+        return NULL;
+    }
+    PyTuple_SetItem(call, 0, Py_NewRef(loop));
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SetItem(call, i + 1, Py_NewRef(args[i]));
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (PyDict_SetItem(kwargs, PyTuple_GetItem(kwnames, i), args[nargs + i]) < 0) {
+            Py_DECREF(call);
+            Py_DECREF(kwargs);
+            return NULL;
+        }
+    }
+    PyObject *result = PyObject_Call(call_soon_reference, call, kwargs);
+    Py_DECREF(call);
+    Py_XDECREF(kwargs);
+    return result;
+}
+
+static PyObject *
+loop_call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *context = Py_None;
+    int plain = nargs >= 1;
+    if (plain && kwnames != NULL && PyTuple_Size(kwnames) != 0) {
+        PyObject *name = PyTuple_GetItem(kwnames, 0);
+        plain = PyTuple_Size(kwnames) == 1 &&
+            (name == s_context_keyword || PyUnicode_Compare(name, s_context_keyword) == 0);
+        if (plain)
+            context = args[nargs];
+        else if (PyErr_Occurred())
+            return NULL;
+    }
+    if (plain) {
+        int debug = loop_attr_true(loop, s_debug);
+        int closed = debug == 0 ? loop_attr_true(loop, s_closed) : 0;
+        if (debug < 0 || closed < 0)
+            return NULL;
+        plain = !debug && !closed;
+    }
+    if (!plain)
+        return call_soon_by_reference(loop, args, nargs, kwnames);
+    PyObject *callback_args = PyTuple_New(nargs - 1);
+    if (callback_args == NULL)
+        return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        PyTuple_SetItem(callback_args, i - 1, Py_NewRef(args[i]));
+    PyObject *handle = new_handle_object(args[0], callback_args, loop, context);
+    Py_DECREF(callback_args);
+    PyObject *ready = handle ? loop_attr(loop, s_ready) : NULL;
+    PyObject *appended = ready ? PyObject_CallMethodObjArgs(ready, s_append, handle, NULL) : NULL;
+    Py_XDECREF(ready);
+    if (appended == NULL) {
+        Py_XDECREF(handle);
+        return NULL;
+    }
+    Py_DECREF(appended);
+    return handle;
+}
+
+static PyMethodDef scheduling_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
+     "call_soon(callback, *args, context=None): LeanSchedulingMixin.call_soon, its\n"
+     "plain case in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot scheduling_slots[] = {
+    {Py_tp_methods, scheduling_methods},
+    {Py_tp_doc, "The loop's call_soon in C (csrc/speedups.c)."},
+    {0, NULL},
+};
+
+static PyType_Spec scheduling_spec = {
+    "uringloop._speedups.LeanSchedulingMixin", 0, 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    scheduling_slots,
+};
+
+static PyObject *
+scheduling_class(PyObject *module, PyObject *reference)
+{
+    (void)module;
+    if (!PyType_Check(reference)) {
+        PyErr_SetString(PyExc_TypeError, "scheduling_class(reference): a class");
+        return NULL;
+    }
+    PyObject *call_soon = PyObject_GetAttrString(reference, "call_soon");
+    PyObject *bases = call_soon ? PyTuple_Pack(1, reference) : NULL;
+    PyObject *type = bases ? PyType_FromSpecWithBases(&scheduling_spec, bases) : NULL;
+    Py_XDECREF(bases);
+    if (type == NULL) {
+        Py_XDECREF(call_soon);
+        return NULL;
+    }
+    Py_XDECREF(call_soon_reference);
+    call_soon_reference = call_soon;
     return type;
 }
 
@@ -1572,6 +1691,9 @@ static PyMethodDef methods[] = {
     {"turn_class", (PyCFunction)(void (*)(void))turn_class, METH_FASTCALL,
      "turn_class(reference, handle_class, accel_module): a subclass of the loop's\n"
      "reference _run_once with its plain case in C."},
+    {"scheduling_class", scheduling_class, METH_O,
+     "scheduling_class(reference): a subclass of the loop's reference call_soon\n"
+     "with its plain case in C."},
     {"stream_class", ul_stream_class, METH_O,
      "stream_class(reference): a subclass of the stream transport's reference\n"
      "per-message methods with their plain cases in C (csrc/stream_speedups.c)."},
@@ -1634,7 +1756,8 @@ intern_names(void)
         {&s_on_callback_error, "on_callback_error"}, {&s_loop, "_loop"},
         {&s_repr, "_repr"}, {&s_source_traceback, "_source_traceback"},
         {&s_run_callbacks, "run_callbacks"}, {&s_sock_ops, "_sock_ops"},
-        {&s_run_once, "_run_once"}, {&s_speedups, "speedups"},
+        {&s_run_once, "_run_once"}, {&s_speedups, "speedups"}, {&s_closed, "_closed"},
+        {&s_context_keyword, "context"},
     };
     return ul_intern_names(names, sizeof(names) / sizeof(names[0]));
 }

@@ -59,6 +59,29 @@ def test_bad_arguments_raise_as_in_asyncio(loop):
         loop.call_later("soon", lambda: None)
 
 
+def test_call_soon_takes_arguments_as_asyncio_does(loop):
+    # Positional arguments, the context keyword (None: the current
+    # context), the callback by keyword, and asyncio's TypeErrors.
+    seen = []
+    context = contextvars.copy_context()
+    context.run(request_id.set, "given")
+    request_id.set("current")
+    loop.call_soon(lambda *args: seen.append(args), 1, "two", None)
+    loop.call_soon(lambda: seen.append(request_id.get()), context=None)
+    loop.call_soon(lambda value: seen.append((value, request_id.get())), 3, context=context)
+    loop.call_soon(callback=lambda: seen.append("by keyword"))
+    run(loop, asyncio.sleep(0))
+    assert seen == [(1, "two", None), "current", (3, "given"), "by keyword"]
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'callback'"):
+        loop.call_soon()
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'delay'"):
+        loop.call_soon(print, delay=1)
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'delay'"):
+        loop.call_soon(print, context=None, delay=1)
+    with pytest.raises(TypeError, match="multiple values for argument 'callback'"):
+        loop.call_soon(print, callback=print)
+
+
 def test_closed_loop_refuses_everything(loop):
     loop.close()
     coro = asyncio.sleep(0)

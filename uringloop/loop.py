@@ -8,7 +8,8 @@ calls are overridden by the mixins: ``sock_*`` (``_sockops``), transports
 (``_stream``, ``_datagram``), accepting (``_server``), sendfile
 (``_sendfile``) and child processes (``_subprocess``); ``call_soon``,
 ``call_at``/``call_later`` and ``create_task`` take the lean path of
-``_scheduling`` outside debug mode.  A socket whose class overrides the
+``_scheduling`` outside debug mode (``call_soon`` and ``_run_once`` in C
+with the accelerator).  A socket whose class overrides the
 methods asyncio's transports call gets asyncio's own transport instead
 (``_overrides``).
 
@@ -40,7 +41,7 @@ from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
 from ._ring import Ring
-from ._scheduling import Handle, LeanSchedulingMixin
+from ._scheduling import Handle, scheduling_base
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
@@ -49,7 +50,7 @@ from ._stream import RingStreamTransport
 from ._turn import turn_base
 
 
-class Loop(LeanSchedulingMixin, RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
+class Loop(scheduling_base(), RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
            RingSubprocessMixin, turn_base(), asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
