@@ -336,13 +336,15 @@ loop_attr(PyObject *loop, PyObject *name)
     }
     if (checked_loop_plain) {
         PyObject *dict = PyObject_GenericGetDict(loop, NULL);
-        if (dict == NULL)
-            return NULL;
-        PyObject *value = PyDict_GetItemWithError(dict, name);   /* borrowed */
-        Py_XINCREF(value);
-        Py_DECREF(dict);
-        if (value != NULL || PyErr_Occurred())
-            return value;
+        if (dict == NULL) {
+            PyErr_Clear();   /* no instance dict: the full lookup decides */
+        } else {
+            PyObject *value = PyDict_GetItemWithError(dict, name);   /* borrowed */
+            Py_XINCREF(value);
+            Py_DECREF(dict);
+            if (value != NULL || PyErr_Occurred())
+                return value;
+        }
     }
     return PyObject_GetAttr(loop, name);   /* absent from the dict: the full lookup */
 }

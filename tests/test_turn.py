@@ -56,6 +56,43 @@ def one_iteration(loop):
     loop.run_forever()
 
 
+@pytest.mark.parametrize("path", PATHS[1:])
+def test_a_loop_class_property_is_honoured_by_the_turn(monkeypatch, path):
+    # The C turn reads the loop's fields from its instance dict only when
+    # the class cannot intercept them.  Here a property says the loop is in
+    # debug mode while the instance dict (where the setter keeps asyncio's
+    # value) says not: Python's lookup answers the property, so every turn
+    # must be asyncio's debug-mode _run_once.
+    import uringloop
+
+    class AlwaysDebug(uringloop.Loop):
+        @property
+        def _debug(self):
+            return True
+
+        @_debug.setter
+        def _debug(self, value):
+            self.__dict__["_debug"] = value
+
+    seen = []
+    with monkeypatch.context() as patch:
+        if path == "c":
+            _turn.configure(speedups)
+            patch.setattr(_accel, "speedups", speedups)
+        else:
+            patch.setattr(_accel, "speedups", None)
+        real = asyncio.BaseEventLoop._run_once
+        patch.setattr(asyncio.BaseEventLoop, "_run_once",
+                      lambda lp: (seen.append(lp), real(lp))[1])
+        loop = AlwaysDebug()
+        try:
+            assert loop.__dict__["_debug"] is False and loop.get_debug()
+            one_iteration(loop)
+        finally:
+            loop.close()
+    assert seen and all(lp is loop for lp in seen)
+
+
 @pytest.mark.parametrize("path,case,python_turns", [
     ("c", "plain", False), ("python", "plain", True), ("c", "debug", True),
     ("c", "patched Handle._run", True), ("c", "sock op in flight", False)])
