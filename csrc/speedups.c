@@ -1411,7 +1411,7 @@ turn_run_once(PyObject *loop, PyObject *unused)
 
 static PyMethodDef turn_methods[] = {
     {"_run_once", turn_run_once, METH_NOARGS,
-     "_run_once(): TurnMixin._run_once, its plain case in C."},
+     "_run_once($self, /)\n--\n\nTurnMixin._run_once, its plain case in C."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1467,9 +1467,9 @@ turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * dict a call from C builds, cost ~2,500 instructions. */
 static PyObject *call_soon_reference;   /* reference.call_soon */
 
-static PyObject *
-call_soon_by_reference(PyObject *loop, PyObject *const *args, Py_ssize_t nargs,
-                       PyObject *kwnames)
+PyObject *
+ul_call_with_self(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
 {
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_Size(kwnames);
     PyObject *call = PyTuple_New(nargs + 1);
@@ -1478,7 +1478,7 @@ call_soon_by_reference(PyObject *loop, PyObject *const *args, Py_ssize_t nargs,
         Py_XDECREF(call);
         return NULL;
     }
-    PyTuple_SetItem(call, 0, Py_NewRef(loop));
+    PyTuple_SetItem(call, 0, Py_NewRef(self));
     for (Py_ssize_t i = 0; i < nargs; i++)
         PyTuple_SetItem(call, i + 1, Py_NewRef(args[i]));
     for (Py_ssize_t i = 0; i < nkw; i++) {
@@ -1488,7 +1488,7 @@ call_soon_by_reference(PyObject *loop, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    PyObject *result = PyObject_Call(call_soon_reference, call, kwargs);
+    PyObject *result = PyObject_Call(func, call, kwargs);
     Py_DECREF(call);
     Py_XDECREF(kwargs);
     return result;
@@ -1516,7 +1516,7 @@ loop_call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject
         plain = !debug && !closed;
     }
     if (!plain)
-        return call_soon_by_reference(loop, args, nargs, kwnames);
+        return ul_call_with_self(call_soon_reference, loop, args, nargs, kwnames);
     PyObject *callback_args = PyTuple_New(nargs - 1);
     if (callback_args == NULL)
         return NULL;
@@ -1537,8 +1537,8 @@ loop_call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject
 
 static PyMethodDef scheduling_methods[] = {
     {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
-     "call_soon(callback, *args, context=None): LeanSchedulingMixin.call_soon, its\n"
-     "plain case in C."},
+     "call_soon($self, callback, *args, context=None)\n--\n\n"
+     "LeanSchedulingMixin.call_soon, its plain case in C."},
     {NULL, NULL, 0, NULL},
 };
 

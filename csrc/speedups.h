@@ -29,6 +29,11 @@ int ul_intern_names(const struct ul_name *names, size_t count);
 PyObject *ul_slot_descriptor(PyObject *type, const char *name, descrgetfunc *get,
                              descrsetfunc *set);
 
+/* func(self, *args, **kwargs) for a vectorcall's arguments (a C method
+ * handing a call it does not take to its Python reference). */
+PyObject *ul_call_with_self(PyObject *func, PyObject *self, PyObject *const *args,
+                            Py_ssize_t nargs, PyObject *kwnames);
+
 /* _speedups.stream_class(reference): see stream_speedups.c. */
 PyObject *ul_stream_class(PyObject *module, PyObject *reference);
 

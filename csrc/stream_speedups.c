@@ -107,8 +107,11 @@ needs_after_write(PyObject *self, long long size)
 }
 
 static PyObject *
-stream_write(PyObject *self, PyObject *data)
+stream_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (nargs != 1 || (kwnames != NULL && PyTuple_Size(kwnames) != 0))
+        return ul_call_with_self(write_reference, self, args, nargs, kwnames);
+    PyObject *data = args[0];
     Py_ssize_t length = PyBytes_CheckExact(data) ? PyBytes_Size(data) : 0;
     PyObject *target = NULL;
     if (length > 0 && ul_speedups_sendq_write != NULL &&
@@ -234,12 +237,12 @@ stream_on_recv_multishot(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 /* -- the class ---------------------------------------------------------- */
 
 static PyMethodDef stream_methods[] = {
-    {"write", stream_write, METH_O,
-     "write(data): StreamPerMessage.write, its plain case in C."},
+    {"write", (PyCFunction)(void (*)(void))stream_write, METH_FASTCALL | METH_KEYWORDS,
+     "write($self, data)\n--\n\nStreamPerMessage.write, its plain case in C."},
     {"_on_recv_multishot", (PyCFunction)(void (*)(void))stream_on_recv_multishot,
      METH_FASTCALL,
-     "_on_recv_multishot(res, flags): StreamPerMessage._on_recv_multishot, its plain\n"
-     "case in C."},
+     "_on_recv_multishot($self, res, flags, /)\n--\n\n"
+     "StreamPerMessage._on_recv_multishot, its plain case in C."},
     {NULL, NULL, 0, NULL},
 };
 

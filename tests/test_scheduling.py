@@ -80,6 +80,8 @@ def test_call_soon_takes_arguments_as_asyncio_does(loop):
         loop.call_soon(print, context=None, delay=1)
     with pytest.raises(TypeError, match="multiple values for argument 'callback'"):
         loop.call_soon(print, callback=print)
+    import inspect
+    assert str(inspect.signature(loop.call_soon)) == "(callback, *args, context=None)"
 
 
 def test_closed_loop_refuses_everything(loop):

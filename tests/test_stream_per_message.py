@@ -136,6 +136,36 @@ def test_every_bytes_like_type_keeps_its_place_in_the_stream(loop):
     assert got == expected
 
 
+def test_write_takes_its_argument_as_asyncio_does(loop):
+    # By keyword too, with asyncio's signature and TypeErrors.
+    import inspect
+
+    async def main():
+        transport, proto, peer = await _connected(loop, Recorder)
+        signature = str(inspect.signature(transport.write))
+        transport.write(data=b"by keyword ")
+        transport.write(b"by position")
+        errors = []
+        for call in (lambda: transport.write(), lambda: transport.write(b"x", b"y"),
+                     lambda: transport.write(b"x", data=b"y"), lambda: transport.write(datum=b"x")):
+            with pytest.raises(TypeError) as caught:
+                call()
+            errors.append(str(caught.value).split("()", 1)[-1])
+        got = await _receive(loop, peer, len(b"by keyword by position"))
+        transport.close()
+        await proto.lost
+        peer.close()
+        return signature, errors, got
+
+    signature, errors, got = run(loop, main())
+    assert signature == "(data)"
+    assert errors == [" missing 1 required positional argument: 'data'",
+                      " takes 2 positional arguments but 3 were given",
+                      " got multiple values for argument 'data'",
+                      " got an unexpected keyword argument 'datum'"]
+    assert got == b"by keyword by position"
+
+
 def test_received_data_arrives_whole_and_in_order_across_pauses(loop):
     chunks = [bytes([n % 251]) * (1 + n * 37 % 3000) for n in range(200)]
     expected = b"".join(chunks)
