@@ -1436,9 +1436,7 @@ turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *reference = PyObject_GetAttr(args[0], s_run_once);
     PyObject *handle_run = reference ? PyObject_GetAttr(args[1], s_run) : NULL;
-    PyObject *bases = handle_run ? PyTuple_Pack(1, args[0]) : NULL;
-    PyObject *type = bases ? PyType_FromSpecWithBases(&turn_spec, bases) : NULL;
-    Py_XDECREF(bases);
+    PyObject *type = handle_run ? ul_subclass(&turn_spec, args[0]) : NULL;
     if (type == NULL) {
         Py_XDECREF(reference);
         Py_XDECREF(handle_run);
@@ -1466,6 +1464,15 @@ turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * future callback is a call_soon: the reference's frame, with the keyword
  * dict a call from C builds, cost ~2,500 instructions. */
 static PyObject *call_soon_reference;   /* reference.call_soon */
+
+PyObject *
+ul_subclass(PyType_Spec *spec, PyObject *reference)
+{
+    PyObject *bases = PyTuple_Pack(1, reference);
+    PyObject *type = bases ? PyType_FromSpecWithBases(spec, bases) : NULL;
+    Py_XDECREF(bases);
+    return type;
+}
 
 PyObject *
 ul_call_with_self(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -1562,9 +1569,7 @@ scheduling_class(PyObject *module, PyObject *reference)
         return NULL;
     }
     PyObject *call_soon = PyObject_GetAttrString(reference, "call_soon");
-    PyObject *bases = call_soon ? PyTuple_Pack(1, reference) : NULL;
-    PyObject *type = bases ? PyType_FromSpecWithBases(&scheduling_spec, bases) : NULL;
-    Py_XDECREF(bases);
+    PyObject *type = call_soon ? ul_subclass(&scheduling_spec, reference) : NULL;
     if (type == NULL) {
         Py_XDECREF(call_soon);
         return NULL;

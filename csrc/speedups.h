@@ -29,6 +29,10 @@ int ul_intern_names(const struct ul_name *names, size_t count);
 PyObject *ul_slot_descriptor(PyObject *type, const char *name, descrgetfunc *get,
                              descrsetfunc *set);
 
+/* A class made from ``spec`` with ``reference`` as its one base: the C
+ * methods over a Python reference (a new reference, or NULL). */
+PyObject *ul_subclass(PyType_Spec *spec, PyObject *reference);
+
 /* func(self, *args, **kwargs) for a vectorcall's arguments (a C method
  * handing a call it does not take to its Python reference). */
 PyObject *ul_call_with_self(PyObject *func, PyObject *self, PyObject *const *args,

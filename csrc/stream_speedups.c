@@ -292,9 +292,7 @@ ul_stream_class(PyObject *module, PyObject *reference)
     if (i == FIELD_COUNT) {
         write = PyObject_GetAttrString(reference, "write");
         on_recv = write ? PyObject_GetAttrString(reference, "_on_recv_multishot") : NULL;
-        PyObject *bases = on_recv ? PyTuple_Pack(1, reference) : NULL;
-        type = bases ? PyType_FromSpecWithBases(&stream_spec, bases) : NULL;
-        Py_XDECREF(bases);
+        type = on_recv ? ul_subclass(&stream_spec, reference) : NULL;
     }
     if (type == NULL) {
         while (i-- > 0)
