@@ -159,10 +159,12 @@ def test_write_takes_its_argument_as_asyncio_does(loop):
 
     signature, errors, got = run(loop, main())
     assert signature == "(data)"
-    assert errors == [" missing 1 required positional argument: 'data'",
-                      " takes 2 positional arguments but 3 were given",
-                      " got multiple values for argument 'data'",
-                      " got an unexpected keyword argument 'datum'"]
+    expected = [" missing 1 required positional argument: 'data'",
+                " takes 2 positional arguments but 3 were given",
+                " got multiple values for argument 'data'",
+                " got an unexpected keyword argument 'datum'"]   # 3.13 adds a suggestion
+    assert len(errors) == len(expected)
+    assert all(error.startswith(start) for error, start in zip(errors, expected)), errors
     assert got == b"by keyword by position"
 
 
