@@ -204,17 +204,8 @@ stream_on_recv_multishot(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         if (PyErr_Occurred())
             return NULL;
     }
-    if (data == NULL) {
-        PyObject *call = PyTuple_New(nargs + 1);
-        if (call == NULL)
-            return NULL;
-        PyTuple_SetItem(call, 0, Py_NewRef(self));
-        for (Py_ssize_t i = 0; i < nargs; i++)
-            PyTuple_SetItem(call, i + 1, Py_NewRef(args[i]));
-        PyObject *result = PyObject_Call(on_recv_reference, call, NULL);
-        Py_DECREF(call);
-        return result;
-    }
+    if (data == NULL)
+        return ul_call_with_self(on_recv_reference, self, args, nargs, NULL);
     /* The per-message path: deliver and stay armed. */
     PyObject *protocol = field(self, F_PROTOCOL);
     PyObject *delivered = protocol == NULL ? NULL :

@@ -20,3 +20,13 @@ def _load():
 
 
 speedups, description = _load()
+
+
+def subclass_in_c(reference, factory, *args):
+    """The class to derive from in place of ``reference``: its C subclass,
+    ``_speedups.<factory>(reference, *args)``, whose methods take their
+    plain cases in C and hand the rest to ``reference``; ``reference``
+    itself without the accelerator."""
+    if speedups is None:
+        return reference
+    return getattr(speedups, factory)(reference, *args)

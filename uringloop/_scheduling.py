@@ -12,7 +12,8 @@ Cython.  The lean versions here do the same work in one frame each.
 Data flow is asyncio's, unchanged: handles go to ``self._ready`` and timers
 to the ``self._scheduled`` heap, which asyncio's ``_run_once`` consumes.
 With the accelerator, ``call_soon``'s lean path is in C
-(``scheduling_base()``; this module's stays the reference).  The lean path
+(``_speedups.scheduling_class``, the loop's base through
+``_accel.subclass_in_c``; this module's stays the reference).  The lean path
 is taken only outside debug mode and on an open loop (and,
 for tasks, without a task factory); anything else goes to asyncio's own
 method, so debug-mode checks, source tracebacks and error messages stay
@@ -135,12 +136,3 @@ class LeanSchedulingMixin:
 
 _THIS_FILE = _hide_own_frame.__code__.co_filename
 
-
-def scheduling_base():
-    """The loop's base for scheduling: LeanSchedulingMixin's C subclass
-    (``_speedups.scheduling_class``, whose ``call_soon`` makes the plain
-    handle without a Python frame), or LeanSchedulingMixin itself without
-    the accelerator."""
-    if _accel.speedups is None:
-        return LeanSchedulingMixin
-    return _accel.speedups.scheduling_class(LeanSchedulingMixin)

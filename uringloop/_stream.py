@@ -192,13 +192,8 @@ class StreamPerMessage(transports._FlowControlMixin):
             self._after_queued_write(data, size)
 
 
-def _per_message_base():
-    if _accel.speedups is None:
-        return StreamPerMessage
-    return _accel.speedups.stream_class(StreamPerMessage)
-
-
-class RingStreamTransport(_per_message_base(), RingTransport, transports.Transport):
+class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class"),
+                          RingTransport, transports.Transport):
     """A stream socket transport driven by ring completions."""
 
     _start_tls_compatible = True

@@ -8,9 +8,9 @@ outside debug mode, and asyncio's own ``_run_once`` in debug mode (slow-
 callback warnings, ``_current_handle``), with ``URINGLOOP_PURE_PYTHON=1``,
 when the extension cannot be loaded, and when ``asyncio.Handle._run`` has
 been replaced (instrumentation that patches it keeps seeing every callback).
-``_accel`` says which is available.  The loop class derives from
-``turn_base()``: with the accelerator, a C subclass of ``TurnMixin`` whose
-``_run_once`` makes the plain turn's choice (and ``_speedups.run_once``)
+``_accel`` says which is available.  With the accelerator the loop class
+derives from ``_speedups.turn_class(TurnMixin, ...)`` (through
+``_accel.subclass_in_c``), a C subclass whose ``_run_once`` makes the plain turn's choice (and ``_speedups.run_once``)
 without a Python frame and hands every other turn to ``TurnMixin``'s.
 
 The Python implementation stays the reference: the test suite runs against
@@ -90,7 +90,8 @@ if _accel.speedups is not None:
 class TurnMixin:
     """For a subclass of ``asyncio.BaseEventLoop`` and of
     ``_sockops.RingSocketOpsMixin``: the reference ``_run_once``, which
-    ``turn_base()``'s C subclass runs for every turn but its plain one."""
+    the C subclass (``_speedups.turn_class``) runs for every turn but its
+    plain one."""
 
     def _run_once(self):
         # The sock_* mixin's check for sockets closed under their ops, on
@@ -104,11 +105,3 @@ class TurnMixin:
             return super()._run_once()
         speedups.run_once(self)
 
-
-def turn_base():
-    """The loop's base for its turn: TurnMixin's C subclass
-    (``_speedups.turn_class``, its ``_run_once`` without a Python frame for
-    the plain turn), or TurnMixin itself without the accelerator."""
-    if _accel.speedups is None:
-        return TurnMixin
-    return _accel.speedups.turn_class(TurnMixin, events.Handle, _accel)

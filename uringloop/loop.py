@@ -33,7 +33,7 @@ operation still in the kernel and frees the ring only once all of them
 have completed.
 """
 import asyncio
-from asyncio import constants, selector_events, sslproto
+from asyncio import constants, events, selector_events, sslproto
 
 from . import _accel, _features, _stats
 from ._overrides import DATAGRAM, STREAM, overrides
@@ -41,17 +41,19 @@ from ._datagram import RingDatagramTransport
 from ._pipes import RingReadPipeTransport
 from ._readiness import RingSelector
 from ._ring import Ring
-from ._scheduling import Handle, scheduling_base
+from ._scheduling import Handle, LeanSchedulingMixin
 from ._sendfile import RingSendfileMixin
 from ._server import RingServerMixin
 from ._sockops import RingSocketOpsMixin
 from ._subprocess import RingSubprocessMixin
 from ._stream import RingStreamTransport
-from ._turn import turn_base
+from ._turn import TurnMixin
 
 
-class Loop(scheduling_base(), RingSocketOpsMixin, RingSendfileMixin, RingServerMixin,
-           RingSubprocessMixin, turn_base(), asyncio.SelectorEventLoop):
+class Loop(_accel.subclass_in_c(LeanSchedulingMixin, "scheduling_class"), RingSocketOpsMixin,
+           RingSendfileMixin, RingServerMixin, RingSubprocessMixin,
+           _accel.subclass_in_c(TurnMixin, "turn_class", events.Handle, _accel),
+           asyncio.SelectorEventLoop):
     """An asyncio event loop whose I/O runs on io_uring."""
 
     backend = "io_uring"
