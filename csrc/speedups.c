@@ -63,6 +63,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>   /* T_OBJECT_EX, for ul_subclass's fields */
 #include <stdint.h>
 
 #include <linux/io_uring.h>
@@ -1436,7 +1437,7 @@ turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *reference = PyObject_GetAttr(args[0], s_run_once);
     PyObject *handle_run = reference ? PyObject_GetAttr(args[1], s_run) : NULL;
-    PyObject *type = handle_run ? ul_subclass(&turn_spec, args[0]) : NULL;
+    PyObject *type = handle_run ? ul_subclass(&turn_spec, args[0], NULL, 0, NULL) : NULL;
     if (type == NULL) {
         Py_XDECREF(reference);
         Py_XDECREF(handle_run);
@@ -1533,7 +1534,7 @@ scheduling_class(PyObject *module, PyObject *reference)
         return NULL;
     }
     PyObject *call_soon = PyObject_GetAttrString(reference, "call_soon");
-    PyObject *type = call_soon ? ul_subclass(&scheduling_spec, reference) : NULL;
+    PyObject *type = call_soon ? ul_subclass(&scheduling_spec, reference, NULL, 0, NULL) : NULL;
     if (type == NULL) {
         Py_XDECREF(call_soon);
         return NULL;
@@ -1684,12 +1685,64 @@ static struct PyModuleDef module_def = {
 };
 
 PyObject *
-ul_subclass(PyType_Spec *spec, PyObject *reference)
+ul_subclass(PyType_Spec *spec, PyObject *reference, const char *const *field_names,
+            int field_count, Py_ssize_t *field_offsets)
 {
-    PyObject *bases = PyTuple_Pack(1, reference);
-    PyObject *type = bases ? PyType_FromSpecWithBases(spec, bases) : NULL;
+    PyObject *size_obj = PyObject_GetAttrString(reference, "__basicsize__");
+    Py_ssize_t base_size = size_obj == NULL ? -1 : PyLong_AsSsize_t(size_obj);
+    Py_XDECREF(size_obj);
+    if (base_size < 0)
+        return NULL;
+    int spec_slots = 0;
+    while (spec->slots[spec_slots].slot != 0)
+        spec_slots++;
+    /* PyType_FromSpecWithBases copies both tables into the new type. */
+    PyMemberDef *members = PyMem_Calloc((size_t)field_count + 1, sizeof(*members));
+    PyType_Slot *slots = PyMem_Calloc((size_t)spec_slots + 2, sizeof(*slots));
+    PyObject *bases = members && slots ? PyTuple_Pack(1, reference) : NULL;
+    PyObject *type = NULL;
+    if (bases != NULL) {
+        for (int i = 0; i < field_count; i++) {
+            field_offsets[i] = base_size + i * (Py_ssize_t)sizeof(PyObject *);
+            members[i] = (PyMemberDef){field_names[i], T_OBJECT_EX, field_offsets[i], 0, NULL};
+        }
+        memcpy(slots, spec->slots, (size_t)spec_slots * sizeof(*slots));
+        if (field_count > 0)
+            slots[spec_slots] = (PyType_Slot){Py_tp_members, members};
+        PyType_Spec with_fields = *spec;
+        with_fields.basicsize = (int)(base_size + field_count * (Py_ssize_t)sizeof(PyObject *));
+        with_fields.slots = slots;
+        type = PyType_FromSpecWithBases(&with_fields, bases);
+    } else if (!PyErr_Occurred()) {
+        PyErr_NoMemory();
+    }
     Py_XDECREF(bases);
+    PyMem_Free(members);
+    PyMem_Free(slots);
     return type;
+}
+
+int
+ul_fields_reach(struct ul_field_check *check, PyTypeObject *type, PyObject *owner,
+                const char *const *field_names, int field_count)
+{
+    if ((PyObject *)type == check->type)
+        return check->reached;
+    int reached = PyType_IsSubtype(type, (PyTypeObject *)owner) &&
+        PyType_GetSlot(type, Py_tp_getattro) == (void *)PyObject_GenericGetAttr;
+    for (int i = 0; reached && i < field_count; i++) {
+        PyObject *found = PyObject_GetAttrString((PyObject *)type, field_names[i]);
+        PyObject *own = found ? PyObject_GetAttrString(owner, field_names[i]) : NULL;
+        reached = found != NULL && found == own;
+        Py_XDECREF(found);
+        Py_XDECREF(own);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    Py_XDECREF(check->type);
+    check->type = Py_NewRef((PyObject *)type);
+    check->reached = reached;
+    return reached;
 }
 
 PyObject *

@@ -30,8 +30,26 @@ PyObject *ul_slot_descriptor(PyObject *type, const char *name, descrgetfunc *get
                              descrsetfunc *set);
 
 /* A class made from ``spec`` with ``reference`` as its one base: the C
- * methods over a Python reference (a new reference, or NULL). */
-PyObject *ul_subclass(PyType_Spec *spec, PyObject *reference);
+ * methods over a Python reference (a new reference, or NULL).  It also
+ * owns the attributes ``field_names`` as object fields after the
+ * reference's layout (field_offsets[i] receives each one's offset): Python
+ * code finds their member descriptors before any of the reference's, so
+ * the C methods read the same storage at a fixed offset instead of
+ * through a descriptor call.  The reference's own slots of those names
+ * stay in the layout, unused. */
+PyObject *ul_subclass(PyType_Spec *spec, PyObject *reference, const char *const *field_names,
+                      int field_count, Py_ssize_t *field_offsets);
+
+/* Whether attribute access on instances of ``type`` reaches the fields
+ * ul_subclass gave ``owner``: ``type`` derives from it, keeps generic
+ * attribute lookup, and finds each name's member descriptor there and not
+ * a subclass's attribute in front of it.  1, 0, or -1 with an error.  The
+ * answer is kept in ``check`` for the last type asked about (one per
+ * program, in practice); a class changed after that is not looked at
+ * again. */
+struct ul_field_check { PyObject *type; int reached; };
+int ul_fields_reach(struct ul_field_check *check, PyTypeObject *type, PyObject *owner,
+                    const char *const *field_names, int field_count);
 
 /* func(self, *args, **kwargs) for a vectorcall's arguments (a C method
  * handing a call it does not take to its Python reference). */

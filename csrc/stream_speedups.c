@@ -33,6 +33,7 @@
 #include <Python.h>
 #include <linux/io_uring.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "speedups.h"
 
@@ -46,19 +47,35 @@ static const char *const field_names[FIELD_COUNT] = {
     "_high_water",
 };
 
-static PyObject *field_descriptor[FIELD_COUNT];
-static descrgetfunc field_get[FIELD_COUNT];
+static PyObject *stream_type;          /* the class stream_class made */
+static struct ul_field_check plain_class;
+static Py_ssize_t field_offset[FIELD_COUNT];
 static PyObject *write_reference;      /* StreamPerMessage.write */
 static PyObject *on_recv_reference;    /* StreamPerMessage._on_recv_multishot */
 static PyObject *s_data_received, *s_fatal_error, *s_start_reading, *s_after_queued_write;
 static PyObject *data_received_failed; /* the reference's message for _fatal_error */
 
-/* self.<field>: a new reference, or NULL with an error (AttributeError if
- * never set). */
+/* self.<field> where fields_reached(self): borrowed, NULL when unset. */
+static PyObject *
+field_borrowed(PyObject *self, int which)
+{
+    return *(PyObject **)((char *)self + field_offset[which]);
+}
+
+/* Whether self's class reads the fields at their offsets: 1, 0, or -1 with
+ * an error. */
+static int
+fields_reached(PyObject *self)
+{
+    return ul_fields_reach(&plain_class, Py_TYPE(self), stream_type, field_names, FIELD_COUNT);
+}
+
+/* self.<field>: a new reference, or NULL with asyncio's AttributeError. */
 static PyObject *
 field(PyObject *self, int which)
 {
-    return field_get[which](field_descriptor[which], self, NULL);
+    PyObject *value = field_borrowed(self, which);
+    return value != NULL ? Py_NewRef(value) : PyObject_GetAttrString(self, field_names[which]);
 }
 
 /* self.<field> is ``expected`` (None, True or False): 1 or 0; an unset
@@ -66,14 +83,7 @@ field(PyObject *self, int which)
 static int
 field_is(PyObject *self, int which, PyObject *expected)
 {
-    PyObject *value = field(self, which);
-    if (value == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    int same = value == expected;
-    Py_DECREF(value);
-    return same;
+    return field_borrowed(self, which) == expected;
 }
 
 /* -- write ------------------------------------------------------------ */
@@ -109,7 +119,10 @@ needs_after_write(PyObject *self, long long size)
 static PyObject *
 stream_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs != 1 || (kwnames != NULL && PyTuple_Size(kwnames) != 0))
+    int plain = fields_reached(self);
+    if (plain < 0)
+        return NULL;
+    if (!plain || nargs != 1 || (kwnames != NULL && PyTuple_Size(kwnames) != 0))
         return ul_call_with_self(write_reference, self, args, nargs, kwnames);
     PyObject *data = args[0];
     Py_ssize_t length = PyBytes_CheckExact(data) ? PyBytes_Size(data) : 0;
@@ -184,13 +197,16 @@ data_received_error(PyObject *self)
 static PyObject *
 stream_on_recv_multishot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    int plain = fields_reached(self);
+    if (plain < 0)
+        return NULL;
     long res = nargs == 2 ? PyLong_AsLong(args[0]) : -1;
     unsigned long flags = nargs == 2 ? PyLong_AsUnsignedLong(args[1]) : 0;
     PyObject *data = NULL;
     if (PyErr_Occurred()) {
         PyErr_Clear();
-    } else if (res > 0 && (flags & IORING_CQE_F_MORE) &&
-               field_is(self, F_CONN_LOST, Py_False) && field_is(self, F_CLOSING, Py_False) &&
+    } else if (plain && res > 0 &&
+               (flags & IORING_CQE_F_MORE) && field_is(self, F_CONN_LOST, Py_False) && field_is(self, F_CLOSING, Py_False) &&
                field_is(self, F_PAUSED, Py_False) && field_is(self, F_BUFFERED, Py_False)) {
         PyObject *held = field(self, F_HELD_RESULTS);
         if (held != NULL && PyList_CheckExact(held) && PyList_Size(held) == 0) {
@@ -269,34 +285,19 @@ ul_stream_class(PyObject *module, PyObject *reference)
     }
     if (intern_stream_names() < 0)
         return NULL;
-    PyObject *descriptors[FIELD_COUNT];
-    descrgetfunc getters[FIELD_COUNT];
-    int i;
-    for (i = 0; i < FIELD_COUNT; i++) {
-        descrsetfunc unused_setter;
-        descriptors[i] = ul_slot_descriptor(reference, field_names[i], &getters[i],
-                                            &unused_setter);
-        if (descriptors[i] == NULL)
-            break;
-    }
-    PyObject *write = NULL, *on_recv = NULL, *type = NULL;
-    if (i == FIELD_COUNT) {
-        write = PyObject_GetAttrString(reference, "write");
-        on_recv = write ? PyObject_GetAttrString(reference, "_on_recv_multishot") : NULL;
-        type = on_recv ? ul_subclass(&stream_spec, reference) : NULL;
-    }
+    Py_ssize_t offsets[FIELD_COUNT];
+    PyObject *write = PyObject_GetAttrString(reference, "write");
+    PyObject *on_recv = write ? PyObject_GetAttrString(reference, "_on_recv_multishot") : NULL;
+    PyObject *type = on_recv ?
+        ul_subclass(&stream_spec, reference, field_names, FIELD_COUNT, offsets) : NULL;
     if (type == NULL) {
-        while (i-- > 0)
-            Py_DECREF(descriptors[i]);
         Py_XDECREF(write);
         Py_XDECREF(on_recv);
         return NULL;
     }
-    for (i = 0; i < FIELD_COUNT; i++) {
-        Py_XDECREF(field_descriptor[i]);
-        field_descriptor[i] = descriptors[i];
-        field_get[i] = getters[i];
-    }
+    memcpy(field_offset, offsets, sizeof(offsets));
+    Py_XDECREF(stream_type);
+    stream_type = Py_NewRef(type);
     Py_XDECREF(write_reference);
     write_reference = write;
     Py_XDECREF(on_recv_reference);

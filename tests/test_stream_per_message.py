@@ -6,8 +6,10 @@ writes of every bytes-like type mixed in one stream.  ``loop`` tests state
 asyncio's behaviour and run on both loops; tests/run.sh runs the suite
 with the accelerator and without it."""
 import asyncio
+import gc
 import socket
 import sys
+import weakref
 
 import pytest
 
@@ -206,6 +208,37 @@ def test_the_transport_class_takes_the_accelerated_methods_when_they_are_on():
         assert accelerated.__bases__ == (_stream.StreamPerMessage,)
         assert cls.write is not _stream.StreamPerMessage.write
         assert "write" in vars(accelerated) and "_on_recv_multishot" in vars(accelerated)
+        # The state those methods read is the C class's own (a member
+        # descriptor Python code finds first).
+        for name in ("_protocol", "_paused", "_sendq", "_high_water"):
+            assert type(vars(accelerated)[name]).__name__ == "member_descriptor", name
+
+
+def test_the_transport_state_is_freed_with_it_and_seen_by_the_collector():
+    # The C class keeps the state its methods read in fields of its own;
+    # CPython must release them with the transport and follow them when it
+    # looks for cycles, as it does for the reference's __slots__.
+    cls = _stream.RingStreamTransport.__mro__[1]   # the C class, or the reference
+    names = ["_protocol", "_conn_lost", "_closing", "_paused", "_held_results", "_buffered",
+             "_recv_op", "_eof", "_empty_waiter", "_sendq", "_sendq_target",
+             "_receive_pool", "_high_water"]
+
+    class Held:
+        pass
+
+    for name in names:
+        for cycle in (False, True):
+            transport = cls.__new__(cls)
+            held = Held()
+            if cycle:
+                held.transport = transport
+            setattr(transport, name, held)
+            assert getattr(transport, name) is held
+            alive = weakref.ref(held)
+            del transport, held
+            if cycle:
+                gc.collect()
+            assert alive() is None, (name, cycle)
 
 
 def test_a_big_write_sent_in_place_is_kept_however_high_the_mark(uloop):
