@@ -5,6 +5,9 @@
  * ready queue (loop._ready, a deque), the timer heap (loop._scheduled, a
  * list kept in heapq order) and every handle stay the Python objects that
  * asyncio's code reads and writes; this module only walks them faster.
+ * The loop's fields that hold them (and the other fields a turn reads)
+ * are stored in the C class turn_class makes, so the turn reads them at a
+ * fixed offset while asyncio's code reaches them as attributes.
  * uringloop/_turn.py chooses between it and asyncio's Python _run_once
  * (debug mode, URINGLOOP_PURE_PYTHON=1, a patched Handle._run) and hands it,
  * through configure(), the few Python pieces it calls back into.
@@ -59,7 +62,8 @@
  * directly: the heap stays exactly the one heapq would build.
  *
  * Built against the limited API of 3.11 (one abi3 extension for every
- * Python version), so objects are reached through function calls only.
+ * Python version), so objects are reached through function calls only,
+ * except the fields of the classes made here (ul_subclass).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -286,68 +290,42 @@ heap_pop(PyObject *module, PyObject *heap)
 /* -- the loop's fields ------------------------------------------------ */
 
 /* The fields a turn reads from the loop (_ready, _scheduled, _stopping,
- * _debug, ...) are plain instance attributes.  For a loop class that
- * neither customises attribute lookup nor has a data descriptor of one of
- * these names, Python's own lookup finds them in the instance dict, so
- * they are read there directly: ~170 instructions instead of ~250 for
- * PyObject_GetAttr on a class this deep, six or more times a turn.  The
- * answer is kept for the last loop class seen (one per program, in
- * practice); a class changed after its first turn is not seen again. */
-static PyObject **const loop_fields[] = {
+ * _debug, ...) are fields of the class turn_class makes (ul_subclass), so
+ * for a loop class that reaches them (ul_fields_reach: no attribute of
+ * these names put in front, generic lookup) they are read at their
+ * offsets, a load instead of a dict lookup (~170 instructions, six or more
+ * times a turn).  Any other loop is asked through PyObject_GetAttr. */
+enum { LOOP_READY, LOOP_SCHEDULED, LOOP_STOPPING, LOOP_DEBUG, LOOP_C_RING_TURN,
+       LOOP_TIMER_CANCELLED_COUNT, LOOP_SELECTOR, LOOP_SOCK_OPS, LOOP_CLOCK_RESOLUTION,
+       LOOP_CLOSED, LOOP_FIELD_COUNT };
+static const char *const loop_field_names[LOOP_FIELD_COUNT] = {
+    "_ready", "_scheduled", "_stopping", "_debug", "_c_ring_turn", "_timer_cancelled_count",
+    "_selector", "_sock_ops", "_clock_resolution", "_closed",
+};
+static PyObject **const loop_field_name_objects[LOOP_FIELD_COUNT] = {
     &s_ready, &s_scheduled, &s_stopping, &s_debug, &s_c_ring_turn, &s_timer_cancelled_count,
     &s_selector, &s_sock_ops, &s_clock_resolution, &s_closed,
 };
-static PyObject *checked_loop_type;   /* the last loop class seen */
-static int checked_loop_plain;        /* and whether its dict is authoritative */
+static PyObject *turn_type;             /* the class turn_class made, or NULL */
+static Py_ssize_t loop_field_offset[LOOP_FIELD_COUNT];
+static struct ul_field_check loop_check;
 
-static int
-loop_class_plain(PyTypeObject *type)
-{
-    if (PyType_GetSlot(type, Py_tp_getattro) != (void *)PyObject_GenericGetAttr)
-        return 0;
-    for (size_t i = 0; i < sizeof(loop_fields) / sizeof(loop_fields[0]); i++) {
-        PyObject *attr = PyObject_GetAttr((PyObject *)type, *loop_fields[i]);
-        if (attr == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
-            continue;
-        }
-        int data_descriptor = PyType_GetSlot(Py_TYPE(attr), Py_tp_descr_set) != NULL;
-        Py_DECREF(attr);
-        if (data_descriptor)
-            return 0;
-    }
-    return 1;
-}
-
-/* loop.name for one of loop_fields: a new reference, or NULL with an
- * error. */
+/* loop.<field>: a new reference, or NULL with an error. */
 static PyObject *
-loop_attr(PyObject *loop, PyObject *name)
+loop_attr(PyObject *loop, int which)
 {
-    PyObject *type = (PyObject *)Py_TYPE(loop);
-    if (type != checked_loop_type) {
-        int plain = loop_class_plain(Py_TYPE(loop));
-        if (plain < 0)
+    if (turn_type != NULL) {
+        int reached = ul_fields_reach(&loop_check, Py_TYPE(loop), turn_type, loop_field_names,
+                                      LOOP_FIELD_COUNT);
+        if (reached < 0)
             return NULL;
-        Py_XDECREF(checked_loop_type);
-        checked_loop_type = Py_NewRef(type);
-        checked_loop_plain = plain;
+        PyObject *value = reached ?
+            *(PyObject **)((char *)loop + loop_field_offset[which]) : NULL;
+        if (value != NULL)
+            return Py_NewRef(value);
     }
-    if (checked_loop_plain) {
-        PyObject *dict = PyObject_GenericGetDict(loop, NULL);
-        if (dict == NULL) {
-            PyErr_Clear();   /* no instance dict: the full lookup decides */
-        } else {
-            PyObject *value = PyDict_GetItemWithError(dict, name);   /* borrowed */
-            Py_XINCREF(value);
-            Py_DECREF(dict);
-            if (value != NULL || PyErr_Occurred())
-                return value;
-        }
-    }
-    return PyObject_GetAttr(loop, name);   /* absent from the dict: the full lookup */
+    /* Unset (asyncio's AttributeError), or a loop of another layout. */
+    return PyObject_GetAttr(loop, *loop_field_name_objects[which]);
 }
 
 /* value is true: 1, 0, or -1 with an error; consumes the reference. */
@@ -362,9 +340,9 @@ truth_of(PyObject *value)
 }
 
 static int
-loop_attr_true(PyObject *loop, PyObject *name)
+loop_attr_true(PyObject *loop, int which)
 {
-    return truth_of(loop_attr(loop, name));
+    return truth_of(loop_attr(loop, which));
 }
 
 /* -- the turn ------------------------------------------------------- */
@@ -387,7 +365,7 @@ set_unscheduled(PyObject *handle)
 static PyObject *
 drop_cancelled_timers(PyObject *loop)
 {
-    PyObject *heap = loop_attr(loop, s_scheduled);
+    PyObject *heap = loop_attr(loop, LOOP_SCHEDULED);
     if (heap == NULL)
         return NULL;
     if (!PyList_Check(heap)) {
@@ -396,7 +374,7 @@ drop_cancelled_timers(PyObject *loop)
     }
     Py_ssize_t count = PyList_Size(heap);
     if (count > MIN_SCHEDULED_TIMER_HANDLES) {
-        PyObject *cancelled_obj = loop_attr(loop, s_timer_cancelled_count);
+        PyObject *cancelled_obj = loop_attr(loop, LOOP_TIMER_CANCELLED_COUNT);
         if (cancelled_obj == NULL)
             goto fail;
         double cancelled = PyFloat_AsDouble(cancelled_obj);
@@ -444,7 +422,7 @@ drop_cancelled_timers(PyObject *loop)
                 goto fail;
             break;
         }
-        PyObject *cancelled_obj = loop_attr(loop, s_timer_cancelled_count);
+        PyObject *cancelled_obj = loop_attr(loop, LOOP_TIMER_CANCELLED_COUNT);
         if (cancelled_obj == NULL)
             goto fail;
         PyObject *one = PyLong_FromLong(1);
@@ -490,7 +468,7 @@ select_timeout(PyObject *loop, PyObject *ready, PyObject *heap)
     Py_ssize_t ready_count = PyObject_Size(ready);
     if (ready_count < 0)
         return NULL;
-    int stopping = ready_count ? 1 : loop_attr_true(loop, s_stopping);
+    int stopping = ready_count ? 1 : loop_attr_true(loop, LOOP_STOPPING);
     if (stopping < 0)
         return NULL;
     if (stopping)
@@ -523,7 +501,7 @@ move_due_timers(PyObject *loop, PyObject *ready, PyObject *heap)
 {
     if (heap != NULL)
         Py_INCREF(heap);
-    else if ((heap = loop_attr(loop, s_scheduled)) == NULL)
+    else if ((heap = loop_attr(loop, LOOP_SCHEDULED)) == NULL)
         return -1;
     if (!PyList_Check(heap) || PyList_Size(heap) == 0) {
         Py_DECREF(heap);
@@ -534,7 +512,7 @@ move_due_timers(PyObject *loop, PyObject *ready, PyObject *heap)
     double now = loop_time(loop);
     if (now == -1.0 && PyErr_Occurred())
         goto done;
-    resolution = loop_attr(loop, s_clock_resolution);
+    resolution = loop_attr(loop, LOOP_CLOCK_RESOLUTION);
     if (resolution == NULL)
         goto done;
     double end_time = now + PyFloat_AsDouble(resolution);
@@ -712,7 +690,7 @@ static int
 run_handle(PyObject *loop, PyObject *handle, int known, int debug)
 {
     /* Another type's _cancelled may have been Python code. */
-    if ((debug < 0 || !known) && (debug = loop_attr_true(loop, s_debug)) < 0)
+    if ((debug < 0 || !known) && (debug = loop_attr_true(loop, LOOP_DEBUG)) < 0)
         return -1;
     PyObject *result;
     if (debug) {
@@ -1077,7 +1055,7 @@ static int
 defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinished,
             int *debug_read, PyObject **pending, Py_ssize_t *position)
 {
-    int debug = loop_attr_true(loop, s_debug);
+    int debug = loop_attr_true(loop, LOOP_DEBUG);
     if (debug < 0)
         return -1;
     *debug_read = debug;
@@ -1103,7 +1081,7 @@ defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinishe
 static int
 run_batch(PyObject *loop, PyObject *args, int debug)
 {
-    if (debug < 0 && (debug = loop_attr_true(loop, s_debug)) < 0)
+    if (debug < 0 && (debug = loop_attr_true(loop, LOOP_DEBUG)) < 0)
         return -1;
     /* From the module's dict, where a test's patch would put it (module
      * getattr costs ~250 instructions more a turn). */
@@ -1162,7 +1140,7 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read
 {
     if (ring_turn == NULL)
         return NULL;
-    PyObject *turn = loop_attr(loop, s_c_ring_turn);
+    PyObject *turn = loop_attr(loop, LOOP_C_RING_TURN);
     if (turn == NULL) {
         if (PyErr_ExceptionMatches(PyExc_AttributeError))
             PyErr_Clear();
@@ -1274,7 +1252,7 @@ run_once(PyObject *module, PyObject *loop)
      * ran, it stays in ring._unfinished, which the next turn runs first. */
     PyObject *pending = NULL;
     Py_ssize_t position = 0;
-    PyObject *ready = loop_attr(loop, s_ready);
+    PyObject *ready = loop_attr(loop, LOOP_READY);
     if (ready == NULL)
         return NULL;
     PyObject *heap = drop_cancelled_timers(loop);
@@ -1290,7 +1268,7 @@ run_once(PyObject *module, PyObject *loop)
      * turn, the batch deferred in C) and _process_events is asyncio's. */
     int c_only = skip;
     if (events == NULL && !PyErr_Occurred()) {
-        PyObject *selector = loop_attr(loop, s_selector);
+        PyObject *selector = loop_attr(loop, LOOP_SELECTOR);
         if (selector != NULL) {
             events = PyObject_CallMethodObjArgs(selector, s_select, timeout, NULL);
             Py_DECREF(selector);
@@ -1385,10 +1363,10 @@ turn_is_plain(PyObject *loop)
     PyObject *selected = PyDict_GetItemWithError(PyModule_GetDict(accel_module), s_speedups);
     if (selected != this_module)
         return PyErr_Occurred() ? -1 : 0;
-    int busy = loop_attr_true(loop, s_sock_ops);
+    int busy = loop_attr_true(loop, LOOP_SOCK_OPS);
     if (busy != 0)
         return busy < 0 ? -1 : 0;
-    int debug = loop_attr_true(loop, s_debug);
+    int debug = loop_attr_true(loop, LOOP_DEBUG);
     if (debug != 0)
         return debug < 0 ? -1 : 0;
     PyObject *run = PyObject_GetAttr(turn_handle_class, s_run);
@@ -1437,12 +1415,18 @@ turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *reference = PyObject_GetAttr(args[0], s_run_once);
     PyObject *handle_run = reference ? PyObject_GetAttr(args[1], s_run) : NULL;
-    PyObject *type = handle_run ? ul_subclass(&turn_spec, args[0], NULL, 0, NULL) : NULL;
+    Py_ssize_t offsets[LOOP_FIELD_COUNT];
+    PyObject *type = handle_run ?
+        ul_subclass(&turn_spec, args[0], loop_field_names, LOOP_FIELD_COUNT, offsets) : NULL;
     if (type == NULL) {
         Py_XDECREF(reference);
         Py_XDECREF(handle_run);
         return NULL;
     }
+    memcpy(loop_field_offset, offsets, sizeof(offsets));
+    Py_XDECREF(turn_type);
+    turn_type = Py_NewRef(type);
+    Py_CLEAR(loop_check.type);   /* its answer was about the previous class */
     Py_XDECREF(turn_reference);
     turn_reference = reference;
     Py_XDECREF(stock_handle_run);
@@ -1481,8 +1465,8 @@ loop_call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject
             return NULL;
     }
     if (plain) {
-        int debug = loop_attr_true(loop, s_debug);
-        int closed = debug == 0 ? loop_attr_true(loop, s_closed) : 0;
+        int debug = loop_attr_true(loop, LOOP_DEBUG);
+        int closed = debug == 0 ? loop_attr_true(loop, LOOP_CLOSED) : 0;
         if (debug < 0 || closed < 0)
             return NULL;
         plain = !debug && !closed;
@@ -1496,7 +1480,7 @@ loop_call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject
         PyTuple_SetItem(callback_args, i - 1, Py_NewRef(args[i]));
     PyObject *handle = new_handle_object(args[0], callback_args, loop, context);
     Py_DECREF(callback_args);
-    PyObject *ready = handle ? loop_attr(loop, s_ready) : NULL;
+    PyObject *ready = handle ? loop_attr(loop, LOOP_READY) : NULL;
     PyObject *appended = ready ? PyObject_CallMethodObjArgs(ready, s_append, handle, NULL) : NULL;
     Py_XDECREF(ready);
     if (appended == NULL) {
@@ -1723,11 +1707,9 @@ ul_subclass(PyType_Spec *spec, PyObject *reference, const char *const *field_nam
 }
 
 int
-ul_fields_reach(struct ul_field_check *check, PyTypeObject *type, PyObject *owner,
-                const char *const *field_names, int field_count)
+ul_fields_reach_checked(struct ul_field_check *check, PyTypeObject *type, PyObject *owner,
+                        const char *const *field_names, int field_count)
 {
-    if ((PyObject *)type == check->type)
-        return check->reached;
     int reached = PyType_IsSubtype(type, (PyTypeObject *)owner) &&
         PyType_GetSlot(type, Py_tp_getattro) == (void *)PyObject_GenericGetAttr;
     for (int i = 0; reached && i < field_count; i++) {

@@ -48,8 +48,17 @@ PyObject *ul_subclass(PyType_Spec *spec, PyObject *reference, const char *const 
  * program, in practice); a class changed after that is not looked at
  * again. */
 struct ul_field_check { PyObject *type; int reached; };
-int ul_fields_reach(struct ul_field_check *check, PyTypeObject *type, PyObject *owner,
-                    const char *const *field_names, int field_count);
+int ul_fields_reach_checked(struct ul_field_check *check, PyTypeObject *type, PyObject *owner,
+                            const char *const *field_names, int field_count);
+
+static inline int
+ul_fields_reach(struct ul_field_check *check, PyTypeObject *type, PyObject *owner,
+                const char *const *field_names, int field_count)
+{
+    if ((PyObject *)type == check->type)
+        return check->reached;
+    return ul_fields_reach_checked(check, type, owner, field_names, field_count);
+}
 
 /* func(self, *args, **kwargs) for a vectorcall's arguments (a C method
  * handing a call it does not take to its Python reference). */

@@ -298,6 +298,7 @@ ul_stream_class(PyObject *module, PyObject *reference)
     memcpy(field_offset, offsets, sizeof(offsets));
     Py_XDECREF(stream_type);
     stream_type = Py_NewRef(type);
+    Py_CLEAR(plain_class.type);   /* its answer was about the previous class */
     Py_XDECREF(write_reference);
     write_reference = write;
     Py_XDECREF(on_recv_reference);

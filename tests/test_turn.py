@@ -58,11 +58,12 @@ def one_iteration(loop):
 
 @pytest.mark.parametrize("path", PATHS[1:])
 def test_a_loop_class_property_is_honoured_by_the_turn(monkeypatch, path):
-    # The C turn reads the loop's fields from its instance dict only when
-    # the class cannot intercept them.  Here a property says the loop is in
-    # debug mode while the instance dict (where the setter keeps asyncio's
-    # value) says not: Python's lookup answers the property, so every turn
-    # must be asyncio's debug-mode _run_once.
+    # The C turn reads the loop's fields at their offsets (fields of the C
+    # class, csrc/speedups.c) only when the class cannot intercept them.
+    # Here a property says the loop is in debug mode while the instance
+    # dict (where the setter keeps asyncio's value) says not: Python's
+    # lookup answers the property, so every turn must be asyncio's
+    # debug-mode _run_once.
     import uringloop
 
     class AlwaysDebug(uringloop.Loop):
@@ -91,6 +92,35 @@ def test_a_loop_class_property_is_honoured_by_the_turn(monkeypatch, path):
         finally:
             loop.close()
     assert seen and all(lp is loop for lp in seen)
+
+
+def test_the_loop_state_the_turn_reads_is_freed_and_seen_by_the_collector():
+    # With the accelerator the turn's fields (_ready, _scheduled, ...) are
+    # the C class's own; a closed loop still referenced from its own ready
+    # queue must be collected, and what its fields held released.
+    import gc
+    import weakref
+
+    import uringloop
+
+    turn_class = next(c for c in uringloop.Loop.__mro__ if c.__name__ == "TurnMixin")
+    if _accel.speedups is not None:
+        assert turn_class.__module__ == "uringloop._speedups"
+        for name in ("_ready", "_scheduled", "_stopping", "_debug", "_closed"):
+            assert type(vars(turn_class)[name]).__name__ == "member_descriptor", name
+
+    class Held:
+        pass
+
+    loop = uringloop.Loop()
+    loop.close()
+    held = Held()
+    loop._ready.append(held)
+    held.loop = loop   # a cycle through the _ready field
+    loop_alive, held_alive = weakref.ref(loop), weakref.ref(held)
+    del loop, held
+    gc.collect()
+    assert loop_alive() is None and held_alive() is None
 
 
 @pytest.mark.parametrize("path,case,python_turns", [
