@@ -49,6 +49,30 @@ def test_nop_round_trip(ring):
     assert ring.pending() == 0
 
 
+def test_a_callback_entry_runs_the_callback_it_holds_and_is_collected(ring):
+    # With the accelerator RingCallback is a C class that owns its
+    # on_completion field (the dispatch reads it at an offset); the
+    # callback it holds when the completion arrives is the one that runs,
+    # and an entry in a cycle through that field is still collected.
+    seen = []
+    entry = RingCallback(lambda res, flags: seen.append("first"))
+    entry.on_completion = lambda res, flags: seen.append("second")
+    ring.submit_nop(entry)
+    ring.run_turn(1.0)
+    assert seen == ["second"]
+
+    class Held:
+        def __call__(self, res, flags):
+            pass
+
+    held = Held()
+    held.entry = RingCallback(held)
+    alive = weakref.ref(held)
+    del held
+    gc.collect()
+    assert alive() is None
+
+
 def test_user_data_is_never_reused(ring):
     ids = [ring.submit_nop(RingCallback(lambda res, flags: None)) for _ in range(10)]
     ring.run_turn(1.0)

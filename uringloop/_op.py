@@ -59,6 +59,8 @@ An exception raised by ``complete`` (a resubmission's included) resolves
 """
 from asyncio import exceptions
 
+from . import _accel
+
 
 class Op:
     __slots__ = ("loop", "fut", "user_data", "settled", "abandoned", "registry",
@@ -225,9 +227,11 @@ class Op:
         pass
 
 
-class RingCallback:
+class RingCallbackReference:
     """The ops-table entry of an operation whose completion goes to a plain
-    callback ``on_completion(res, flags)`` (the contract is _ring.py's)."""
+    callback ``on_completion(res, flags)`` (the contract is _ring.py's).
+    With the accelerator, ``RingCallback`` is its C subclass, whose
+    ``on_completion`` the C dispatch reads without an attribute lookup."""
 
     __slots__ = ("on_completion", "keepalive", "returns_fd")
 
@@ -238,3 +242,6 @@ class RingCallback:
 
     def ring_closed(self, res):
         pass
+
+
+RingCallback = _accel.subclass_in_c(RingCallbackReference, "callback_class")
