@@ -9,6 +9,7 @@ selects for the rest of the suite.
 """
 import asyncio
 import functools
+import gc
 import heapq
 import random
 import sys
@@ -421,6 +422,39 @@ def test_the_c_turn_makes_a_plain_ring_turn_itself(monkeypatch):
             assert selects
         finally:
             finish_strict_loop(loop)
+
+
+def test_the_rings_turn_state_checks_what_it_is_given():
+    # Ring.c_turn_state: what the C turn reads to make the ring turn
+    # itself; bad input is refused at construction, not met in a turn.
+    import threading
+    import weakref
+
+    TurnState = speedups.TurnState
+    for args, error in [((1, 2, 3, 4, ()), TypeError), (("x", 2, 3, 4, []), TypeError),
+                        ((0, 2, 3, 4, []), ValueError), ((1, 2, 3, 0, []), ValueError),
+                        ((1, 2, 3, 4), TypeError)]:
+        with pytest.raises(error):
+            TurnState(*args)
+    unfinished = []
+    state = TurnState(1, 2, 3, 4, unfinished)
+    with pytest.raises(TypeError):
+        state.bind("main")
+    state.bind(threading.get_ident())
+
+    class Held:
+        pass
+
+    held = Held()
+    held.state = state
+    unfinished.append(held)   # a cycle the collector must see through
+    alive = weakref.ref(held)
+    del state, unfinished, held
+    gc.collect()
+    assert alive() is None
+    closed = TurnState(1, 2, 3, 4, [])
+    closed.close()
+    closed.close()   # idempotent, as Ring.close may run after a fork's
 
 
 def _dispatch_scenario(ring):

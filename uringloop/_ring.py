@@ -122,7 +122,8 @@ def _forget_rings_in_child():
     # submit into or reap from the parent's ring.
     for ring in list(_live_rings):
         ring._forked = True
-        ring.c_turn_state.clear()
+        if ring.c_turn_state is not None:
+            ring.c_turn_state.close()
         ring._drop_send_queues()
 
 
@@ -158,14 +159,16 @@ class Ring:
         # (see run_turn).
         self._unfinished = []
         # What the loop's C turn needs to make the ring turn itself (see
-        # take_turn): the ring, the completion array, its inline count, the
-        # batch size, the unfinished batches and the thread bound to the
-        # ring (set by _bind_thread).  Emptied when the ring may no longer
-        # be entered (closed, or a forked child's).
-        self.c_turn_state = [int(ffi.cast("uintptr_t", ptr)),
-                             int(ffi.cast("uintptr_t", self._completions)),
-                             int(ffi.cast("uintptr_t", self._inline_count)),
-                             _BATCH, self._unfinished, None]
+        # take_turn), without the accelerator None: the ring, the
+        # completion array, its inline count, the batch size, the
+        # unfinished batches and the thread bound to the ring (bound by
+        # _bind_thread).  Closed when the ring may no longer be entered
+        # (closed, or a forked child's).
+        self.c_turn_state = None
+        if _accel.speedups is not None:
+            self.c_turn_state = _accel.speedups.TurnState(
+                int(ffi.cast("uintptr_t", ptr)), int(ffi.cast("uintptr_t", self._completions)),
+                int(ffi.cast("uintptr_t", self._inline_count)), _BATCH, self._unfinished)
         self._forked = False
         self.on_callback_error = None
         self.buffer_size = 0   # of each provided buffer; 0 while there are none
@@ -483,8 +486,8 @@ class Ring:
                 "io_uring ring is SINGLE_ISSUER: run it from that thread, or "
                 "create it with URINGLOOP_SINGLE_THREAD=0")
         self._thread = thread
-        if self.c_turn_state:
-            self.c_turn_state[-1] = thread
+        if self.c_turn_state is not None:
+            self.c_turn_state.bind(thread)
         return True
 
     def run_turn(self, timeout, defer=None):
@@ -585,7 +588,8 @@ class Ring:
         if self._ptr is None:
             return
         ptr, self._ptr = self._ptr, None
-        self.c_turn_state.clear()
+        if self.c_turn_state is not None:
+            self.c_turn_state.close()
         self._drop_send_queues()
         if self._forked:
             # The mapping is the parent's; closing our copy of the fd is the
