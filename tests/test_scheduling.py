@@ -25,6 +25,36 @@ def test_handles_are_asyncio_handles(loop):
     assert "cancelled" in repr(later)
 
 
+def test_a_handle_shows_and_frees_what_it_holds_as_asyncio_does(loop):
+    # uringloop's call_soon handle keeps its slots in fields of a C class
+    # (with the accelerator): asyncio's Handle methods must see them, and
+    # the collector must follow them.
+    import gc
+    import weakref
+
+    class Callback:
+        def __call__(self, *args):
+            pass
+
+        def __repr__(self):
+            return "<the callback>"
+
+    callback = Callback()
+    handle = loop.call_soon(callback, 1, 2)
+    assert handle._callback is callback and handle._args == (1, 2)
+    assert isinstance(handle._context, contextvars.Context) and not handle.cancelled()
+    assert "<the callback>" in repr(handle)
+    callback.handle = handle   # a cycle through the handle's _callback
+    handle.cancel()            # drops _callback and _args, as asyncio's does
+    assert handle._callback is None and handle._args is None and handle.cancelled()
+    handle._callback = callback   # put the cycle back
+    alive = weakref.ref(callback)
+    loop._ready.clear()
+    del callback, handle
+    gc.collect()
+    assert alive() is None
+
+
 def test_callbacks_run_in_order_with_their_context(loop):
     seen = []
     context = contextvars.copy_context()

@@ -46,6 +46,12 @@ class Handle(events.Handle):
         self._source_traceback = None
 
 
+# The reference (named Handle, which asyncio's repr shows); with the
+# accelerator ``Handle`` is its C subclass, whose slots are fields that the
+# C call_soon and turn set and read directly.
+HandleReference = Handle
+Handle = _accel.subclass_in_c(HandleReference, "handle_class")
+
 # Handle(callback, args, loop, context), built in C with the accelerator on
 # (the same assignments, without the frame of __init__).
 _new_handle = Handle if _accel.speedups is None else _accel.speedups.new_handle
