@@ -30,6 +30,12 @@
  * (IORING_CQE_F_NOTIF) that follows the send's own completion, which
  * counts as in flight until then, and the buffer stays held.
  *
+ * Sends at once (ul_sendq_send_first): a write to an idle queue is first
+ * offered to the socket with a non-blocking send(2), as asyncio's and
+ * uvloop's write() do, so what the socket takes is in the kernel when
+ * write() returns (code that writes and then blocks its thread, or exits,
+ * loses or stalls nothing); only the rest goes through the ring.
+ *
  * Write pressure (ul_sendq_check_pressure): whether a write above the
  * high-water mark must pause the writer is decided at the next send
  * completion, in C: an event only if the kernel left more than the mark
@@ -63,6 +69,7 @@ struct ul_sendq {
     struct ul_sendq *prev, *next;   /* list->all */
     struct ul_sendq *start_next;    /* list->to_start, while waiting_start */
     int fd;
+    int first_fd;                   /* the socket's fd for sends at once, or -1 */
     uint64_t owner;                 /* user_data of the owner's events */
     struct ul_sendbuf sending;      /* the kernel reads [sent, len) */
     size_t sent;
@@ -190,6 +197,7 @@ struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner)
     q->ring = ring;
     q->list = ul_ring_sendq_list(ring);
     q->fd = fd;
+    q->first_fd = -1;
     q->owner = owner;
     q->notify_threshold = NO_THRESHOLD;
     q->pressure_at = q->ref_min = q->zc_min = NO_THRESHOLD;
@@ -205,12 +213,39 @@ int ul_sendq_holds_ref(struct ul_sendq *q)
     return q->ref != NULL || q->zc_notifs != 0;
 }
 
+void ul_sendq_send_first(struct ul_sendq *q, int fd)
+{
+    q->first_fd = fd;
+}
+
+/* Nothing sent, being sent, waiting to be or held: a write may go first. */
+static int idle(struct ul_sendq *q)
+{
+    return !q->in_flight && !q->waiting_start && !ul_sendq_holds_ref(q)
+        && q->sending.len == q->sent && q->queued.len == 0;
+}
+
 long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
 {
     if (q->error)
         return q->error;
     if (q->released || q->aborted)
         return -EPIPE;
+    long long sent_first = 0;
+    if (q->first_fd >= 0 && len > 0 && len < q->zc_min && idle(q)) {
+        ssize_t n = send(q->first_fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            q->error = -errno;   /* the queue is failed, as by a failed SEND */
+            return q->error;
+        }
+        if (n > 0) {
+            if ((size_t)n == len)
+                return 0;
+            data = (const char *)data + n;
+            len -= (size_t)n;
+        }
+        sent_first = UL_SENDQ_SENT_FIRST;
+    }
     if (len >= q->ref_min && !q->in_flight && !ul_sendq_holds_ref(q)
             && q->sending.len == q->sent && q->queued.len == 0) {
         /* Idle: send from the caller's buffer. */
@@ -222,7 +257,7 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
          * would matter: the owner hears when it may let go. */
         q->ref_done_event = len > KEEP_CAPACITY;
         wait_start(q);
-        return (long long)len | UL_SENDQ_BY_REF;
+        return (long long)len | UL_SENDQ_BY_REF | sent_first;
     }
     int ret;
     if (!q->in_flight && q->ref == NULL) {
@@ -235,7 +270,7 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
     } else {
         ret = append(&q->queued, data, len);
     }
-    return ret < 0 ? ret : (long long)unconfirmed(q);
+    return ret < 0 ? ret : (long long)unconfirmed(q) | sent_first;
 }
 
 void ul_sendq_by_reference(struct ul_sendq *q, size_t ref_min, size_t zc_min)

@@ -180,6 +180,10 @@ int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completio
 /* Added to ul_sendq_write's result when the queue took the buffer by
  * reference (see ul_sendq_by_reference). */
 #define UL_SENDQ_BY_REF 0x2000000000000000
+/* Added when the write went to the socket first (see ul_sendq_send_first)
+ * and the socket did not take all of it: the result is what it refused
+ * (what asyncio's write() would buffer). */
+#define UL_SENDQ_SENT_FIRST 0x1000000000000000
 
 struct ul_sendq;
 /* fd is a file target (see ul_files_setup). */
@@ -187,6 +191,13 @@ struct ul_sendq *ul_sendq_new(struct ul_ring *ring, int fd, uint64_t owner);
 /* Queue `len` bytes (copied).  Returns the bytes not yet confirmed by the
  * kernel, this write included, or a negative errno (a failed queue). */
 long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len);
+/* From now on a write to an idle queue (nothing in flight, queued or held)
+ * is first offered to the socket `fd` (the socket's own fd, also when the
+ * queue's target is a registered slot) with a non-blocking send(2), as
+ * asyncio's write() does: 0 when the socket took it all; else what it
+ * refused, queued, | UL_SENDQ_SENT_FIRST; a send error fails the queue
+ * and is returned.  Writes of the zero-copy size go to the ring. */
+void ul_sendq_send_first(struct ul_sendq *q, int fd);
 /* From now on, a write of `ref_min` bytes or more to an idle queue is sent
  * from `data` itself (the result | UL_SENDQ_BY_REF), and one of `zc_min`
  * or more with IORING_OP_SEND_ZC (0: never).  The caller keeps such a

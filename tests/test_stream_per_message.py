@@ -16,7 +16,7 @@ import pytest
 from uringloop import _accel, _stream
 
 from .conftest import run
-from .test_stream_writes import _connected, _receive
+from .test_stream_writes import _connected, _receive, _shrink_send_buffer
 
 # 3.13 deprecated sys._clear_type_cache for this, which also empties it.
 _clear_type_cache = (sys._clear_internal_caches if sys.version_info >= (3, 13)
@@ -247,8 +247,9 @@ def test_a_big_write_sent_in_place_is_kept_however_high_the_mark(uloop):
     # high-water mark is so high that no write ever presses.
     async def main():
         transport, proto, peer = await _connected(uloop, Recorder)
+        _shrink_send_buffer(transport)   # the socket refuses most of it at once
         transport.set_write_buffer_limits(high=2**62)
-        payload = bytes(range(256)) * 400   # 100 KiB: sent in place
+        payload = bytes(range(256)) * 1200   # 300 KiB: the rest sent in place
         transport.write(payload)
         held = transport._write_ref is payload
         got = await _receive(uloop, peer, len(payload))

@@ -7,6 +7,8 @@ import random
 import socket
 import sys
 
+import pytest
+
 from uringloop import _stream
 
 from .conftest import run
@@ -42,6 +44,10 @@ async def _connected(loop, protocol_factory=Writer):
     return transport, proto, peer
 
 
+def _shrink_send_buffer(transport):
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+
+
 async def _receive(loop, peer, size):
     received = bytearray()
     while len(received) < size:
@@ -71,6 +77,47 @@ def test_big_writes_the_socket_takes_never_pause_the_protocol(loop):
         return proto.pauses
 
     assert run(loop, main()) == 0
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest.mark.parametrize("api", ["transport", "streams"])
+def test_written_bytes_are_in_the_kernel_when_write_returns(loop, tmp_path, family, api):
+    # asyncio's write() (and uvloop's) sends at once when nothing is
+    # buffered: a caller that writes and then blocks the loop's thread on
+    # the peer (anyio's own tests do) gets the bytes, not a deadlock.
+    async def main():
+        if family == "tcp":
+            listener = socket.create_server(("127.0.0.1", 0))
+        else:
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(str(tmp_path / "sock"))
+            listener.listen()
+        listener.setblocking(False)
+        with listener:
+            accepting = asyncio.ensure_future(loop.sock_accept(listener))
+            if family == "tcp":
+                reader, writer = await asyncio.open_connection(*listener.getsockname())
+            else:
+                reader, writer = await asyncio.open_unix_connection(listener.getsockname())
+            peer, _ = await accepting
+        got = []
+        peer.settimeout(5)
+        for message in (b"first", b"second" * 1000):
+            if api == "transport":
+                writer.transport.write(message)
+            else:
+                writer.write(message)
+                await writer.drain()   # returns at once: nothing is paused
+            received = b""
+            while len(received) < len(message):
+                received += peer.recv(65536)   # blocks this thread: no loop turn
+            got.append(received == message)
+        writer.close()
+        peer.close()
+        await writer.wait_closed()
+        return got
+
+    assert run(loop, main()) == [True, True]
 
 
 def test_written_bytearray_and_memoryview_are_copied(loop):
@@ -124,7 +171,10 @@ def test_big_bytes_are_sent_in_place_and_let_go(uloop):
     # into the send queue), keeping it only until the kernel is done.
     async def main():
         transport, proto, peer = await _connected(uloop)
-        small, big = bytes(100 * 1024), bytes(1 << 20)
+        # A small send buffer: a write goes to the socket first and only
+        # what it refuses reaches the queue.
+        _shrink_send_buffer(transport)
+        small, big = bytes(300 * 1024), bytes(1 << 20)
         base_small, base_big = sys.getrefcount(small), sys.getrefcount(big)
         transport.write(small)
         kept = sys.getrefcount(small) - base_small

@@ -96,6 +96,7 @@ _OWN_WRITELINES = sys.version_info >= (3, 12)
 _SENDQ_RELEASED = lib.UL_SENDQ_RELEASED
 _sendq_check_pressure = lib.ul_sendq_check_pressure
 _BY_REF = lib.UL_SENDQ_BY_REF
+_SENT_FIRST = lib.UL_SENDQ_SENT_FIRST
 # Writes from this size up are sent from the caller's bytes object, not
 # copied (measured on 100 KiB echo: ~100k fewer instructions per message,
 # the size of the copy); smaller ones coalesce better in the queue.
@@ -219,6 +220,11 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
         # through the ring like completions.
         self._sendq, self._sendq_events = self._ring.new_send_queue(
             self._io_fd, self._in_context(self._on_send_event))
+        # A write to an idle queue goes to the socket at once, as asyncio's
+        # does: written data is in the kernel when write() returns, not at
+        # the loop's next turn (a caller that blocks its thread next, or
+        # exits, must not stall or lose it).
+        lib.ul_sendq_send_first(self._sendq, self._sock_fd)
         # write() hands its bytes to the queue through the accelerator
         # when it is on (no cffi argument conversion), else through cffi.
         if _accel.speedups is None:
@@ -381,6 +387,8 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
         if size < 0:
             self._fatal_error(os_error(size), "Fatal write error on socket transport")
             return
+        sent_first = size & _SENT_FIRST
+        size &= ~_SENT_FIRST
         if size >= _BY_REF:
             # Kept while the queue sends from it; an earlier one is let go
             # (the queue took this one: it was idle).
@@ -388,6 +396,14 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
             self._write_ref = data
             if size <= self._high_water:
                 return
+        if sent_first:
+            # asyncio's immediate send: the socket refused ``size`` bytes,
+            # which are buffered; over the mark, the protocol pauses now.
+            if size > self._high_water:
+                self._writer_context = contextvars.copy_context()
+                self._maybe_pause_protocol()
+                self._watch_send_queue()
+            return
         self._on_write_pressure(size - len(data))
 
     def writelines(self, list_of_data):
