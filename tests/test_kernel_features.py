@@ -221,6 +221,7 @@ def test_a_misspelt_path_is_an_error(monkeypatch, value, message):
     ("URINGLOOP_BUFFERS", "512"), ("URINGLOOP_BUFFERS", "500x4k"),
     ("URINGLOOP_BUFFERS", "8x0"), ("URINGLOOP_BUFFERS", "8x2G"),
     ("URINGLOOP_SQPOLL", "-1"), ("URINGLOOP_NAPI", "0"), ("URINGLOOP_FIXED_FILES", "yes"),
+    ("URINGLOOP_DEFER_WRITES", "on"),
     ("URINGLOOP_SEND_ZC", "0"), ("URINGLOOP_SEND_ZC", "big"), ("URINGLOOP_SEND_ZC", "2048M"),
 ])
 def test_a_bad_knob_is_an_error_not_a_silent_fallback(monkeypatch, name, value):
@@ -429,6 +430,43 @@ class Received(asyncio.Protocol):
     def data_received(self, data):
         if not self.data.done():
             self.data.set_result(data)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_deferred_writes_wait_for_the_next_submission(monkeypatch, tmp_path, deferred):
+    """By default a write reaches the socket before write() returns, as
+    asyncio's does; URINGLOOP_DEFER_WRITES=1 leaves it for the ring's next
+    submission, at the loop's next turn.  The echo still carries
+    everything either way."""
+    if deferred:
+        monkeypatch.setenv("URINGLOOP_DEFER_WRITES", "1")
+    loop = new_strict_loop("uringloop")
+    ours, peer = socket.socketpair()
+
+    async def main():
+        transport, _ = await loop.create_unix_connection(Received, sock=ours)
+        transport.write(b"now?")
+        peer.setblocking(False)
+        try:
+            at_once = peer.recv(100)
+        except BlockingIOError:
+            at_once = None
+        await asyncio.sleep(0.01)
+        later = at_once or peer.recv(100)
+        transport.close()
+        await asyncio.sleep(0.01)
+        return at_once, later, loop._features.report()["defer_writes"]
+
+    try:
+        at_once, later, path = run(loop, main())
+    finally:
+        finish_strict_loop(loop)
+        peer.close()
+    assert later == b"now?"
+    assert at_once == (None if deferred else b"now?")
+    assert path == "on" if deferred else path.startswith("off: not asked for")
+    loop, stats = echo_loop(monkeypatch, tmp_path)
+    assert stats["config"]["knobs"].get("URINGLOOP_DEFER_WRITES") == ("1" if deferred else None)
 
 
 def test_fixed_file_operations_name_the_slot_not_the_fd(monkeypatch):

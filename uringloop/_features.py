@@ -21,6 +21,7 @@ Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
   URINGLOOP_NAPI=USEC           NAPI busy polling for up to USEC per wait (real NICs only)
   URINGLOOP_FIXED_FILES=1       a registered-file table for stream transports' sockets
   URINGLOOP_SEND_ZC=BYTES       stream writes of BYTES and up go out zero-copy (SEND_ZC)
+  URINGLOOP_DEFER_WRITES=1      stream writes wait for the ring's next submission
 
 Data flow: ``Loop.__init__`` calls :func:`read_knobs`, makes its ring with
 :meth:`Knobs.ring_arguments`, then :func:`configure` reads back what the
@@ -74,6 +75,9 @@ OPT_IN = {
                     "sends name a slot (IOSQE_FIXED_FILE), not an fd", "5.19",
                     "URINGLOOP_FIXED_FILES=1"),
     "send_zc": ("IORING_OP_SEND_ZC for big stream writes", "6.0", "URINGLOOP_SEND_ZC=BYTES"),
+    "defer_writes": ("stream writes wait for the ring's next submission, which sends a "
+                     "turn's writes in one enter: write() returns before they are in the "
+                     "kernel, unlike asyncio's", "5.6", "URINGLOOP_DEFER_WRITES=1"),
 }
 
 _DEFAULT_SQ_ENTRIES = 1024
@@ -93,7 +97,7 @@ class Knobs:
 
     def __init__(self, disabled=frozenset(), sq_entries=_DEFAULT_SQ_ENTRIES, cq_entries=0,
                  buffers=None, single_thread=False, sqpoll_idle_ms=None, napi_busy_poll_us=None,
-                 fixed_files=False, send_zc=None, environment=None):
+                 fixed_files=False, send_zc=None, defer_writes=False, environment=None):
         self.environment = environment or {}  # the URINGLOOP_* variables read
         self.disabled = frozenset(disabled)
         self.sq_entries = sq_entries
@@ -104,6 +108,7 @@ class Knobs:
         self.napi_busy_poll_us = napi_busy_poll_us
         self.fixed_files = fixed_files
         self.send_zc = send_zc            # threshold in bytes; None: off
+        self.defer_writes = defer_writes
 
     def setup_candidates(self):
         """IORING_SETUP_* sets to ask for, best first, without disabled bits.
@@ -214,6 +219,7 @@ def read_knobs(environ=os.environ):
                  single_thread=environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1",
                  sqpoll_idle_ms=sqpoll, napi_busy_poll_us=napi, send_zc=send_zc,
                  fixed_files=_switch("URINGLOOP_FIXED_FILES", environ),
+                 defer_writes=_switch("URINGLOOP_DEFER_WRITES", environ),
                  environment=knobs_in_environment(environ))
 
 
@@ -499,6 +505,11 @@ def configure(ring, knobs):
         on.add("send_zc")
     else:
         off["send_zc"] = "not in the kernel's opcode probe"
+
+    if knobs.defer_writes:
+        on.add("defer_writes")
+    else:
+        off["defer_writes"] = f"not asked for ({OPT_IN['defer_writes'][2]})"
 
     if "ftruncate" in disabled:
         off["ftruncate"] = "URINGLOOP_DISABLE"

@@ -223,8 +223,10 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
         # A write to an idle queue goes to the socket at once, as asyncio's
         # does: written data is in the kernel when write() returns, not at
         # the loop's next turn (a caller that blocks its thread next, or
-        # exits, must not stall or lose it).
-        lib.ul_sendq_send_first(self._sendq, self._sock_fd)
+        # exits, must not stall or lose it).  URINGLOOP_DEFER_WRITES=1
+        # trades that for one enter per turn carrying every write.
+        if not loop._defer_writes:
+            lib.ul_sendq_send_first(self._sendq, self._sock_fd)
         # write() hands its bytes to the queue through the accelerator
         # when it is on (no cffi argument conversion), else through cffi.
         if _accel.speedups is None:

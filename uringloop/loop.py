@@ -76,6 +76,9 @@ class Loop(_accel.subclass_in_c(LeanSchedulingMixin, "scheduling_class"), RingSo
         self._recv_multishot = "multishot_recv" in self._features.on
         # Stream transports put their sockets in the registered-file table.
         self._fixed_files = "fixed_files" in self._features.on
+        # Stream writes go to the socket at once, as asyncio's, unless the
+        # user asked them to wait for the ring's next submission.
+        self._defer_writes = "defer_writes" in self._features.on
         self._final_stats = None  # ring_stats() as the loop closed
         _stats.track(self)
         super().__init__(selector=RingSelector(self._ring))
