@@ -478,7 +478,10 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
             self._in_writer_context(self._maybe_resume_protocol)
         elif size > self._high_water:
             self._in_writer_context(self._maybe_pause_protocol)
-        if size == 0 and (self._closing or self._eof or self._empty_waiter is not None):
+        # Asked again, not taken from the event: resume_writing() may just
+        # have written more.
+        if (self._closing or self._eof or self._empty_waiter is not None) and \
+                not self._writes_pending():
             self._on_write_drained()
         else:
             self._watch_send_queue()
@@ -490,7 +493,14 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
             self._writer_context.run(callback)
 
     def _writes_pending(self):
-        return self._sendq is not None and _sendq_size(self._sendq) > 0
+        # A paused writer counts even when the queue has drained in C: the
+        # event that resumes it is on its way (pausing asked for it), and
+        # asyncio resumes a writer as its buffer drains, so before close()
+        # or write_eof() can find the buffer empty.  A protocol may write
+        # from resume_writing() (asyncio's TLS protocol sends its
+        # close_notify then): that must go out before the connection ends.
+        return self._sendq is not None and (self._protocol_paused or
+                                            _sendq_size(self._sendq) > 0)
 
     def _abort_writes(self):
         queue = self._sendq
