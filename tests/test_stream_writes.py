@@ -226,6 +226,45 @@ def test_what_a_resumed_writer_writes_while_closing_still_goes_out(uloop):
     assert outcomes == [("close_notify", backlog)] * 12
 
 
+def test_a_writer_paused_by_new_limits_is_resumed_as_the_buffer_drains(loop):
+    # set_write_buffer_limits() below what is buffered pauses the protocol
+    # (asyncio's _maybe_pause_protocol); the drain must resume it.
+    class Flow(asyncio.Protocol):
+        def __init__(self):
+            self.events = []
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def pause_writing(self):
+            self.events.append("pause")
+
+        def resume_writing(self):
+            self.events.append("resume")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        transport, proto, peer = await _connected(loop, Flow)
+        transport.set_write_buffer_limits(high=1 << 30)
+        payload = bytes(8 << 20)
+        for start in range(0, len(payload), 32 << 10):   # copied into the queue
+            transport.write(payload[start:start + (32 << 10)])
+        # More than the socket takes: buffered, not paused.
+        buffered = transport.get_write_buffer_size() > 1024
+        transport.set_write_buffer_limits(high=1024)
+        received = await _receive(loop, peer, len(payload))
+        for _ in range(100):
+            if "resume" in proto.events:
+                break
+            await asyncio.sleep(0.01)
+        transport.close()
+        exc = await asyncio.wait_for(proto.lost, 10)
+        peer.close()
+        return buffered, proto.events, len(received), exc
+
+    assert run(loop, main()) == (True, ["pause", "resume"], 8 << 20, None)
+
+
 def test_written_bytearray_and_memoryview_are_copied(loop):
     # write() takes a copy: changing the buffer afterwards changes nothing
     # on the wire, whatever its size.

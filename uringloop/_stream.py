@@ -424,6 +424,13 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
         # One copy into the queue instead of one per element.
         self.write(b"".join(list_of_data))
 
+    def set_write_buffer_limits(self, high=None, low=None):
+        super().set_write_buffer_limits(high, low)
+        # A pause from new limits must hear when the queue drains, as one
+        # from write() does (and close() waits for that resume).
+        if self._protocol_paused and self._sendq is not None and not self._conn_lost:
+            self._watch_send_queue()
+
     def get_write_buffer_size(self):
         return _sendq_size(self._sendq) if self._sendq is not None else 0
 
