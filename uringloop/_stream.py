@@ -25,21 +25,27 @@ could not allow that.  A completion that arrives after
 and so is the rest of a chunk when a ``BufferedProtocol`` pauses in the
 middle of it.
 
-Data flow, writing: ``write()`` copies the bytes into the transport's
-C-owned send queue (csrc/sendq.c), which keeps one send in flight,
-coalesces what is written meanwhile and resubmits partial sends without
-coming back to Python.  A big write (``_REF_WRITE`` and up, and with
-``URINGLOOP_SEND_ZC`` at its threshold and up, zero-copy) to an idle queue
-is not copied: the queue sends from the ``bytes`` object itself, which the
+Data flow, writing: ``write()`` hands the bytes to the transport's
+C-owned send queue (csrc/sendq.c).  An idle queue first offers them to
+the socket (a non-blocking ``send``, as asyncio's write() does: they are
+in the kernel when write() returns), unless ``URINGLOOP_DEFER_WRITES=1``
+asked for the ring's next submission instead; what the socket refuses is
+copied into the queue, which keeps one send in flight, coalesces what is
+written meanwhile and resubmits partial sends without coming back to
+Python.  A big rest (``_REF_WRITE`` and up, and with
+``URINGLOOP_SEND_ZC`` at its threshold and up, zero-copy, never offered
+first) is not copied: the queue sends from the ``bytes`` object itself, which the
 transport keeps (``_write_ref``) until the queue lets it go (checked at
 the next big write or queue event; the queue sends an event for an
 object big enough that keeping it would matter).  A bytearray or
 memoryview becomes ``bytes`` first, since its owner may change it once
 write() returns.  Write
 pressure is asyncio's: only what the kernel did not take at once counts
-against the high-water mark, so whether a write above the mark pauses
-the protocol is decided by the queue at the next send completion, with
-no event when the send took everything.  The queue reports only what the transport waits
+against the high-water mark (known at once after the first offer; for a
+write that was not offered, decided by the queue at the next send
+completion, with no event when the send took everything).  A paused
+writer counts as writes pending: asyncio resumes it before close() or
+write_eof() can find the buffer empty.  The queue reports only what the transport waits
 for: falling to the low-water mark (``resume_writing``), draining
 completely (``close()``, ``write_eof()``, sendfile), or a failed send.
 The write buffer size is every byte the kernel has not confirmed.
