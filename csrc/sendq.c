@@ -246,9 +246,8 @@ long long ul_sendq_write(struct ul_sendq *q, const void *data, size_t len)
         }
         sent_first = UL_SENDQ_SENT_FIRST;
     }
-    if (len >= q->ref_min && !q->in_flight && !ul_sendq_holds_ref(q)
-            && q->sending.len == q->sent && q->queued.len == 0) {
-        /* Idle: send from the caller's buffer. */
+    if (len >= q->ref_min && idle(q)) {
+        /* Send from the caller's buffer. */
         q->sending.len = q->sent = 0;
         q->ref = data;
         q->ref_len = len;
