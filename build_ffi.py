@@ -88,7 +88,7 @@ def _make_ffi():
     ffi.set_source(
         "uringloop._uring",
         PRELUDE,
-        sources=[str((CSRC / name).relative_to(HERE)) for name in ("uring.c", "files.c", "sendq.c", "fixed.c")],
+        sources=[str((CSRC / name).relative_to(HERE)) for name in ("uring.c", "files.c", "sendq.c", "fixed.c", "resubmit.c")],
         include_dirs=[str(CSRC.relative_to(HERE))],
         libraries=["uring"],
         extra_compile_args=cflags,

@@ -24,6 +24,7 @@
 #include "uring.h"
 #include "sendq.h"
 #include "fixed.h"
+#include "resubmit.h"
 
 #ifndef UL_LIBURING_VERSION
 #define UL_LIBURING_VERSION "unknown"
@@ -66,6 +67,7 @@ struct ul_ring {
     struct ul_bufring buffers;
     struct ul_sendq_list sendqs;
     struct ul_filetable files;
+    struct ul_resubmit resubmit;
     struct ul_ring_stats stats;
 };
 
@@ -92,6 +94,9 @@ struct ul_ring *ul_ring_create(unsigned entries, unsigned cq_entries, unsigned s
     }
     r->features = params.features;
     r->setup_flags = params.flags;
+    /* Only a ring that several threads may enter, one after another, can
+     * outlive the thread that submitted an operation (see resubmit.c). */
+    r->resubmit.enabled = !(params.flags & (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SQPOLL));
     *error = 0;
     return r;
 }
@@ -113,6 +118,11 @@ int ul_ring_bind_thread(struct ul_ring *r)
     return 0;
 }
 
+void ul_ring_thread_changed(struct ul_ring *r)
+{
+    r->resubmit.generation++;
+}
+
 void ul_ring_destroy(struct ul_ring *r)
 {
     /* Exiting the ring drops the kernel's references to the buffer ring,
@@ -123,6 +133,7 @@ void ul_ring_destroy(struct ul_ring *r)
     free(r->buffers.ring);
     free(r->buffers.memory);
     free(r->buffers.handed_out);
+    ul_resubmit_free(&r->resubmit);
     free(r);
 }
 
@@ -238,13 +249,14 @@ int ul_ring_probe(struct ul_ring *r, unsigned char *supported, int size)
 
 /* Called before every liburing call that submits: counts the call and the
  * SQEs it is about to hand over (those between liburing's local head and
- * tail, which the call flushes to the kernel). */
+ * tail, which the call flushes to the kernel), and keeps their copies. */
 static void count_submit(struct ul_ring *r)
 {
     struct io_uring_sq *sq = &r->ring.sq;
     r->stats.enters++;
     for (unsigned head = sq->sqe_head; head != sq->sqe_tail; head++)
         r->stats.sqes_by_opcode[sq->sqes[head & sq->ring_mask].opcode]++;
+    ul_resubmit_track(&r->resubmit, sq);
 }
 
 /* The SQ is full only when a turn queued more than `entries` operations;
@@ -494,23 +506,35 @@ static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
             r->stats.cqes_cancelled++;
         if (cqe->user_data == 0)
             continue;
+        int32_t res = cqe->res;
+        struct io_uring_sqe copy;
+        if (ul_resubmit_reaped(&r->resubmit, cqe->user_data, &res, cqe->flags, &copy)) {
+            /* Dropped with the thread that submitted it: in again, unseen. */
+            int error = 0;
+            struct io_uring_sqe *sqe = next_sqe(r, &error);
+            if (sqe != NULL) {
+                *sqe = copy;
+                r->stats.sqes_resubmitted++;
+                continue;
+            }
+            ul_resubmit_forget(&r->resubmit, cqe->user_data);   /* deliver the drop */
+        }
         if (cqe->user_data & UL_SENDQ_TAG) {
             /* A send of a C-owned queue: Python sees it only as an event. */
-            *copied += ul_sendq_complete(cqe->user_data, cqe->res, cqe->flags,
-                                         &out[*copied]);
+            *copied += ul_sendq_complete(cqe->user_data, res, cqe->flags, &out[*copied]);
             continue;
         }
         if (cqe->flags & IORING_CQE_F_BUFFER)
             r->buffers.handed_out[r->buffers.handed_out_count++] =
                 (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        else if (cqe->res == -ENOBUFS) {
+        else if (res == -ENOBUFS) {
             r->buffers.ran_out = 1;
             r->stats.enobufs++;
         }
         struct ul_completion *slot =
             (cqe->user_data & UL_INLINE_TAG) ? &out[max - 1 - (*inlined)++] : &out[(*copied)++];
         slot->user_data = cqe->user_data;
-        slot->res = cqe->res;
+        slot->res = res;
         slot->flags = cqe->flags;
     }
     io_uring_cq_advance(ring, seen);

@@ -40,6 +40,9 @@ void ul_ring_destroy(struct ul_ring *ring);
 /* Called once, from the first thread that runs the ring: enables a ring
  * created with R_DISABLED and registers the ring fd for a SINGLE_ISSUER ring. */
 int ul_ring_bind_thread(struct ul_ring *ring);
+/* Called whenever a thread other than the last one runs the ring: what the
+ * kernel drops of operations submitted before is submitted again. */
+void ul_ring_thread_changed(struct ul_ring *ring);
 int ul_ring_fd(struct ul_ring *ring);
 unsigned ul_ring_features(struct ul_ring *ring);
 unsigned ul_ring_setup_flags(struct ul_ring *ring);
@@ -64,6 +67,8 @@ struct ul_ring_stats {
     uint64_t cqes;               /* CQEs reaped */
     uint64_t cqes_to_python;     /* completions copied out (the rest were handled in C) */
     uint64_t cqes_cancelled;     /* CQEs with -ECANCELED */
+    uint64_t sqes_resubmitted;   /* operations dropped with the thread that submitted them,
+                                  * submitted again (csrc/resubmit.c) */
     uint64_t enobufs;            /* CQEs with -ENOBUFS (no provided buffer was free) */
     uint64_t cq_overflow_turns;  /* reaps that found IORING_SQ_CQ_OVERFLOW set */
     uint64_t buffers_high_water; /* most provided buffers held by one turn's completions */

@@ -263,7 +263,7 @@ def test_single_thread(monkeypatch, tmp_path):
     assert stats["config"]["registered_ring_fd"]
     paths = stats["config"]["paths"]
     assert paths["single_issuer"] == "on" and paths["registered_ring_fd"] == "on"
-    assert paths["coop_taskrun"] == "off: DEFER_TASKRUN instead (URINGLOOP_SINGLE_THREAD=1)"
+    assert paths["coop_taskrun"] == "off: DEFER_TASKRUN instead (a single-thread ring)"
 
 
 def test_napi(monkeypatch, tmp_path):

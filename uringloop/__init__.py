@@ -79,5 +79,13 @@ def run(main, *, debug=None):
         if asyncio.iscoroutine(main):
             main.close()
         raise RuntimeError("asyncio.run() cannot be called from a running event loop")
-    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+    with asyncio.Runner(debug=debug, loop_factory=_new_run_loop) as runner:
         return runner.run(main)
+
+
+def _new_run_loop():
+    """run()'s loop: no other thread can run it (it runs until run()
+    returns, then closes), so its ring may be SINGLE_ISSUER + DEFER_TASKRUN
+    (see _ring.loop_setup_flags) unless URINGLOOP_SINGLE_THREAD says."""
+    from ._backend import uring_usable
+    return Loop(_single_thread=True) if uring_usable() else SelectorLoop()

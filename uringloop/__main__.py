@@ -260,7 +260,8 @@ def format_stats(stats):
         f"turns with completions {stats['batches']}",
         f"  SQEs {stats['sqes']}: " + (", ".join(f"{name} {n}" for name, n in by_opcode) or "-"),
         f"  CQEs {stats['cqes']}: {stats['cqes_to_python']} to Python, {stats['cqes_in_c']} "
-        f"handled in C, {stats['cqes_cancelled']} cancelled ({stats['cancels']} cancel requests)",
+        f"handled in C, {stats['cqes_cancelled']} cancelled ({stats['cancels']} cancel requests; "
+        f"{stats['sqes_resubmitted']} dropped with the thread that submitted them, resubmitted)",
         f"  per turn: {_per(stats['sqes'], stats['turns'])} SQEs, "
         f"{_per(stats['cqes'], stats['turns'])} CQEs; per enter: "
         f"{_per(stats['sqes'], stats['enters'])} SQEs, {_per(stats['cqes'], stats['enters'])} CQEs",

@@ -16,7 +16,8 @@ Knobs, read when a loop is made (a bad value raises ``ValueError`` there):
   URINGLOOP_SQ_ENTRIES=N        submission queue entries (default 1024)
   URINGLOOP_CQ_ENTRIES=N        completion queue entries (default 4 x SQ)
   URINGLOOP_BUFFERS=COUNTxSIZE  provided receive buffers, e.g. 512x128k (the default)
-  URINGLOOP_SINGLE_THREAD=1     SINGLE_ISSUER + DEFER_TASKRUN (``_ring.loop_setup_flags``)
+  URINGLOOP_SINGLE_THREAD=0|1   SINGLE_ISSUER + DEFER_TASKRUN for every loop (1) or none (0);
+                                unset, only ``uringloop.run()``'s (``_ring.loop_setup_flags``)
   URINGLOOP_SQPOLL=IDLE_MS      a kernel thread polls the SQ, sleeping after IDLE_MS idle
   URINGLOOP_NAPI=USEC           NAPI busy polling for up to USEC per wait (real NICs only)
   URINGLOOP_FIXED_FILES=1       a registered-file table for stream transports' sockets
@@ -67,7 +68,7 @@ PATHS = {
 # Opt-in paths, off unless asked for: reported with the others.
 OPT_IN = {
     "single_issuer": ("IORING_SETUP_SINGLE_ISSUER + DEFER_TASKRUN", "6.1",
-                      "URINGLOOP_SINGLE_THREAD=1"),
+                      "uringloop.run(), or URINGLOOP_SINGLE_THREAD=1"),
     "sqpoll": ("IORING_SETUP_SQPOLL: a kernel thread submits", "5.11 (unprivileged)",
                "URINGLOOP_SQPOLL=IDLE_MS"),
     "napi": ("IORING_REGISTER_NAPI busy polling", "6.9", "URINGLOOP_NAPI=USEC"),
@@ -103,6 +104,8 @@ class Knobs:
         self.sq_entries = sq_entries
         self.cq_entries = cq_entries      # 0: four times sq_entries
         self.buffers = buffers            # (count, size); None: _ring's default pool
+        # None: URINGLOOP_SINGLE_THREAD unset, the loop's maker decides
+        # (uringloop.run() asks for a single-thread ring; see Loop).
         self.single_thread = single_thread
         self.sqpoll_idle_ms = sqpoll_idle_ms
         self.napi_busy_poll_us = napi_busy_poll_us
@@ -118,7 +121,7 @@ class Knobs:
         if self.sqpoll_idle_ms is not None:
             first = [lib.IORING_SETUP_SQPOLL | lib.IORING_SETUP_SUBMIT_ALL, lib.IORING_SETUP_SQPOLL]
         else:
-            first = [loop_setup_flags()]
+            first = [loop_setup_flags(self.single_thread)]
         strip = 0
         if "coop_taskrun" in self.disabled:
             strip |= lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
@@ -216,7 +219,8 @@ def read_knobs(environ=os.environ):
                              f"a size from 1 byte to 1 GiB")
     return Knobs(disabled=parse_disabled(environ.get("URINGLOOP_DISABLE", "")),
                  sq_entries=sq_entries, cq_entries=cq_entries, buffers=buffers,
-                 single_thread=environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1",
+                 single_thread=(_switch("URINGLOOP_SINGLE_THREAD", environ)
+                                if "URINGLOOP_SINGLE_THREAD" in environ else None),
                  sqpoll_idle_ms=sqpoll, napi_busy_poll_us=napi, send_zc=send_zc,
                  fixed_files=_switch("URINGLOOP_FIXED_FILES", environ),
                  defer_writes=_switch("URINGLOOP_DEFER_WRITES", environ),
@@ -417,7 +421,7 @@ def _setup_flag_reason(knobs, granted, name):
     if granted & lib.IORING_SETUP_SQPOLL and name == "coop_taskrun":
         return "not with SQPOLL"
     if granted & lib.IORING_SETUP_DEFER_TASKRUN and name == "coop_taskrun":
-        return "DEFER_TASKRUN instead (URINGLOOP_SINGLE_THREAD=1)"
+        return "DEFER_TASKRUN instead (a single-thread ring)"
     return "the kernel refused the setup flag"
 
 
@@ -474,7 +478,7 @@ def configure(ring, knobs):
         ring.skip_registered_fd()
         off["registered_ring_fd"] = "URINGLOOP_DISABLE"
     elif not granted & lib.IORING_SETUP_SINGLE_ISSUER:
-        off["registered_ring_fd"] = "only for a SINGLE_ISSUER ring (URINGLOOP_SINGLE_THREAD=1)"
+        off["registered_ring_fd"] = "only for a SINGLE_ISSUER ring (a single-thread ring)"
     else:
         on.add("registered_ring_fd")  # at the first turn, in the issuer thread
 

@@ -83,14 +83,17 @@ ANY_THREAD_SETUP = (lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLA
 _SETUP_FALLBACKS = (ANY_THREAD_SETUP, lib.IORING_SETUP_SUBMIT_ALL, 0)
 
 
-def loop_setup_flags():
-    """The flags a loop's ring asks for.  ``URINGLOOP_SINGLE_THREAD=1``
-    trades running one loop from several threads (one after another) for
-    SINGLE_ISSUER + DEFER_TASKRUN; measured here, the gain is within noise,
-    so the drop-in default stays thread-agnostic."""
-    if os.environ.get("URINGLOOP_SINGLE_THREAD", "0") == "1":
-        return SINGLE_THREAD_SETUP
-    return ANY_THREAD_SETUP
+def loop_setup_flags(single_thread):
+    """The flags a loop's ring asks for.  A single-thread ring
+    (``uringloop.run()``'s loops, or any loop with
+    ``URINGLOOP_SINGLE_THREAD=1``) trades running one loop from several
+    threads (one after another) for SINGLE_ISSUER + DEFER_TASKRUN: since a
+    stream write goes to the socket at once, completion work that
+    COOP_TASKRUN runs on the way out of each such ``send(2)`` costs a
+    third more CPU per request on streams echo here.  A loop from
+    ``new_event_loop()`` may be run from any thread, as asyncio's, so it
+    stays thread-agnostic."""
+    return SINGLE_THREAD_SETUP if single_thread else ANY_THREAD_SETUP
 
 
 # Kernel names (IORING_OP_<name>) of every operation uringloop submits, for
@@ -485,6 +488,10 @@ class Ring:
                 "this uringloop loop was first run in another thread and its "
                 "io_uring ring is SINGLE_ISSUER: run it from that thread, or "
                 "create it with URINGLOOP_SINGLE_THREAD=0")
+        if self._thread is not None and self._thread != thread:
+            # Operations the previous thread submitted are dropped by the
+            # kernel if it exits: the ring puts them back (csrc/resubmit.c).
+            lib.ul_ring_thread_changed(self._ptr)
         self._thread = thread
         if self.c_turn_state is not None:
             self.c_turn_state.bind(thread)

@@ -25,7 +25,8 @@ from ._uring import ffi
 _ENV = "URINGLOOP_STATS"
 # struct ul_ring_stats fields reported as they are.
 _COUNTERS = ("turns", "enters", "batches", "cqes", "cqes_to_python", "cqes_cancelled",
-             "enobufs", "cq_overflow_turns", "cqes_dropped", "sqes_dropped")
+             "sqes_resubmitted", "enobufs", "cq_overflow_turns", "cqes_dropped",
+             "sqes_dropped")
 _ASYNC_CANCEL = 14  # IORING_OP_ASYNC_CANCEL
 
 _tracked = weakref.WeakKeyDictionary()  # loop -> (path, pid) under URINGLOOP_STATS

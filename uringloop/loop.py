@@ -58,11 +58,15 @@ class Loop(_accel.subclass_in_c(LeanSchedulingMixin, "scheduling_class"), RingSo
 
     backend = "io_uring"
 
-    def __init__(self, ring=None):
+    def __init__(self, ring=None, *, _single_thread=False):
         # Until asyncio's __init__ has run, a failure (a bad knob, no ring)
         # leaves an object that BaseEventLoop.__del__ must see as closed.
         self._closed = True
         knobs = _features.read_knobs()
+        if knobs.single_thread is None:
+            # uringloop.run() asks for a ring tied to its thread: the loop
+            # it makes lives and dies inside one call, in one thread.
+            knobs.single_thread = _single_thread
         self._ring = Ring(**knobs.ring_arguments()) if ring is None else ring
         self._ring.on_callback_error = self._report_ring_callback_error
         self._accepting = {}  # listening fd -> its accept (multishot or not)
