@@ -13,8 +13,9 @@ connection --
   sock      ``loop.sock_accept`` on a listening socket; per connection a task
             doing ``loop.sock_recv(64 KiB)`` -> ``loop.sock_sendall``
 
--- on the event loop chosen with ``--loop``, created by that library's own
-``new_event_loop`` through ``asyncio.Runner(loop_factory=...)``.  TCP
+-- on the event loop chosen with ``--loop``, run by that library's own
+``run()`` (``asyncio.run``, ``uvloop.run``, ``uringloop.run``: a script's
+way in; uringloop's is the loop tied to its thread, see README).  TCP
 listens on 127.0.0.1 with an ephemeral port and sets TCP_NODELAY on every
 connection (as asyncio's and uvloop's transports do by themselves).
 
@@ -47,6 +48,19 @@ def loop_factory(name):
     if name == "uringloop":
         import uringloop
         return uringloop.new_event_loop
+    raise ValueError(f"unknown loop {name!r}")
+
+
+def runner(name):
+    """The ``run(main)`` of the library called ``name``."""
+    if name == "asyncio":
+        return asyncio.run
+    if name == "uvloop":
+        import uvloop
+        return uvloop.run
+    if name == "uringloop":
+        import uringloop
+        return uringloop.run
     raise ValueError(f"unknown loop {name!r}")
 
 
@@ -206,5 +220,4 @@ def parse_args(argv):
 
 if __name__ == "__main__":
     arguments = parse_args(sys.argv[1:])
-    with asyncio.Runner(loop_factory=loop_factory(arguments.loop)) as runner:
-        runner.run(main(arguments))
+    runner(arguments.loop)(main(arguments))

@@ -54,6 +54,12 @@ async def round_trip(reader, writer, message):
     return await reader.readexactly(len(message))
 
 
+# These loops change threads, which URINGLOOP_SINGLE_THREAD=1 forbids.
+changes_threads = pytest.mark.skipif(
+    os.environ.get("URINGLOOP_SINGLE_THREAD") == "1",
+    reason="URINGLOOP_SINGLE_THREAD=1 ties every loop to its first thread")
+
+
 def in_thread(function):
     """function() in a new thread that then exits; its result or error."""
     outcome = {}
@@ -77,6 +83,7 @@ def run_in_thread(loop, coro):
     return in_thread(lambda: run(loop, coro))
 
 
+@changes_threads
 def test_a_loop_runs_in_one_thread_then_another(loop):
     server, reader, writer = run(loop, open_echo())
     assert run(loop, round_trip(reader, writer, b"main")) == b"main"
@@ -85,6 +92,7 @@ def test_a_loop_runs_in_one_thread_then_another(loop):
     close_echo(loop, server, writer)
 
 
+@changes_threads
 def test_connections_outlive_the_thread_that_first_ran_the_loop(loop):
     """The receives and the accept are armed by a thread that exits before
     the loop runs again: the connection and the server keep working."""
@@ -145,6 +153,7 @@ def test_a_single_thread_loop_refuses_a_second_thread(monkeypatch):
         loop.close()
 
 
+@changes_threads
 def test_waits_armed_by_an_exited_thread_still_complete(loop):
     """Every kind of wait a loop arms, armed in a thread that then exits,
     completes when its event comes: a sock_recv, a reader callback, a read
@@ -239,6 +248,7 @@ class FirstDatagram(asyncio.DatagramProtocol):
             self.first.set_result(data)
 
 
+@changes_threads
 def test_a_connect_started_by_an_exited_thread_completes(loop):
     """A connect still waiting when its thread exits (the listener's queue
     is full, so the SYN waits for a retransmission) completes once the
