@@ -307,7 +307,13 @@ BAD_WRITES = {
     "empty": lambda: b"",
     "empty_view": lambda: memoryview(b""),
     "bytearray": lambda: bytearray(b"xy"),
+    "bytes_subclass": lambda: _BytesSubclass(b"sub"),
 }
+
+
+class _BytesSubclass(bytes):
+    def __bytes__(self):  # send() reads the buffer, never this
+        return b"what __bytes__ says"
 
 
 @case(*[f"{k}-{w}" for k in STREAM_KINDS for w in BAD_WRITES])
@@ -1035,8 +1041,35 @@ async def add_remove_bad_fd(loop, ob, variant):
     ob.call("add non-callable", add, _pipe(ob)[0 if method == "reader" else 1], 5)
 
 
+@case("reader", "writer")
+async def fd_closed_without_remove(loop, ob, method):
+    """The fd closed (and its peer) while its callback is registered:
+    epoll forgets the file, so the callback never runs again."""
+    r, w = os.pipe()
+    fd, other = (r, w) if method == "reader" else (w, r)
+    fired = []
+    getattr(loop, f"add_{method}")(fd, fired.append, 1)
+    await turns(3)
+    fired.clear()
+    os.close(fd)
+    os.close(other)
+    await turns(3)
+    await asyncio.sleep(0.01)
+    await turns(3)
+    ob.note("fired after close", len(fired))
+
+
 async def _coro():
     pass
+
+
+@case("plain", "debug")
+async def task_factory_returning_no_task(loop, ob, mode):
+    loop.set_debug(mode == "debug")
+    loop.set_task_factory(lambda loop, coro: (coro.close(), "not a task")[1])
+    ob.call("create_task", loop.create_task, _coro())
+    loop.set_task_factory(None)
+    loop.set_debug(False)
 
 
 @case("call_soon", "call_later", "call_at", "call_soon_threadsafe")

@@ -32,8 +32,11 @@ kept:
   so that the same ``OSError`` is raised at the same moment.
 * Closed while registered.  epoll silently forgets a file once its last
   descriptor is closed.  A poll that fails with ``-EBADF`` (the fd was
-  closed between turns) is likewise not reported and not re-armed, until
-  the fd is registered or modified again.
+  closed between turns), or that fires for a file whose fd has been closed
+  since it was armed (the poll holds the file, see below; an ``F_GETFD``
+  per event tells), is likewise not reported and not re-armed, until the
+  fd is registered or modified again.  (An fd number already reused by
+  another file when the old one fires is not told apart.)
 * File references.  An in-flight poll holds a reference to the *file*, not
   the fd number: closing the fd does not end the poll, and a socket stays
   open for its peer while it lasts.  ``unregister`` (which asyncio's
@@ -44,6 +47,7 @@ kept:
   never reported for a new registration that reuses the fd number.
 """
 import errno
+import fcntl
 import select
 import selectors
 
@@ -73,6 +77,14 @@ def _selector_events(revents):
     if revents & ~_POLLIN:
         events |= _WANT_WRITE
     return events
+
+
+def _is_open(fd):
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
 
 
 class RingSelector(selectors._BaseSelectorImpl):
@@ -141,7 +153,7 @@ class RingSelector(selectors._BaseSelectorImpl):
             if self._armed.get(fd) != user_data:
                 return  # a cancelled poll from an earlier registration
             del self._armed[fd]
-            if res == _EBADF:
+            if res == _EBADF or (res > 0 and not _is_open(fd)):
                 return  # closed while registered: parked, see the header
             self._to_arm.add(fd)
             if res > 0:

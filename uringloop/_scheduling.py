@@ -91,8 +91,8 @@ class TimerHandle(events.TimerHandle):
 def _hide_own_frame(scheduled):
     """Take this module's frame out of a debug-mode source traceback (of a
     handle, timer or task), so that it ends where asyncio's does: at the
-    line that scheduled it."""
-    traceback = scheduled._source_traceback
+    line that scheduled it.  A task factory may return any object."""
+    traceback = getattr(scheduled, "_source_traceback", None)
     if traceback:
         for index in range(len(traceback) - 1, -1, -1):
             if traceback[index].filename == _THIS_FILE:

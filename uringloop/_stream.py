@@ -168,7 +168,7 @@ class StreamPerMessage(transports._FlowControlMixin):
             self._deliver(*result)
 
     def write(self, data):
-        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
+        if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, "
                             f"not {type(data).__name__!r}")
         if self._eof:
@@ -186,7 +186,9 @@ class StreamPerMessage(transports._FlowControlMixin):
                 self._fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
                                   "Fatal write error on socket transport")
                 return
-            data = bytes(data)
+            # Through the buffer, as send() reads it: bytes() would call a
+            # bytes subclass's __bytes__.
+            data = bytes(memoryview(data))
         if self._sendq is None:
             raise RuntimeError("the io_uring ring is closed")
         # The queue copies the bytes (the caller may reuse its buffer), or
