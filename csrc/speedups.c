@@ -280,7 +280,7 @@ heap_push(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (heap_push_item(args[0], args[1]) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 }
 
 static PyObject *
@@ -481,7 +481,7 @@ select_timeout(PyObject *loop, PyObject *ready, PyObject *heap)
     if (stopping)
         return PyLong_FromLong(0);
     if (PyList_Size(heap) == 0)
-        Py_RETURN_NONE;
+        UL_RETURN_NONE;
     PyObject *when_obj = PyObject_GetAttr(PyList_GetItem(heap, 0), s_when);
     if (when_obj == NULL)
         return NULL;
@@ -807,7 +807,7 @@ turn_state_bind(PyObject *self, PyObject *thread)
         return NULL;
     ((TurnState *)self)->thread = ident;
     ((TurnState *)self)->bound = 1;
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 }
 
 static PyObject *
@@ -819,7 +819,7 @@ turn_state_close(PyObject *self, PyObject *unused)
     state->out = NULL;
     state->inline_count = NULL;
     Py_CLEAR(state->unfinished);
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 }
 
 static PyMethodDef turn_state_methods[] = {
@@ -1150,7 +1150,7 @@ run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyList_Size(unfinished) > 0 && PyList_GetItem(unfinished, 0) == batch) {
         if (PyList_SetSlice(unfinished, 0, 1, NULL) < 0)
             return NULL;
-        Py_RETURN_NONE;
+        UL_RETURN_NONE;
     }
     Py_ssize_t at = PySequence_Index(unfinished, batch);
     int rc = at >= 0 ? PySequence_DelItem(unfinished, at) : 0;
@@ -1161,7 +1161,7 @@ run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (rc < 0)
         return NULL;
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 fail:
     Py_DECREF(iterator);
     return NULL;
@@ -1562,7 +1562,7 @@ run_once(PyObject *module, PyObject *loop)
             goto fail;
     }
     Py_DECREF(ready);
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 fail:
     Py_XDECREF(pending);
     Py_DECREF(ready);
@@ -1852,7 +1852,7 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     max_timeout = timeout;
     ring_turn = (ring_turn_fn *)ring_turn_pointer;
     ul_speedups_sendq_write = (sendq_write_fn *)sendq_write_pointer;
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {

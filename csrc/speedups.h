@@ -10,6 +10,13 @@
 
 #include "uring.h"   /* needs the two above */
 
+/* Returning None with the new reference the caller owns.  CPython 3.12's
+ * and 3.13's headers define Py_RETURN_NONE as a plain ``return Py_None``
+ * (None is immortal there) even under Py_LIMITED_API 3.11, so an abi3
+ * binary built with them took one reference from None per call on 3.11,
+ * whose None is not immortal, until the interpreter aborted. */
+#define UL_RETURN_NONE return Py_NewRef(Py_None)
+
 /* _uring's ul_sendq_write, called through its address (configure()'s
  * sendq_write), or NULL while unconfigured. */
 typedef __typeof__(ul_sendq_write) sendq_write_fn;

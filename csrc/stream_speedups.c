@@ -191,7 +191,7 @@ data_received_error(PyObject *self)
     if (reported == NULL)
         return NULL;
     Py_DECREF(reported);
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 }
 
 static PyObject *
@@ -238,7 +238,7 @@ stream_on_recv_multishot(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_DECREF(recv_op);
     if (rearm)
         return PyObject_CallMethodObjArgs(self, s_start_reading, NULL);
-    Py_RETURN_NONE;
+    UL_RETURN_NONE;
 }
 
 /* -- the class ---------------------------------------------------------- */
