@@ -89,15 +89,19 @@ class Receiver:
         else:
             self.sock, self.peer = map(nonblocking, socket.socketpair())
 
-    def start(self):
+    def call(self):
+        """The receive's coroutine."""
         loop, sock, buf = self.loop, self.sock, self.buf
-        return asyncio.ensure_future({
+        return {
             "sock_recv": lambda: loop.sock_recv(sock, 100),
             "sock_recv_into": lambda: loop.sock_recv_into(sock, buf),
             "sock_recvfrom": lambda: loop.sock_recvfrom(sock, 100),
             "sock_recvfrom_into": lambda: loop.sock_recvfrom_into(sock, buf),
             "sock_accept": lambda: loop.sock_accept(sock),
-        }[self.method]())
+        }[self.method]()
+
+    def start(self):
+        return asyncio.ensure_future(self.call())
 
     def send(self, data):
         if self.method == "sock_accept":
@@ -154,6 +158,31 @@ def test_receive_again_after_a_cancel_that_raced_the_data(loop, method):
         with pytest.raises(asyncio.CancelledError):
             await first
         assert receiver.got(await asyncio.wait_for(second, 10)) == sent
+
+    try:
+        run(loop, main())
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("method", RECEIVERS)
+def test_receive_awaited_in_the_step_that_cancelled_the_last_one(loop, method):
+    # As uvloop's test_sock_send_before_cancel: the new receive goes into
+    # the kernel before the cancelled one's task has run again (which is
+    # when the cancellation reaches its request), so the cancelled one
+    # takes the data; the new one must still return it at once.
+    receiver = Receiver(loop, method)
+
+    async def main():
+        first = receiver.start()
+        await turns()
+        sent = receiver.send(b"only-message")
+        first.cancel()
+        async with asyncio.timeout(10):   # no task in between, as awaited directly
+            got = receiver.got(await receiver.call())
+        assert got == sent
+        with pytest.raises(asyncio.CancelledError):
+            await first
 
     try:
         run(loop, main())

@@ -42,7 +42,10 @@ the socket (data, an empty datagram or EOF, a connection); the kernel
 cannot take that back, while asyncio would have left it for the next
 caller.  So it is kept per socket ("unclaimed") and handed to the next
 receive/accept on that socket, oldest first: a live completion that finds
-older unclaimed data delivers that and queues its own behind.
+older unclaimed data delivers that and queues its own behind.  A next
+call already waiting in the kernel (made in the step that cancelled the
+task, before the cancellation reached the op) gets it at once, its own
+request cancelled in turn (``_keep_late_result``).
 
 A socket closed by the user while an op is in flight would stay open in
 the kernel (the op holds the file; the rule is _ringfd.py's): before the
@@ -122,6 +125,9 @@ def _repin(buf, nbytes):
         return ffi.unpack(view, nbytes)
     finally:
         ffi.release(view)
+
+
+_USER_DATA = operator.attrgetter("user_data")
 
 
 # -- the operations (lifecycle in _op.Op) --------------------------------
@@ -217,7 +223,7 @@ class _Recv(SockOp):
             buf = self.buf
             data = loop._ring.receive_buffer(flags, res) if buf is None else ffi.unpack(buf, res)
         if fut.done():
-            loop._keep_unclaimed(self.sock, (data, None))
+            loop._keep_late_result(self, (data, None))
         elif loop._unclaimed:
             fut.set_result(loop._fit(self.sock, loop._claim(self.sock, (data, None)),
                                      self.nbytes)[0])
@@ -271,7 +277,7 @@ class _RecvInto(SockOp):
         if fut.done() or loop._unclaimed:
             data = loop._ring.receive_buffer(flags, res) if own is None else ffi.unpack(own, res)
             if fut.done():
-                loop._keep_unclaimed(self.sock, (data, None))
+                loop._keep_late_result(self, (data, None))
             else:
                 target = self.target
                 fut.set_result(loop._claim_into(self.sock, target, len(target), (data, None))[0])
@@ -331,7 +337,7 @@ class _RecvMsg(SockOp):
         addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)), msg.hdr.msg_namelen)
         loop = self.loop
         if fut.done():
-            loop._keep_unclaimed(self.sock, (ffi.unpack(self.space, res), addr))
+            loop._keep_late_result(self, (ffi.unpack(self.space, res), addr))
         elif loop._unclaimed:
             item = (ffi.unpack(self.space, res), addr)
             fut.set_result(self._deliver(loop._claim(self.sock, item)))
@@ -382,7 +388,7 @@ class _Accept(SockOp):
             raise
         loop = self.loop
         if fut.done():
-            loop._keep_unclaimed(sock, item)
+            loop._keep_late_result(self, item)
         else:
             fut.set_result(loop._claim(sock, item))
 
@@ -505,6 +511,32 @@ class RingSocketOpsMixin:
             queue.appendleft(item)
         else:
             queue.append(item)
+
+    def _keep_late_result(self, op, item):
+        """What the cancelled receive or accept ``op`` took off its socket:
+        kept for the next caller; and if that caller's own request is
+        already waiting in the kernel (it came before the cancellation
+        reached ``op``, which happens when the task awaiting ``op`` is
+        cancelled and another call is made in the same step), handed to
+        the oldest such caller at once, as asyncio's next call would read
+        it, its own request cancelled in turn (whatever that brings is
+        kept behind)."""
+        sock = op.sock
+        self._keep_unclaimed(sock, item)
+        waiting = [other for other in self._sock_ops
+                   if other.sock is sock and other.claims and other.user_data is not None
+                   and not other.fut.done() and not other.settled]
+        if not waiting:
+            return
+        other = min(waiting, key=_USER_DATA)
+        result = other.take_unclaimed()
+        if result is None:
+            return
+        other.fut.set_result(result)
+        other.cancel()
+        if other._waiters is None:
+            other._waiters = []   # so that settling unstraggles it
+        other.straggle()
 
     def _claim(self, sock, item=None):
         """The oldest unclaimed item of ``sock``, ``item`` queued behind it;
