@@ -22,15 +22,12 @@
  * -ECANCELED nobody asked for, of a copy from an earlier generation, is
  * swallowed and the copy goes back into the SQ from the thread now
  * running the ring (once per generation: a drop under the current thread
- * is delivered).  A dropped CONNECT had already started the connection,
- * so it comes back as a POLL_ADD for POLLOUT whose completion is turned
- * into the connect's result (the socket's SO_ERROR).
+ * is delivered).  (The loop submits no CONNECT, which could not simply go
+ * in again: sock_connect calls connect(2) itself and waits with a poll.)
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "compat.h"
 #include "uring.h"
@@ -42,7 +39,6 @@ struct ul_saved_sqe {
     uint64_t user_data;
     unsigned generation;
     unsigned char state;
-    unsigned char connect_as_poll;   /* a CONNECT resubmitted as POLL_ADD */
     struct io_uring_sqe sqe;
 };
 
@@ -147,40 +143,11 @@ void ul_resubmit_track(struct ul_resubmit *t, const struct io_uring_sq *sq)
         s->user_data = sqe->user_data;
         s->generation = t->generation;
         s->state = SLOT_LIVE;
-        s->connect_as_poll = 0;
         s->sqe = *sqe;
     }
 }
 
-/* A dropped CONNECT: the connection was started when it was first
- * submitted, so wait for its outcome instead of connecting again (which
- * would fail with EALREADY or EISCONN). */
-static int connect_as_poll(struct ul_saved_sqe *s)
-{
-    if (s->sqe.flags & IOSQE_FIXED_FILE)
-        return -1;   /* no fd to read SO_ERROR from: deliver the drop */
-    struct io_uring_sqe poll;
-    memset(&poll, 0, sizeof(poll));
-    io_uring_prep_poll_add(&poll, s->sqe.fd, POLLOUT);
-    poll.user_data = s->user_data;
-    s->sqe = poll;
-    s->connect_as_poll = 1;
-    return 0;
-}
-
-/* The connect's result once its socket is writable (or failed). */
-static int32_t connect_result(int fd, int32_t poll_res)
-{
-    if (poll_res < 0)
-        return poll_res;
-    int error = 0;
-    socklen_t size = sizeof(error);
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) < 0)
-        return -errno;
-    return -error;
-}
-
-int ul_resubmit_reaped(struct ul_resubmit *t, uint64_t user_data, int32_t *res,
+int ul_resubmit_reaped(struct ul_resubmit *t, uint64_t user_data, int32_t res,
                        uint32_t cqe_flags, struct io_uring_sqe *copy)
 {
     if (!t->enabled || (cqe_flags & IORING_CQE_F_MORE))
@@ -188,14 +155,12 @@ int ul_resubmit_reaped(struct ul_resubmit *t, uint64_t user_data, int32_t *res,
     struct ul_saved_sqe *s = find(t, user_data);
     if (s == NULL)
         return 0;
-    if (*res == -ECANCELED && s->state == SLOT_LIVE && s->generation != t->generation &&
-            !t->cancelling_all && (s->sqe.opcode != IORING_OP_CONNECT || connect_as_poll(s) == 0)) {
+    if (res == -ECANCELED && s->state == SLOT_LIVE && s->generation != t->generation &&
+            !t->cancelling_all) {
         s->generation = t->generation;
         *copy = s->sqe;
         return 1;
     }
-    if (s->connect_as_poll)
-        *res = connect_result(s->sqe.fd, *res);
     forget(s);
     return 0;
 }

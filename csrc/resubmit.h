@@ -29,9 +29,9 @@ void ul_resubmit_track(struct ul_resubmit *table, const struct io_uring_sq *sq);
 /* For a reaped CQE: 1 when it is a drop to undo (an -ECANCELED nobody
  * asked for, of an operation submitted under an earlier thread) and
  * *copy is the SQE to submit again (the table keeps its own), else 0 (a
- * final completion forgets its copy).  The caller delivers a CQE it gets
- * 0 for; *res may have been rewritten (see resubmit.c on CONNECT). */
-int ul_resubmit_reaped(struct ul_resubmit *table, uint64_t user_data, int32_t *res,
+ * final completion forgets its copy); the caller delivers a CQE it gets 0
+ * for. */
+int ul_resubmit_reaped(struct ul_resubmit *table, uint64_t user_data, int32_t res,
                        uint32_t cqe_flags, struct io_uring_sqe *copy);
 
 /* The copy ul_resubmit_reaped returned could not be queued: forget it. */

@@ -387,14 +387,6 @@ int ul_prep_sendmsg(struct ul_ring *r, int fd, struct ul_msg *msg, const void *b
     return 0;
 }
 
-int ul_prep_connect(struct ul_ring *r, int fd, const void *addr, unsigned addrlen, uint64_t user_data)
-{
-    GET_SQE(r, sqe);
-    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, addrlen);
-    io_uring_sqe_set_data64(sqe, user_data);
-    return 0;
-}
-
 int ul_prep_accept(struct ul_ring *r, int fd, int flags, uint64_t user_data)
 {
     GET_SQE(r, sqe);
@@ -506,9 +498,8 @@ static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
             r->stats.cqes_cancelled++;
         if (cqe->user_data == 0)
             continue;
-        int32_t res = cqe->res;
         struct io_uring_sqe copy;
-        if (ul_resubmit_reaped(&r->resubmit, cqe->user_data, &res, cqe->flags, &copy)) {
+        if (ul_resubmit_reaped(&r->resubmit, cqe->user_data, cqe->res, cqe->flags, &copy)) {
             /* Dropped with the thread that submitted it: in again, unseen. */
             int error = 0;
             struct io_uring_sqe *sqe = next_sqe(r, &error);
@@ -521,20 +512,20 @@ static void reap(struct ul_ring *r, struct ul_completion *out, unsigned max,
         }
         if (cqe->user_data & UL_SENDQ_TAG) {
             /* A send of a C-owned queue: Python sees it only as an event. */
-            *copied += ul_sendq_complete(cqe->user_data, res, cqe->flags, &out[*copied]);
+            *copied += ul_sendq_complete(cqe->user_data, cqe->res, cqe->flags, &out[*copied]);
             continue;
         }
         if (cqe->flags & IORING_CQE_F_BUFFER)
             r->buffers.handed_out[r->buffers.handed_out_count++] =
                 (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        else if (res == -ENOBUFS) {
+        else if (cqe->res == -ENOBUFS) {
             r->buffers.ran_out = 1;
             r->stats.enobufs++;
         }
         struct ul_completion *slot =
             (cqe->user_data & UL_INLINE_TAG) ? &out[max - 1 - (*inlined)++] : &out[(*copied)++];
         slot->user_data = cqe->user_data;
-        slot->res = res;
+        slot->res = cqe->res;
         slot->flags = cqe->flags;
     }
     io_uring_cq_advance(ring, seen);

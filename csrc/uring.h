@@ -98,7 +98,6 @@ int ul_prep_send(struct ul_ring *ring, int fd, const void *buf, size_t len, int 
 int ul_prep_recvmsg(struct ul_ring *ring, int fd, struct ul_msg *msg, void *buf, size_t len, int flags, uint64_t user_data);
 int ul_prep_sendmsg(struct ul_ring *ring, int fd, struct ul_msg *msg, const void *buf, size_t len,
                     const void *addr, unsigned addrlen, int flags, uint64_t user_data);
-int ul_prep_connect(struct ul_ring *ring, int fd, const void *addr, unsigned addrlen, uint64_t user_data);
 int ul_prep_accept(struct ul_ring *ring, int fd, int flags, uint64_t user_data);
 /* One completion per accepted connection until IORING_CQE_F_MORE clears
  * (kernel 5.19). */

@@ -100,7 +100,7 @@ def loop_setup_flags(single_thread):
 # ``python -m uringloop info``; a new io_uring_prep_* in csrc adds its name
 # here (tests/test_info.py checks the two agree).
 OPCODES_USED = ("NOP", "POLL_ADD", "ASYNC_CANCEL", "RECV", "SEND", "SEND_ZC",
-                "RECVMSG", "SENDMSG", "CONNECT", "ACCEPT", "SPLICE",
+                "RECVMSG", "SENDMSG", "ACCEPT", "SPLICE",
                 "OPENAT", "CLOSE", "READ", "WRITE", "READV", "WRITEV", "FSYNC",
                 "FALLOCATE", "STATX", "UNLINKAT", "RENAMEAT", "MKDIRAT", "FTRUNCATE")
 
@@ -411,11 +411,6 @@ class Ring:
         rc = lib.ul_prep_sendmsg(self._ptr, fd, msg, buf, nbytes,
                                  sockaddr, len(sockaddr), 0, ud)
         return self._start(rc, ud, entry, (msg, keepalive))
-
-    def submit_connect(self, fd, sockaddr, entry):
-        ud = self._new_user_data()
-        rc = lib.ul_prep_connect(self._ptr, fd, sockaddr, len(sockaddr), ud)
-        return self._start(rc, ud, entry, sockaddr)
 
     def submit_accept(self, fd, flags, entry):
         """``entry.returns_fd`` must be true (as for every accept)."""

@@ -1,11 +1,11 @@
 """Socket addresses in the kernel's binary form (``struct sockaddr_*``).
 
 Ring operations take addresses as raw bytes, so the conversions that
-``socket.connect``/``sendto``/``recvfrom``/``accept`` would do inside
-CPython happen here: ``check`` refuses what CPython's socket method would
-refuse, with the same exception, and puts the address in canonical form;
-``pack`` turns a checked address whose host is numeric into a sockaddr
-for ``IORING_OP_CONNECT``/``SENDMSG``; ``unpack`` turns what ``RECVMSG``
+``socket.sendto``/``recvfrom``/``accept`` would do inside CPython happen
+here: ``check`` refuses what CPython's ``sendto`` would refuse, with the
+same exception, and puts the address in canonical form; ``pack`` turns a
+checked address whose host is numeric into a sockaddr for
+``IORING_OP_SENDMSG``; ``unpack`` turns what ``RECVMSG``
 wrote back into the tuple or path Python's socket module would have
 returned; ``peername`` is the peer address ``accept`` would have reported.
 Only the families asyncio's socket methods deal with are supported.
@@ -43,9 +43,9 @@ def _numeric_host(family, host):
     return host
 
 
-def check(sock, address, caller):
-    """``address`` for ``sock.<caller>(...)`` ("connect" or "sendto"),
-    refused with the exception CPython's socket method raises.  Returns it
+def check(sock, address):
+    """``address`` for ``sock.sendto(...)``, refused with the exception
+    CPython's socket method raises.  Returns it
     as ``pack`` takes it, except that an IP host may still be a name: see
     ``needs_resolving``."""
     family = sock.family
@@ -65,7 +65,7 @@ def check(sock, address, caller):
     else:
         raise OSError(errno.EAFNOSUPPORT,
                       f"address family {family!r} is not supported by the ring")
-    _check_by_cpython(sock, address, caller)
+    _check_by_cpython(sock, address)
     if family == socket.AF_UNIX:
         return address if isinstance(address, str) else bytes(address)
     host = address[0]
@@ -79,7 +79,7 @@ def check(sock, address, caller):
     return host, operator.index(address[1]), flowinfo, scope_id
 
 
-def _check_by_cpython(sock, address, caller):
+def _check_by_cpython(sock, address):
     """Let CPython's own parser judge ``address``: the same method of a
     closed socket of the same family parses it exactly as the real call would,
     then fails with EBADF without touching anything.  A host name is
@@ -96,10 +96,7 @@ def _check_by_cpython(sock, address, caller):
             and "%" not in address[0]):
         address = (_ANY[sock.family],) + address[1:]
     try:
-        if caller == "sendto":
-            probe.sendto(b"", address)
-        else:
-            probe.connect(address)
+        probe.sendto(b"", address)
     except OSError as exc:
         if exc.errno != errno.EBADF:
             raise

@@ -58,6 +58,7 @@ import collections
 import errno
 import operator
 import os
+import select
 import socket
 import sys
 import weakref
@@ -67,10 +68,11 @@ from ._overrides import overrides
 from ._native import MAX_IO_LEN, new_uncleared, os_error
 from ._op import Op
 from ._ringfd import closed_by_user
-from ._uring import ffi
+from ._uring import ffi, lib
 
 _ACCEPT_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_POLLOUT = select.POLLOUT
 # How often the ops in flight are checked for a socket closed under them
 # (see _watch_closed_sockets), up to how many are checked every turn, and
 # how far apart the checks drift while the loop has nothing else to do.
@@ -460,33 +462,33 @@ class _SendTo(SockOp):
         ffi.release(self.source)
 
 
-class _Connect(SockOp):
-    __slots__ = ("sockaddr", "address")
+class _ConnectWait(SockOp):
+    """sock_connect once connect(2) has said the connection is in progress:
+    a poll for writability, then the outcome read from SO_ERROR, as
+    asyncio's writer callback reads it (and words its failure)."""
+    __slots__ = ("address",)
 
-    def __init__(self, loop, sock, fd, sockaddr, address):
+    def __init__(self, loop, sock, fd, address):
         SockOp.__init__(self, loop, sock, fd)
-        self.sockaddr = sockaddr
         self.address = address
 
     def submit(self):
-        ring = self.loop._ring
-        user_data = ring.submit_connect(self.fd, self.sockaddr, self)
-        # asyncio's connect has started before sock_connect first yields.
-        ring.submit_now()
-        return user_data
+        return self.loop._ring.submit(lib.ul_prep_poll, (self.fd, _POLLOUT), self, None)
 
     def complete(self, res, flags):
         fut = self.fut
         if fut.done():
             return
-        if res >= 0:
-            fut.set_result(None)
-        elif self.sock.type == socket.SOCK_STREAM and self.sock.family in _IP_FAMILIES:
-            # What asyncio reports for a TCP connect that failed after
-            # EINPROGRESS; other sockets fail at once, with the plain message.
-            fut.set_exception(OSError(-res, f"Connect call failed {self.address}"))
+        if res < 0:
+            return fut.set_exception(os_error(res))
+        try:
+            error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as exc:
+            return fut.set_exception(exc)
+        if error:
+            fut.set_exception(OSError(error, f"Connect call failed {self.address}"))
         else:
-            fut.set_exception(os_error(res))
+            fut.set_result(None)
 
 
 class RingSocketOpsMixin:
@@ -748,7 +750,7 @@ class RingSocketOpsMixin:
         source = _pin(data)
         try:
             family = sock.family
-            address = _sockaddr.check(sock, address, "sendto")
+            address = _sockaddr.check(sock, address)
             if family in _IP_FAMILIES and _sockaddr.needs_resolving(family, address):
                 address = await self._resolve_host(sock, address)
             sockaddr = _sockaddr.pack(family, address)
@@ -771,8 +773,17 @@ class RingSocketOpsMixin:
             resolved = await self._ensure_resolved(address, family=family, type=sock.type,
                                                    proto=sock.proto, loop=self)
             address = resolved[0][4]
-        sockaddr = _sockaddr.pack(family, _sockaddr.check(sock, address, "connect"))
-        return await _Connect(self, sock, self._sock_fd(sock), sockaddr, address).run()
+        # connect(2) first, as asyncio does: what fails (or succeeds) at once
+        # does so with the socket module's own error and words, before the
+        # loop or a transport using the fd is looked at; only a connection
+        # in progress waits, on the ring.
+        try:
+            sock.connect(address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        else:
+            return None
+        return await _ConnectWait(self, sock, self._sock_fd(sock), address).run()
 
     async def sock_accept(self, sock):
         if type(sock) is not socket.socket or self._debug:
