@@ -28,6 +28,7 @@ appends ``loop.ring_stats()`` to PATH as a JSON line on every SIGUSR1
 """
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -38,30 +39,21 @@ READ_SIZE = 64 * 1024
 BACKLOG = 1024
 
 
+def library(name):
+    """The module of the library called ``name`` (asyncio, uvloop, uringloop)."""
+    if name not in ("asyncio", "uvloop", "uringloop"):
+        raise ValueError(f"unknown loop {name!r}")
+    return importlib.import_module(name)
+
+
 def loop_factory(name):
     """The ``new_event_loop`` of the library called ``name``."""
-    if name == "asyncio":
-        return asyncio.new_event_loop
-    if name == "uvloop":
-        import uvloop
-        return uvloop.new_event_loop
-    if name == "uringloop":
-        import uringloop
-        return uringloop.new_event_loop
-    raise ValueError(f"unknown loop {name!r}")
+    return library(name).new_event_loop
 
 
 def runner(name):
     """The ``run(main)`` of the library called ``name``."""
-    if name == "asyncio":
-        return asyncio.run
-    if name == "uvloop":
-        import uvloop
-        return uvloop.run
-    if name == "uringloop":
-        import uringloop
-        return uringloop.run
-    raise ValueError(f"unknown loop {name!r}")
+    return library(name).run
 
 
 def describe_backend(name, loop):

@@ -141,12 +141,16 @@ RECEIVERS = ["sock_recv", "sock_recv_into", "sock_recvfrom", "sock_recvfrom_into
              "sock_accept"]
 
 
+@pytest.mark.parametrize("second", ["a task", "awaited at once"])
 @pytest.mark.parametrize("method", RECEIVERS)
-def test_receive_again_after_a_cancel_that_raced_the_data(loop, method):
+def test_receive_again_after_a_cancel_that_raced_the_data(loop, method, second):
     # recv pending, peer sends, recv cancelled, recv again: the second
     # receive gets what was sent, although the peer sends nothing more.
     # (A new receive submitted behind the cancelled one waited forever
-    # while the first one's data went to the unclaimed queue.)
+    # while the first one's data went to the unclaimed queue.)  Awaited at
+    # once, as in uvloop's test_sock_send_before_cancel, the new receive
+    # goes into the kernel before the cancellation reaches the old one's
+    # request (its task has not run again), so the old one takes the data.
     receiver = Receiver(loop, method)
 
     async def main():
@@ -154,35 +158,17 @@ def test_receive_again_after_a_cancel_that_raced_the_data(loop, method):
         await turns()
         sent = receiver.send(b"only-message")
         first.cancel()
-        second = receiver.start()
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        assert receiver.got(await asyncio.wait_for(second, 10)) == sent
-
-    try:
-        run(loop, main())
-    finally:
-        receiver.close()
-
-
-@pytest.mark.parametrize("method", RECEIVERS)
-def test_receive_awaited_in_the_step_that_cancelled_the_last_one(loop, method):
-    # As uvloop's test_sock_send_before_cancel: the new receive goes into
-    # the kernel before the cancelled one's task has run again (which is
-    # when the cancellation reaches its request), so the cancelled one
-    # takes the data; the new one must still return it at once.
-    receiver = Receiver(loop, method)
-
-    async def main():
-        first = receiver.start()
-        await turns()
-        sent = receiver.send(b"only-message")
-        first.cancel()
-        async with asyncio.timeout(10):   # no task in between, as awaited directly
-            got = receiver.got(await receiver.call())
-        assert got == sent
-        with pytest.raises(asyncio.CancelledError):
-            await first
+        if second == "a task":
+            task = receiver.start()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            got = await asyncio.wait_for(task, 10)
+        else:
+            async with asyncio.timeout(10):   # no task in between
+                got = await receiver.call()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+        assert receiver.got(got) == sent
 
     try:
         run(loop, main())
