@@ -121,8 +121,13 @@ class Op:
             if fut.exception() is None:
                 self.unclaim(fut.result())
             return
-        if self.settled:
-            return
+        if not self.settled:
+            self.withdraw()
+
+    def withdraw(self):
+        """Cancel the request, which its caller no longer waits for; a
+        receive stays listed as a straggler until it settles (see
+        _sockops.SockOp), whatever it still brings being kept."""
         self.cancel()
         if self._waiters is None:
             self._waiters = []   # so that settling unstraggles it

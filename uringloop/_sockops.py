@@ -535,10 +535,7 @@ class RingSocketOpsMixin:
         if result is None:
             return
         other.fut.set_result(result)
-        other.cancel()
-        if other._waiters is None:
-            other._waiters = []   # so that settling unstraggles it
-        other.straggle()
+        other.withdraw()
 
     def _claim(self, sock, item=None):
         """The oldest unclaimed item of ``sock``, ``item`` queued behind it;
