@@ -977,6 +977,73 @@ async def sock_sendfile_args(loop, ob, what):
     ob.note("peer got", await read_to_eof(loop, peer))
 
 
+def _pipe_reader(ob, data=b"abc"):
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    f = os.fdopen(r, "rb")
+    ob.cleanup.append(f)
+    return f
+
+
+def _socket_file(ob):
+    a, b = socket.socketpair()
+    b.sendall(b"abc")
+    ob.cleanup.extend([a, b])
+    f = a.makefile("rb")
+    ob.cleanup.append(f)
+    return f
+
+
+def _devnull(ob):
+    f = open(os.devnull, "rb")
+    ob.cleanup.append(f)
+    return f
+
+
+# Sources whose fstat says size 0 (asyncio returns 0 without reading them,
+# unless a count is given) and sockets a first sendfile fails on.
+SENDFILE_SOURCES = {
+    "pipe": lambda ob: (_pipe_reader(ob), {}),
+    "pipe_count": lambda ob: (_pipe_reader(ob), dict(count=2)),
+    "socket_file": lambda ob: (_socket_file(ob), {}),
+    "devnull": lambda ob: (_devnull(ob), {}),
+}
+
+
+@case(*[f"{w}-{f}" for w in SENDFILE_SOURCES for f in ("fallback", "no_fallback")])
+async def sock_sendfile_sources(loop, ob, variant):
+    what, fallback = variant.split("-")
+    listener = _listener(ob)
+    listener.setblocking(False)
+    sock = socket.socket()
+    sock.setblocking(False)
+    ob.cleanup.append(sock)
+    await loop.sock_connect(sock, listener.getsockname())
+    peer, _ = await loop.sock_accept(listener)
+    ob.cleanup.append(peer)
+    file, kwargs = SENDFILE_SOURCES[what](ob)
+    await ob.acall("sock_sendfile", loop.sock_sendfile, sock, file,
+                   fallback=fallback == "fallback", **kwargs)
+    sock.close()
+    ob.note("peer got", await read_to_eof(loop, peer))
+
+
+@case(*[f"{s}-{f}" for s in ("unconnected", "peer_gone") for f in ("fallback", "no_fallback")])
+async def sock_sendfile_broken_sockets(loop, ob, variant):
+    state, fallback = variant.split("-")
+    sock = socket.socket()
+    sock.setblocking(False)
+    ob.cleanup.append(sock)
+    if state == "peer_gone":
+        a, sock = socket.socketpair()
+        sock.setblocking(False)
+        ob.cleanup.append(sock)
+        a.close()
+    await ob.acall("sock_sendfile", loop.sock_sendfile, sock, _file(ob),
+                   fallback=fallback == "fallback")
+
+
 # -- readiness, scheduling, executors, signals, subprocesses ----------------
 
 class FilenoObject:
@@ -1099,6 +1166,14 @@ async def schedule_bad_callbacks(loop, ob, method):
     ob.note("cancelled", h.cancelled())
     await asyncio.sleep(0.01)
     ob.note("ran", got)
+
+
+@case("call_soon", "call_later", "call_at", "call_soon_threadsafe", "create_task")
+async def schedule_bad_arguments(loop, ob, method):
+    # asyncio's TypeError names the method by its qualified name.
+    fn = getattr(loop, method)
+    ob.call("unknown keyword", fn, print, foo=1)
+    ob.call("nothing", fn)
 
 
 @case("noncallable", "coroutine_function", "coroutine_object", "bad_executor", "args",

@@ -680,6 +680,20 @@ def test_read_only_buffer_is_a_type_error(loop, method):
             run(loop, getattr(loop, method)(a, b"read-only"))
 
 
+def test_released_view_is_what_the_socket_methods_say(loop):
+    # socket.recv_into refuses it as any unusable buffer (TypeError; cffi's
+    # own word would be a ValueError); recvfrom_into first takes its length
+    # (asyncio's default nbytes), which a released view refuses.
+    view = memoryview(bytearray(4))
+    view.release()
+    a, b = map(nonblocking, socket.socketpair(type=socket.SOCK_DGRAM))
+    with a, b:
+        with pytest.raises(TypeError, match="read-write bytes-like object, not memoryview"):
+            run(loop, loop.sock_recv_into(a, view))
+        with pytest.raises(ValueError, match="released memoryview"):
+            run(loop, loop.sock_recvfrom_into(a, view))
+
+
 def test_recvfrom_into_nbytes_larger_than_buffer(loop):
     with nonblocking(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as s:
         with pytest.raises(ValueError, match="nbytes"):
@@ -750,21 +764,99 @@ def test_closed_loop_is_a_runtime_error(loop, method):
         s.close()
 
 
-@pytest.mark.parametrize("method", ["sock_sendto", "sock_connect"])
-def test_closed_uring_loop_refuses_sends_too(method):
-    # asyncio tries the syscall first and may succeed on a closed loop;
-    # uringloop has no ring left to run the op on, so it always refuses
-    # (sock_sendall sends first as asyncio does: see the test below).
-    loop = uringloop.Loop()
-    loop.close()
-    family = socket.AF_INET
-    type_ = socket.SOCK_DGRAM if method != "sock_connect" else socket.SOCK_STREAM
-    with nonblocking(socket.socket(family, type_)) as s:
-        if method == "sock_sendall":
-            s.connect(("127.0.0.1", 9))
-        coro = ALL_METHODS[method](loop, s)
-        with pytest.raises(RuntimeError, match="closed"):
-            coro.send(None)
+def _ready_calls():
+    """A call of each receiving/sending method that can finish at once (the
+    data, datagram or connection is already there), and its result."""
+    stream_a, stream_b = socket.socketpair()
+    dgram_a, dgram_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    sockets = [stream_a, stream_b, dgram_a, dgram_b, listener, client, udp]
+    for sock in sockets:
+        sock.setblocking(False)
+    stream_b.send(b"stream-bytes")
+    dgram_b.send(b"one")
+    dgram_b.send(b"two")
+    calls = {
+        "sock_recv": (lambda lp: lp.sock_recv(stream_a, 6), b"stream"),
+        "sock_recv_into": (lambda lp: lp.sock_recv_into(stream_a, bytearray(6)), 6),
+        "sock_recvfrom": (lambda lp: lp.sock_recvfrom(dgram_a, 10), (b"one", None)),
+        "sock_recvfrom_into": (lambda lp: lp.sock_recvfrom_into(dgram_a, bytearray(10)),
+                               (3, None)),
+        "sock_sendto": (lambda lp: lp.sock_sendto(udp, b"data", udp.getsockname()), 4),
+    }
+    return calls, listener, sockets
+
+
+@pytest.mark.parametrize("method", ["sock_recv", "sock_recv_into", "sock_recvfrom",
+                                    "sock_recvfrom_into", "sock_sendto", "sock_accept"])
+def test_closed_loop_still_makes_a_call_that_finishes_at_once(loop, method):
+    # asyncio makes the socket call before it looks at the loop: what can
+    # finish at once does, closed loop or not; only a wait is refused (the
+    # test above).
+    calls, listener, sockets = _ready_calls()
+    try:
+        loop.close()
+        if method == "sock_accept":
+            with pytest.raises(StopIteration) as done:
+                loop.sock_accept(listener).send(None)
+            conn, address = done.value.value
+            sockets.append(conn)
+            assert conn.getblocking() is False
+            assert address == sockets[5].getsockname()
+            return
+        call, expected = calls[method]
+        with pytest.raises(StopIteration) as done:
+            call(loop).send(None)
+        assert done.value.value == expected
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_socket_of_a_transport_refuses_only_a_wait(loop):
+    # The same order on a socket a transport uses: a datagram the socket
+    # takes at once is sent; a receive that would wait, or a sendfile
+    # (which asyncio refuses once it has to wait for the socket), is a
+    # RuntimeError naming the transport.
+    def same_fd(transport):
+        # A socket object on the transport's own fd (detached after use).
+        sock = transport.get_extra_info("socket")
+        return socket.socket(sock.family, sock.type, fileno=sock.fileno())
+
+    async def main(tmp):
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        raw = same_fd(transport)
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv(raw, 10)
+            assert await loop.sock_sendto(raw, b"abc", raw.getsockname()) == 3
+        finally:
+            raw.detach()
+            transport.close()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, *server.sockets[0].getsockname())
+        raw = same_fd(transport)
+        with open(tmp, "wb") as f:
+            f.write(b"x" * 10)
+        try:
+            with open(tmp, "rb") as f:
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    await loop.sock_sendfile(raw, f)
+        finally:
+            raw.detach()
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run(loop, main(os.path.join(tmp, "data")))
 
 
 def test_sendall_the_socket_takes_returns_without_suspending(loop):

@@ -1172,55 +1172,37 @@ def _pipe_file(data):
     return os.fdopen(r, "rb")
 
 
-def test_sendfile_pipe_falls_back(uloop):
-    # asyncio's own loop sends nothing and returns 0 here (a pipe's st_size
-    # is 0); the fallback path must not trip over the unseekable pipe.
-    data = payload(50_000, seed=11)
-
+def test_sendfile_of_a_pipe_is_what_asyncio_makes_of_it(loop):
+    # asyncio reads a file's size with fstat: a pipe's is 0, so with no
+    # count it sends nothing and returns 0; with a count its os.sendfile
+    # fails, and the fallback sends the bytes, then fails to put the
+    # position of the unseekable pipe after them.
     async def main():
         transport, protocol, peer = await tcp_pair()
-        with _pipe_file(data) as f:
-            sent = await uloop.sendfile(transport, f)
-        assert sent == len(data)
-        assert await read_exactly(peer, len(data)) == data
-        transport.close()
-        await protocol.lost
-        peer.close()
-    run(uloop, main())
-
-
-def test_sock_sendfile_pipe_falls_back(uloop):
-    data = payload(50_000, seed=13)
-
-    async def main():
         a, b = socket.socketpair()
         a.setblocking(False)
-        b.setblocking(False)
-        with _pipe_file(data) as f:
-            sent = await uloop.sock_sendfile(a, f)
-        assert sent == len(data)
-        assert await read_exactly(b, len(data)) == data
-        a.close()
-        b.close()
-    run(uloop, main())
-
-
-def test_sendfile_pipe_without_fallback_raises(uloop):
-    async def main():
-        transport, protocol, peer = await tcp_pair()
         with _pipe_file(b"x" * 100) as f:
-            with pytest.raises(asyncio.SendfileNotAvailableError):
-                await uloop.sendfile(transport, f, fallback=False)
-            with pytest.raises(asyncio.SendfileNotAvailableError):
-                await uloop.sendfile(transport, f, count=100, fallback=False)
-        # The transport is untouched and still usable.
-        assert transport.is_reading()
-        transport.write(b"ok")
-        assert await read_exactly(peer, 2) == b"ok"
+            assert await loop.sendfile(transport, f) == 0
+            assert await loop.sock_sendfile(a, f) == 0
+            with pytest.raises(asyncio.SendfileNotAvailableError, match="os.sendfile call failed"):
+                await loop.sendfile(transport, f, count=10, fallback=False)
+            with pytest.raises(asyncio.SendfileNotAvailableError, match="os.sendfile call failed"):
+                await loop.sock_sendfile(a, f, count=10, fallback=False)
+            # Refused natively, the transport is untouched.
+            assert transport.is_reading()
+            transport.write(b"ok")
+            with pytest.raises(io.UnsupportedOperation):
+                await loop.sendfile(transport, f, count=10)
+            with pytest.raises(io.UnsupportedOperation):
+                await loop.sock_sendfile(a, f, count=20)
+        assert await read_exactly(peer, 12) == b"ok" + b"x" * 10
+        assert b.recv(100) == b"x" * 20
         transport.close()
         await protocol.lost
         peer.close()
-    run(uloop, main())
+        a.close()
+        b.close()
+    run(loop, main())
 
 
 def test_sendfile_cancelled_midway(uloop, tmp_path):

@@ -140,5 +140,10 @@ class LeanSchedulingMixin:
         return tasks.Task(coro, loop=self, name=name, context=context)
 
 
+# A call with a wrong argument names the method as asyncio's TypeError does
+# (it quotes the function's qualified name).
+for _name in ("call_soon", "call_at", "call_later", "create_task"):
+    getattr(LeanSchedulingMixin, _name).__qualname__ = f"BaseEventLoop.{_name}"
+
 _THIS_FILE = _hide_own_frame.__code__.co_filename
 

@@ -5,7 +5,9 @@ twice per chunk), so the bytes never enter user space.
 Data flow: ``BaseEventLoop.sock_sendfile`` calls ``_sock_sendfile_native``
 (asyncio's hook), which rejects what splice cannot read (not a regular
 file -> ``SendfileNotAvailableError``, and asyncio falls back to plain
-sends), then moves up to one pipe-full per step.  ``loop.sendfile`` on a
+sends), then moves up to one pipe-full per step.  A first step that fails
+with nothing sent is ``SendfileNotAvailableError`` too, as asyncio's first
+``os.sendfile`` is: the fallback's sends report the error themselves.  ``loop.sendfile`` on a
 ring transport reaches the same code through asyncio's inherited
 ``_sendfile_native``, which waits for the transport's write buffer to drain
 and blocks ``write()`` meanwhile.  As asyncio does, the file position ends
@@ -35,8 +37,6 @@ from ._ringfd import RingFd
 from ._sockops import SockOp
 
 _PIPE_SIZE = 1 << 20
-# Errors that mean "splice cannot do this pair of fds", not "the peer failed".
-_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF})
 
 
 class _SplicePipe:
@@ -117,22 +117,6 @@ class _WaitWritable(SockOp):
         self.pipe.release()   # its sendfile can never go on
 
 
-class _ReadOnly:
-    """An unseekable file (a pipe) as asyncio's fallback reads it: no
-    ``seek``, so the fallback does not restore a position it cannot have
-    (it would raise after every byte was sent)."""
-
-    def __init__(self, file):
-        self.readinto = file.readinto
-
-
-def _unseekable(file, offset):
-    try:
-        return not offset and not file.seekable()
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
 class _SendfileState:
     """One sendfile in progress: the ring operation it waits on, and whether
     its transport asked it to stop."""
@@ -147,28 +131,23 @@ class RingSendfileMixin:
     """Needs ``self._ring`` and ``self._sendfiles`` (socket fd -> state);
     overrides asyncio's native sendfile hook."""
 
-    async def _sendfile_fallback(self, transp, file, offset, count):
-        if _unseekable(file, offset):
-            file = _ReadOnly(file)
-        return await super()._sendfile_fallback(transp, file, offset, count)
-
-    async def _sock_sendfile_fallback(self, sock, file, offset, count):
-        if _unseekable(file, offset):
-            file = _ReadOnly(file)
-        return await super()._sock_sendfile_fallback(sock, file, offset, count)
-
     async def _sock_sendfile_native(self, sock, file, offset, count):
         try:
             fileno = file.fileno()
             status = os.fstat(fileno)
         except (AttributeError, io.UnsupportedOperation, OSError):
             raise exceptions.SendfileNotAvailableError("not a regular file")
-        if not stat.S_ISREG(status.st_mode):
-            raise exceptions.SendfileNotAvailableError("not a regular file")
         if not count and not status.st_size:
-            return 0  # asyncio's answer for an empty file, which it never reads
+            # asyncio's answer for what fstat calls empty (a pipe, a socket,
+            # a device too), which it never reads.
+            return 0
+        if not stat.S_ISREG(status.st_mode):
+            # asyncio's words: its os.sendfile fails on what splice refuses
+            # here (a pipe, a socket, a device).
+            raise exceptions.SendfileNotAvailableError("os.sendfile call failed")
         self._check_closed()
         fd = sock.fileno()
+        self._ensure_fd_no_transport(fd)
         if fd < 0:
             # What os.sendfile tells asyncio: it falls back to plain sends,
             # which report the closed socket.
@@ -204,8 +183,11 @@ class RingSendfileMixin:
                     pending -= sent
                     total += sent
         except OSError as exc:
-            if total == 0 and exc.errno in _UNSUPPORTED:
-                raise exceptions.SendfileNotAvailableError("splice() failed") from exc
+            if total == 0 and not state.stopped:
+                # asyncio's rule for a first os.sendfile that fails, whatever
+                # the reason: a fallback to plain sends may still work (or
+                # report the error as they see it).
+                raise exceptions.SendfileNotAvailableError("os.sendfile call failed") from exc
             if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
                 raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
             raise

@@ -98,7 +98,9 @@ def _pin_writable(buf, method):
     """``buf`` as socket.<method> takes a buffer to fill, pinned."""
     try:
         return ffi.from_buffer(buf, require_writable=True)
-    except (TypeError, BufferError):
+    except (TypeError, BufferError, ValueError):
+        # (ValueError: a released memoryview, which the socket method
+        # refuses with the same TypeError as any other unusable buffer.)
         raise TypeError(f"{method}() argument 1 must be read-write bytes-like "
                         f"object, not {_type_name(buf)}") from None
 
@@ -111,6 +113,23 @@ def _buffer_size(n, method):
     if n > sys.maxsize:
         raise OverflowError("Python int too large to convert to C ssize_t")
     return n
+
+
+def _at_once(refusal, call, *args):
+    """asyncio makes the socket call before it looks at the loop or at a
+    transport using the socket: a call that can finish at once does so on
+    a closed loop or on a transport's socket too, and only one that would
+    have to wait gets ``refusal`` (the RuntimeError of ``_sock_fd``)."""
+    try:
+        return call(*args)
+    except (BlockingIOError, InterruptedError):
+        raise refusal from None
+
+
+def _accept_now(sock):
+    conn, address = sock.accept()
+    conn.setblocking(False)
+    return conn, address
 
 
 def _provided_fits(ring, sock, nbytes):
@@ -587,12 +606,12 @@ class RingSocketOpsMixin:
     def _sock_fd(self, sock, pinned=None):
         """The fd to run an op on; ``pinned`` is unpinned if there is none."""
         try:
-            self._check_closed()
             fd = sock.fileno()
             if self._transports:
                 # asyncio's check costs a KeyError per call; with no transport
                 # at all (a pure sock_* server) there is nothing to check.
                 self._ensure_fd_no_transport(fd)
+            self._check_closed()
             if fd < 0:
                 raise OSError(errno.EBADF, "Bad file descriptor")
         except BaseException:
@@ -676,7 +695,11 @@ class RingSocketOpsMixin:
             if n == 0:
                 return b""   # socket.recv(0) returns at once
             n = min(n, MAX_IO_LEN)
-        return await _Recv(self, sock, self._sock_fd(sock), n).run()
+        try:
+            fd = self._sock_fd(sock)
+        except RuntimeError as refusal:
+            return _at_once(refusal, sock.recv, n)
+        return await _Recv(self, sock, fd, n).run()
 
     async def sock_recv_into(self, sock, buf):
         if type(sock) is not socket.socket or self._debug:
@@ -687,7 +710,10 @@ class RingSocketOpsMixin:
         if not len(target):
             ffi.release(target)
             return 0         # socket.recv_into of an empty buffer returns at once
-        fd = self._sock_fd(sock, target)
+        try:
+            fd = self._sock_fd(sock, target)
+        except RuntimeError as refusal:
+            return _at_once(refusal, sock.recv_into, buf)
         return await _RecvInto(self, sock, fd, buf, target).run()
 
     async def sock_recvfrom(self, sock, bufsize):
@@ -697,7 +723,10 @@ class RingSocketOpsMixin:
             self._check_sock(sock)
         if type(bufsize) is not int or not 0 <= bufsize <= MAX_IO_LEN:
             bufsize = min(_buffer_size(bufsize, "recvfrom"), MAX_IO_LEN)
-        fd = self._sock_fd(sock)
+        try:
+            fd = self._sock_fd(sock)
+        except RuntimeError as refusal:
+            return _at_once(refusal, sock.recvfrom, bufsize)
         return await _RecvMsg(self, sock, fd, None, None, bufsize).run()
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
@@ -715,7 +744,10 @@ class RingSocketOpsMixin:
         except BaseException:
             ffi.release(target)
             raise
-        fd = self._sock_fd(sock, target)
+        try:
+            fd = self._sock_fd(sock, target)
+        except RuntimeError as refusal:
+            return _at_once(refusal, sock.recvfrom_into, buf, nbytes)
         return await _RecvMsg(self, sock, fd, buf, target, min(nbytes, MAX_IO_LEN)).run()
 
     async def sock_sendall(self, sock, data):
@@ -754,7 +786,10 @@ class RingSocketOpsMixin:
         except BaseException:
             ffi.release(source)
             raise
-        fd = self._sock_fd(sock, source)
+        try:
+            fd = self._sock_fd(sock, source)
+        except RuntimeError as refusal:
+            return _at_once(refusal, sock.sendto, data, address)
         return await _SendTo(self, sock, fd, source, sockaddr).run()
 
     async def sock_connect(self, sock, address):
@@ -787,7 +822,11 @@ class RingSocketOpsMixin:
             if overrides(sock, ("accept",)):
                 return await super().sock_accept(sock)
             self._check_sock(sock)
-        return await _Accept(self, sock, self._sock_fd(sock)).run()
+        try:
+            fd = self._sock_fd(sock)
+        except RuntimeError as refusal:
+            return _at_once(refusal, _accept_now, sock)
+        return await _Accept(self, sock, fd).run()
 
     async def _resolve_host(self, sock, address):
         """A checked IP address whose host is a name, resolved as
