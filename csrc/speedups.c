@@ -1333,15 +1333,15 @@ run_batch(PyObject *loop, PyObject *args, int debug)
         goto done;
     }
     context = PyObject_CallNoArgs(copy_context);
-    PyObject *call = context ? PyTuple_New(PyTuple_Size(args) + 2) : NULL;
-    if (call == NULL)
+    if (context == NULL)
         goto done;
-    PyTuple_SetItem(call, 0, Py_NewRef(context));
-    PyTuple_SetItem(call, 1, Py_NewRef(run));
-    for (Py_ssize_t i = 0; i < PyTuple_Size(args); i++)
-        PyTuple_SetItem(call, i + 2, Py_NewRef(PyTuple_GetItem(args, i)));
-    result = PyObject_Call(context_run, call, NULL);
-    Py_DECREF(call);
+    /* context.run(run, *args) without a tuple for the call (the limited
+     * API of 3.11 has no PyObject_Vectorcall; this one builds the vector
+     * on the stack). */
+    result = PyObject_CallFunctionObjArgs(context_run, context, run,
+                                          PyTuple_GetItem(args, 0), PyTuple_GetItem(args, 1),
+                                          PyTuple_GetItem(args, 2), PyTuple_GetItem(args, 3),
+                                          NULL);
     if (result != NULL) {
         rc = 0;
     } else if (!PyErr_ExceptionMatches(PyExc_SystemExit) &&
