@@ -751,7 +751,89 @@ def test_set_protocol_switches_mid_stream_without_loss(loop):
     run(loop, main())
 
 
+@pytest.mark.parametrize("successor", ["Protocol", "BufferedProtocol"])
+def test_set_protocol_in_buffer_updated_hands_the_rest_over(loop, successor):
+    # A protocol upgrade after a header: the header's reader switches
+    # protocols from buffer_updated() while the chunk it came in holds
+    # more.  asyncio's recv_into took only the header, so the rest is read
+    # for the new protocol; the old one must see nothing more.
+    async def main():
+        lp = asyncio.get_running_loop()
+        done = lp.create_future()
+        got = {"header": bytearray(), "next": bytearray()}
+
+        class Next(asyncio.BufferedProtocol if successor == "BufferedProtocol"
+                   else asyncio.Protocol):
+            buf = bytearray(64)
+
+            def get_buffer(self, sizehint):
+                return self.buf
+
+            def buffer_updated(self, nbytes):
+                got["next"] += self.buf[:nbytes]
+
+            def data_received(self, data):
+                got["next"] += data
+
+            def eof_received(self):
+                done.set_result("next")
+
+        class Header(asyncio.BufferedProtocol):
+            buf = bytearray(8)
+
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def get_buffer(self, sizehint):
+                return self.buf
+
+            def buffer_updated(self, nbytes):
+                got["header"] += self.buf[:nbytes]
+                if len(got["header"]) == 8:
+                    self.transport.set_protocol(Next())
+
+            def eof_received(self):
+                done.set_result("header")
+
+        transport, protocol, peer = await tcp_pair(Header)
+        await lp.sock_sendall(peer, b"HEADER!!" + bytes(range(40)))
+        peer.shutdown(socket.SHUT_WR)
+        assert await asyncio.wait_for(done, 10) == "next"
+        assert bytes(got["header"]) == b"HEADER!!"
+        assert bytes(got["next"]) == bytes(range(40))
+        transport.close()
+        peer.close()
+    run(loop, main())
+
+
 # -- half-close ----------------------------------------------------------
+
+class _TruthRaises:
+    def __bool__(self):
+        raise RuntimeError("no truth")
+
+
+def test_eof_received_result_without_truth_is_one_fatal_error(uloop, recorder):
+    # uringloop only: asyncio takes the truth outside its try, so its
+    # readiness callback fails on every event of the ended stream (a busy
+    # loop, one exception-handler call per turn); here it is the fatal
+    # error of an eof_received() that raised, reported once.
+    reports = []
+    uloop.set_exception_handler(lambda lp, context: reports.append(context))
+
+    async def main():
+        transport, protocol, peer = await tcp_pair(lambda: recorder(eof_result=_TruthRaises()))
+        peer.shutdown(socket.SHUT_WR)
+        exc = await asyncio.wait_for(protocol.lost, 10)
+        assert isinstance(exc, RuntimeError) and str(exc) == "no truth"
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [r["message"] for r in reports] == [
+            "Fatal error: protocol.eof_received() call failed."]
+        assert reports[0]["transport"] is transport
+        peer.close()
+    run(uloop, main())
+
 
 def test_eof_received_true_keeps_writing_open(loop, recorder):
     async def main():

@@ -329,7 +329,8 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
         reads would, a buffer at a time, with asyncio's message for
         whichever step fails.  True if it took them all; what is left when
         it pauses reading is held (copied: ``view`` may be the transport's
-        buffer, which the next receive refills)."""
+        buffer, which the next receive refills), and what is left when it
+        switches protocols goes to the new one."""
         protocol = self._protocol
         while view:
             pinned = self._buffer_to_fill(protocol)
@@ -350,6 +351,11 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
                 return False
             if self._paused and view:
                 self._held_results.insert(0, (len(view), view.tobytes()))
+                return False
+            if self._protocol is not protocol and view:
+                # It handed the stream to another protocol (an upgrade
+                # after a header): asyncio's next read is for that one.
+                self._deliver(len(view), view.tobytes())
                 return False
         return True
 
@@ -379,7 +385,10 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
         if self._loop.get_debug():
             logger.debug("%r received EOF", self)
         try:
-            keep_open = self._protocol.eof_received()
+            # Its truth taken here too: asyncio's, taken outside, fails its
+            # readiness callback on every event of the ended stream (a busy
+            # loop of reports); this is the one fatal error instead.
+            keep_open = bool(self._protocol.eof_received())
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
