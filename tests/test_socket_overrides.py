@@ -249,3 +249,49 @@ def test_subclass_keeping_the_methods_stays_on_the_ring(uloop):
         return kinds
 
     assert run(uloop, main()) == (RingStreamTransport, RingDatagramTransport)
+
+
+def test_socket_class_patched_with_a_factory(loop, monkeypatch):
+    # asyncssh's tests patch ``socket.socket`` with a function that makes
+    # real sockets: asyncio's loop never looks that name up where it
+    # checks a socket's type, so everything keeps working; sockets made
+    # meanwhile (by the factory) are plain sockets, on the ring here.
+    original = socket.socket
+
+    def factory(family=socket.AF_INET, type=socket.SOCK_STREAM, proto=0, fileno=None):
+        return original(family, type, proto, fileno)
+
+    async def main():
+        async def serve(reader, writer):
+            writer.write(await reader.readexactly(5))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        monkeypatch.setattr(socket, "socket", factory)
+        try:
+            reader, writer = await asyncio.open_connection(*address)
+            writer.write(b"hello")
+            assert await reader.read() == b"hello"
+            writer.close()
+            sock = factory()
+            sock.setblocking(False)
+            with sock:
+                await loop.sock_connect(sock, address)
+                await loop.sock_sendall(sock, b"again")
+                assert await loop.sock_recv(sock, 10) == b"again"
+            listener = factory()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            listener.setblocking(False)
+            with listener, original() as client:
+                client.connect(listener.getsockname())
+                conn, _ = await loop.sock_accept(listener)
+                conn.close()
+        finally:
+            monkeypatch.setattr(socket, "socket", original)
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())

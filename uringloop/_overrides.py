@@ -22,13 +22,19 @@ STREAM = ("recv", "recv_into", "send") + (("sendmsg",) if sys.version_info >= (3
 DATAGRAM = ("recvfrom", "send", "sendto")
 
 
+# The class itself, as it was at import: a program (asyncssh's tests among
+# them) may patch the module attribute with a factory function while it
+# runs, and asyncio never looks that attribute up where these checks are.
+SOCKET = socket.socket
+
+
 def overrides(sock, names):
     """True if ``sock`` has its own version of one of ``names``, from its
     class or set on the object itself (or lacks it: asyncio's call then
     fails as it fails there)."""
     cls = type(sock)
-    if cls is socket.socket:
+    if cls is SOCKET:
         return False  # its __slots__ leave no room for an instance's own
     own = getattr(sock, "__dict__", None) or ()
-    return any(name in own or getattr(cls, name, None) is not getattr(socket.socket, name)
+    return any(name in own or getattr(cls, name, None) is not getattr(SOCKET, name)
                for name in names)

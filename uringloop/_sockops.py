@@ -64,7 +64,7 @@ import sys
 import weakref
 
 from . import _sockaddr
-from ._overrides import overrides
+from ._overrides import SOCKET, overrides
 from ._native import MAX_IO_LEN, new_uncleared, os_error
 from ._op import Op
 from ._ringfd import closed_by_user
@@ -678,12 +678,12 @@ class RingSocketOpsMixin:
         unclaimed, self._unclaimed = self._unclaimed, None
         for queue in (unclaimed or {}).values():
             for item, _ in queue:
-                if isinstance(item, socket.socket):
+                if isinstance(item, SOCKET):
                     item.close()
 
     # -- the methods ------------------------------------------------------
     async def sock_recv(self, sock, n):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("recv",)):
                 return await super().sock_recv(sock, n)
             self._check_sock(sock)
@@ -702,7 +702,7 @@ class RingSocketOpsMixin:
         return await _Recv(self, sock, fd, n).run()
 
     async def sock_recv_into(self, sock, buf):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("recv_into",)):
                 return await super().sock_recv_into(sock, buf)
             self._check_sock(sock)
@@ -717,7 +717,7 @@ class RingSocketOpsMixin:
         return await _RecvInto(self, sock, fd, buf, target).run()
 
     async def sock_recvfrom(self, sock, bufsize):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("recvfrom",)):
                 return await super().sock_recvfrom(sock, bufsize)
             self._check_sock(sock)
@@ -730,7 +730,7 @@ class RingSocketOpsMixin:
         return await _RecvMsg(self, sock, fd, None, None, bufsize).run()
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("recvfrom_into",)):
                 return await super().sock_recvfrom_into(sock, buf, nbytes)
             self._check_sock(sock)
@@ -751,7 +751,7 @@ class RingSocketOpsMixin:
         return await _RecvMsg(self, sock, fd, buf, target, min(nbytes, MAX_IO_LEN)).run()
 
     async def sock_sendall(self, sock, data):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("send",)):
                 return await super().sock_sendall(sock, data)
             self._check_sock(sock)
@@ -772,7 +772,7 @@ class RingSocketOpsMixin:
         return await _SendAll(self, sock, fd, source, sent).run()
 
     async def sock_sendto(self, sock, data, address):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("sendto",)):
                 return await super().sock_sendto(sock, data, address)
             self._check_sock(sock)
@@ -793,7 +793,7 @@ class RingSocketOpsMixin:
         return await _SendTo(self, sock, fd, source, sockaddr).run()
 
     async def sock_connect(self, sock, address):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("connect",)):
                 return await super().sock_connect(sock, address)
             self._check_sock(sock)
@@ -818,7 +818,7 @@ class RingSocketOpsMixin:
         return await _ConnectWait(self, sock, self._sock_fd(sock), address).run()
 
     async def sock_accept(self, sock):
-        if type(sock) is not socket.socket or self._debug:
+        if type(sock) is not SOCKET or self._debug:
             if overrides(sock, ("accept",)):
                 return await super().sock_accept(sock)
             self._check_sock(sock)
