@@ -806,6 +806,105 @@ def test_set_protocol_in_buffer_updated_hands_the_rest_over(loop, successor):
     run(loop, main())
 
 
+# -- KeyboardInterrupt out of a protocol callback -------------------------
+
+class _InterruptOnce:
+    """Raises KeyboardInterrupt from the first delivery, records all."""
+
+    def __init__(self):
+        self.got = bytearray()
+        self.raised = False
+        self.eof = asyncio.get_running_loop().create_future()
+
+    def took(self, data):
+        self.got += data
+        if not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt
+
+    def eof_received(self):
+        self.eof.set_result(None)
+
+
+class _PlainInterrupt(_InterruptOnce, asyncio.Protocol):
+    def data_received(self, data):
+        self.took(data)
+
+
+class _BufferedInterrupt(_InterruptOnce, asyncio.BufferedProtocol):
+    def __init__(self):
+        super().__init__()
+        self.buf = bytearray(3)
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.took(self.buf[:nbytes])
+
+
+class _DatagramInterrupt(_InterruptOnce, asyncio.DatagramProtocol):
+    def datagram_received(self, data, addr):
+        self.took(data)
+
+
+def _run_through_interrupts(loop, coro):
+    """run_until_complete again after each KeyboardInterrupt, as a program
+    that catches it at the top and goes on does."""
+    task = loop.create_task(coro)
+    interrupts = 0
+    while True:
+        try:
+            return loop.run_until_complete(task), interrupts
+        except KeyboardInterrupt:
+            interrupts += 1
+            assert interrupts < 10
+
+
+@pytest.mark.parametrize("kind", ["Protocol", "BufferedProtocol", "datagram", "pipe"])
+def test_keyboard_interrupt_from_a_protocol_leaves_the_transport_reading(loop, kind):
+    # KeyboardInterrupt from a protocol callback leaves run_until_complete()
+    # at once; asyncio's transport keeps its reader, so once the loop runs
+    # again the rest comes, in order.  A completion-based transport must
+    # re-arm the receive the callback's completion would have.
+    async def main():
+        lp = asyncio.get_running_loop()
+        if kind == "datagram":
+            protocol = _DatagramInterrupt()
+            transport, _ = await lp.create_datagram_endpoint(
+                lambda: protocol, local_addr=("127.0.0.1", 0))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for i in range(4):
+                    sender.sendto(b"%d" % i, transport.get_extra_info("sockname"))
+                    await asyncio.sleep(0.01)
+                while len(protocol.got) < 4:
+                    await asyncio.sleep(0.01)
+            transport.close()
+            return bytes(protocol.got)
+        if kind == "pipe":
+            r, w = os.pipe()
+            protocol = _PlainInterrupt()
+            transport, _ = await lp.connect_read_pipe(lambda: protocol, os.fdopen(r, "rb"))
+            os.write(w, b"first")
+            await asyncio.sleep(0.02)
+            os.write(w, b"-second")
+            os.close(w)
+        else:
+            factory = _PlainInterrupt if kind == "Protocol" else _BufferedInterrupt
+            transport, protocol, peer = await tcp_pair(factory)
+            await lp.sock_sendall(peer, b"first")
+            await asyncio.sleep(0.02)
+            await lp.sock_sendall(peer, b"-second")
+            peer.close()
+        await protocol.eof
+        transport.close()
+        return bytes(protocol.got)
+
+    got, interrupts = _run_through_interrupts(loop, asyncio.wait_for(main(), 10))
+    assert interrupts == 1
+    assert got == (b"0123" if kind == "datagram" else b"first-second")
+
+
 # -- half-close ----------------------------------------------------------
 
 class _TruthRaises:

@@ -73,14 +73,18 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
     def _deliver(self, res, target):
         if self._conn_lost:
             return
-        if res < 0:
-            self._protocol_call(self._protocol.error_received, os_error(res))
-        else:
-            msg = self._recv_msg
-            addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)),
-                                    msg.hdr.msg_namelen)
-            self._protocol_call(self._protocol.datagram_received,
-                                ffi.unpack(self._recv_buffer, res), addr)
+        try:
+            if res < 0:
+                self._protocol_call(self._protocol.error_received, os_error(res))
+            else:
+                msg = self._recv_msg
+                addr = _sockaddr.unpack(ffi.buffer(ffi.addressof(msg.addr)),
+                                        msg.hdr.msg_namelen)
+                self._protocol_call(self._protocol.datagram_received,
+                                    ffi.unpack(self._recv_buffer, res), addr)
+        except (SystemExit, KeyboardInterrupt):
+            self._read_on_after_interrupt()
+            raise
         self._start_reading()
 
     # -- writing -------------------------------------------------------

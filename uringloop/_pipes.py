@@ -114,6 +114,7 @@ class RingReadPipeTransport(ReadPausing, transports.ReadTransport):
             try:
                 self._protocol.data_received(result)
             except (SystemExit, KeyboardInterrupt):
+                self._read_on_after_interrupt()
                 raise
             except BaseException as exc:
                 # As a failing reader callback in asyncio: reported, and the

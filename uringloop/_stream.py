@@ -149,6 +149,7 @@ class StreamPerMessage(transports._FlowControlMixin):
                 try:
                     self._protocol.data_received(data)
                 except (SystemExit, KeyboardInterrupt):
+                    self._read_on_after_interrupt()
                     raise
                 except BaseException as exc:
                     self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
@@ -306,6 +307,7 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
                     self._protocol.data_received(
                         data if type(data) is bytes else ffi.unpack(data, res))
                 except (SystemExit, KeyboardInterrupt):
+                    self._read_on_after_interrupt()
                     raise
                 except BaseException as exc:
                     self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
@@ -333,7 +335,11 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
         switches protocols goes to the new one."""
         protocol = self._protocol
         while view:
-            pinned = self._buffer_to_fill(protocol)
+            try:
+                pinned = self._buffer_to_fill(protocol)
+            except (SystemExit, KeyboardInterrupt):
+                self._read_on_after_interrupt((len(view), view.tobytes()))
+                raise
             if pinned is None:
                 return False
             count = min(len(pinned), len(view))
@@ -343,6 +349,7 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
             try:
                 protocol.buffer_updated(count)
             except (SystemExit, KeyboardInterrupt):
+                self._read_on_after_interrupt((len(view), view.tobytes()) if view else None)
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")

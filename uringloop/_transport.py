@@ -108,6 +108,17 @@ class ReadPausing:
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 
+    def _read_on_after_interrupt(self, rest=None):
+        """A protocol callback let KeyboardInterrupt or SystemExit out of
+        the loop.  asyncio's reader stays registered through that, so once
+        the loop runs again what follows is read and delivered; here the
+        receive the callback's completion would have re-armed is armed by
+        a callback then, and ``rest`` (the part of a completion's result
+        not yet delivered, as ``_deliver`` takes it) goes first."""
+        if rest is not None:
+            self._held_results.insert(0, rest)
+        self._loop.call_soon(self._deliver_held, context=self._context)
+
     def _deliver_held(self):
         # The list is read afresh each time: a protocol callback may pause
         # again (the rest stays held, in order), close (which clears it) or
