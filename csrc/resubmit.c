@@ -15,7 +15,9 @@
  *
  * Data flow: just before each submit, ul_resubmit_track copies the SQEs
  * about to go to the kernel into a table keyed by user_data, stamped with
- * the ring's thread generation (bumped by ul_ring_thread_changed); an
+ * the ring's thread generation (bumped by ul_ring_thread_changed, which
+ * _ring.py calls on a change of thread, told by a per-thread token since
+ * a new thread often reuses an exited one's ident); an
  * ASYNC_CANCEL marks its target instead, since that -ECANCELED is asked
  * for, and a cancel-all (the ring closing) stops all resubmission.  At
  * reap, a final completion (no IORING_CQE_F_MORE) forgets its copy; an

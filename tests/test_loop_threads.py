@@ -153,6 +153,78 @@ def test_a_single_thread_loop_refuses_a_second_thread(monkeypatch):
         loop.close()
 
 
+def in_thread_with_ident(ident, function, tries=50):
+    """function() in a new thread whose threading.get_ident() is ``ident``
+    (that of a thread that exited: the next thread usually gets it)."""
+    for _ in range(tries):
+        def attempt():
+            if threading.get_ident() != ident:
+                return attempt  # not this one: it exits, the next may
+            return function()
+        result = in_thread(attempt)
+        if result is not attempt:
+            return result
+    pytest.skip("no new thread got the exited thread's ident")
+
+
+def run_in_thread_and_keep_its_ident(loop, coro):
+    idents = []
+
+    def body():
+        idents.append(threading.get_ident())
+        return run(loop, coro)
+    return in_thread(body), idents[0]
+
+
+@changes_threads
+def test_a_new_thread_with_an_exited_threads_ident_is_another_thread(loop):
+    """Thread idents are reused as soon as a thread has exited, but the
+    kernel still drops what the old thread armed: a receive and a read
+    pipe armed by one thread complete when the loop runs in the next,
+    which has its ident."""
+    receiving, sending = socket.socketpair()
+    receiving.setblocking(False)
+    pipe_read, pipe_write = os.pipe()
+
+    async def arm():
+        running = asyncio.get_running_loop()
+        recv = running.create_task(running.sock_recv(receiving, 100))
+        pipe, protocol = await running.connect_read_pipe(
+            lambda: Collect(running, 5), os.fdopen(pipe_read, "rb", buffering=0))
+        await asyncio.sleep(0.05)  # both have reached the kernel
+        return recv, pipe, protocol.done
+
+    (recv, pipe, piped), ident = run_in_thread_and_keep_its_ident(loop, arm())
+    sending.send(b"hello")
+    os.write(pipe_write, b"piped")
+
+    async def finish():
+        return await recv, await piped
+
+    try:
+        assert in_thread_with_ident(ident, lambda: run(loop, finish())) == (b"hello", b"piped")
+    finally:
+        pipe.close()
+        os.close(pipe_write)
+        receiving.close()
+        sending.close()
+        run(loop, asyncio.sleep(0))
+
+
+def test_a_single_thread_loop_refuses_a_new_thread_with_its_ident(monkeypatch):
+    monkeypatch.setenv("URINGLOOP_SINGLE_THREAD", "1")
+    loop = uringloop.new_event_loop()
+    try:
+        if ring_paths(loop)["single_issuer"] != "on":
+            pytest.skip("this kernel refused SINGLE_ISSUER + DEFER_TASKRUN")
+        here, ident = run_in_thread_and_keep_its_ident(loop, asyncio.sleep(0, "here"))
+        assert here == "here"
+        with pytest.raises(RuntimeError, match="first run in another thread"):
+            in_thread_with_ident(ident, lambda: loop.run_until_complete(loop.create_future()))
+    finally:
+        loop.close()
+
+
 @changes_threads
 def test_waits_armed_by_an_exited_thread_still_complete(loop):
     """Every kind of wait a loop arms, armed in a thread that then exits,

@@ -51,6 +51,24 @@ from ._native import os_error
 from ._op import RingCallback
 from ._uring import ffi, lib
 
+# One object per OS thread, which a ring that ran there keeps: a thread's
+# ident (threading.get_ident()) goes to the next thread as soon as it has
+# exited, so the ident alone cannot tell the kernel's idea of "another
+# thread" (one whose requests outlive the first) from the same thread.
+_this_thread = threading.local()
+
+
+def _thread_token():
+    token = getattr(_this_thread, "token", None)
+    if token is None:
+        token = _this_thread.token = object()
+    return token
+
+
+_OTHER_THREAD = ("this uringloop loop was first run in another thread and its "
+                 "io_uring ring is SINGLE_ISSUER: run it from that thread, or "
+                 "create it with URINGLOOP_SINGLE_THREAD=0")
+
 # A batch is copied out per C call; a full batch means more are waiting.
 _BATCH = 256
 # More completions of the same operation follow (multishot receives and
@@ -152,6 +170,7 @@ class Ring:
             raise RingUnavailableError(code, f"io_uring_setup failed: {os.strerror(code)}")
         self._ptr = ptr
         self._thread = None  # the thread that runs turns (see _bind_thread)
+        self._thread_token = None  # and its _thread_token() (see note_run)
         self._ops = {}
         self._next_user_data = 1
         self._completions = ffi.new("struct ul_completion[]", _BATCH)
@@ -468,6 +487,20 @@ class Ring:
             raise os_error(rc)
 
     # -- completion ----------------------------------------------------
+    def note_run(self):
+        """The loop starts running in the calling thread.  One that got
+        the ident of a thread that ran it and exited is another thread all
+        the same (the kernel dropped the old one's requests): the turns'
+        checks compare idents, so the change is made here."""
+        token = _thread_token()
+        previous, self._thread_token = self._thread_token, token
+        if previous is None or previous is token or self._ptr is None:
+            return
+        if self._thread == threading.get_ident():
+            if self.setup_flags & lib.IORING_SETUP_SINGLE_ISSUER:
+                raise RuntimeError(_OTHER_THREAD)
+            lib.ul_ring_thread_changed(self._ptr)
+
     def _bind_thread(self, strict=True):
         """Make the calling thread the one that enters the ring; False (or
         RuntimeError if ``strict``) when a SINGLE_ISSUER ring has another."""
@@ -479,10 +512,7 @@ class Ring:
         elif self.setup_flags & lib.IORING_SETUP_SINGLE_ISSUER:
             if not strict:
                 return False
-            raise RuntimeError(
-                "this uringloop loop was first run in another thread and its "
-                "io_uring ring is SINGLE_ISSUER: run it from that thread, or "
-                "create it with URINGLOOP_SINGLE_THREAD=0")
+            raise RuntimeError(_OTHER_THREAD)
         if self._thread is not None and self._thread != thread:
             # Operations the previous thread submitted are dropped by the
             # kernel if it exits: the ring puts them back (csrc/resubmit.c).

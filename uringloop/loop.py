@@ -104,6 +104,11 @@ class Loop(_accel.subclass_in_c(LeanSchedulingMixin, "scheduling_class"), RingSo
                                  self._schedule_completions, selector, self._ring,
                                  stock_events, self._ready, self._ring._ops)
 
+    def run_forever(self):
+        if not self.is_closed() and not self.is_running():
+            self._ring.note_run()
+        return super().run_forever()
+
     def _schedule_completions(self, batch):
         if self._debug:
             self.call_soon(self._ring.run_callbacks, batch)
