@@ -905,6 +905,40 @@ def test_keyboard_interrupt_from_a_protocol_leaves_the_transport_reading(loop, k
     assert got == (b"0123" if kind == "datagram" else b"first-second")
 
 
+def test_keyboard_interrupt_from_resume_writing_loses_no_close(uloop):
+    # The writer is paused, close() is asked for, and resume_writing()
+    # (run as the buffer drains) lets KeyboardInterrupt out: once the loop
+    # runs again, everything written still arrives, then EOF, and the
+    # transport is lost as it would have been.  (uringloop only: asyncio's
+    # writer callback then fails on every turn, asserting that its buffer
+    # is not empty, and the connection never closes.)
+    loop = uloop
+    data = payload(8 * MiB, seed=21)
+
+    class Resume(Recorder):
+        raised = False
+
+        def resume_writing(self):
+            super().resume_writing()
+            if not self.raised:
+                self.raised = True
+                raise KeyboardInterrupt
+
+    async def main():
+        transport, protocol, peer = await tcp_pair(Resume, rcvbuf=65536)
+        transport.write(data)
+        assert protocol.events[-1][0] == "pause"
+        transport.close()
+        got = await read_until_eof(peer)
+        assert await protocol.lost is None
+        peer.close()
+        return got
+
+    got, interrupts = _run_through_interrupts(loop, asyncio.wait_for(main(), 20))
+    assert interrupts == 1
+    assert got == data
+
+
 # -- half-close ----------------------------------------------------------
 
 class _TruthRaises:

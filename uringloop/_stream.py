@@ -505,17 +505,21 @@ class RingStreamTransport(_accel.subclass_in_c(StreamPerMessage, "stream_class")
     def _on_send_progress(self, size):
         if self._conn_lost:
             return
-        if self._protocol_paused:
-            self._in_writer_context(self._maybe_resume_protocol)
-        elif size > self._high_water:
-            self._in_writer_context(self._maybe_pause_protocol)
-        # Asked again, not taken from the event: resume_writing() may just
-        # have written more.
-        if (self._closing or self._eof or self._empty_waiter is not None) and \
-                not self._writes_pending():
-            self._on_write_drained()
-        else:
-            self._watch_send_queue()
+        try:
+            if self._protocol_paused:
+                self._in_writer_context(self._maybe_resume_protocol)
+            elif size > self._high_water:
+                self._in_writer_context(self._maybe_pause_protocol)
+        finally:
+            # Also when the protocol let KeyboardInterrupt or SystemExit
+            # out: the close or the watch for the next event must not be
+            # lost with this event.  Asked again, not taken from the event:
+            # resume_writing() may just have written more.
+            if (self._closing or self._eof or self._empty_waiter is not None) and \
+                    not self._writes_pending():
+                self._on_write_drained()
+            else:
+                self._watch_send_queue()
 
     def _in_writer_context(self, callback):
         if self._writer_context is None:
