@@ -182,11 +182,28 @@ class RingDatagramTransport(RingTransport, transports.DatagramTransport):
             return
         data, _ = self._write_queue.popleft()
         self._write_size -= len(data) + _QUEUED_HEADER_BYTES
-        if res < 0:
-            self._protocol_call(self._protocol.error_received, os_error(res))
+        try:
+            if res < 0:
+                self._protocol_call(self._protocol.error_received, os_error(res))
+        except (SystemExit, KeyboardInterrupt):
+            self._send_on_after_interrupt()
+            raise
         self._send_queued()
 
+    def _send_on_after_interrupt(self):
+        # A protocol callback let KeyboardInterrupt or SystemExit out of
+        # the loop: what is queued still goes (and a close still comes)
+        # once the loop runs again.
+        self._loop.call_soon(self._send_queued, context=self._context)
+
     def _send_queued(self):
+        try:
+            self._send_queued_now()
+        except (SystemExit, KeyboardInterrupt):
+            self._send_on_after_interrupt()
+            raise
+
+    def _send_queued_now(self):
         # asyncio's _sendto_ready: the rest goes out now, until the kernel
         # refuses one, which then waits on the ring.
         queue = self._write_queue
