@@ -311,6 +311,64 @@ def test_protocol_events(loop):
 
 # -- how children are watched (uringloop only) -----------------------------
 
+def test_exit_is_reported_after_the_pipes_end(uloop):
+    # asyncio 3.11's watcher thread reports an exit after the pipes' end in
+    # practice (30 of 30 here), so process_exited() comes last and a wait()
+    # returns with the transport finished.  The pidfd's poll could complete
+    # before the pipes' last read (12 of 30 before the exit waited for it).
+    class Proto(asyncio.SubprocessProtocol):
+        def __init__(self):
+            self.events = []
+            self.done = uloop.create_future()
+
+        def pipe_connection_lost(self, fd, exc):
+            self.events.append(fd)
+
+        def process_exited(self):
+            self.events.append("exited")
+
+        def connection_lost(self, exc):
+            self.done.set_result(None)
+
+    async def main():
+        transport, proto = await uloop.subprocess_exec(
+            Proto, PY, "-c", "import sys; sys.stdout.write('o'); sys.stderr.write('e')")
+        await proto.done
+        transport.close()
+        return proto.events[-1]
+
+    for _ in range(50):
+        assert run(uloop, main()) == "exited"
+
+
+def test_exit_waits_only_a_little_for_a_grandchilds_pipe(uloop):
+    # A grandchild keeps stdout open for a second: the exit is reported
+    # after a few turns anyway, long before the pipe ends.
+    class Proto(asyncio.SubprocessProtocol):
+        def __init__(self):
+            self.exited = uloop.create_future()
+            self.done = uloop.create_future()
+
+        def process_exited(self):
+            self.exited.set_result(time.monotonic())
+
+        def connection_lost(self, exc):
+            self.done.set_result(time.monotonic())
+
+    async def main():
+        started = time.monotonic()
+        transport, proto = await uloop.subprocess_shell(
+            Proto, "sleep 1 & exit 3", stdin=None, stderr=None)
+        exited = await proto.exited
+        assert transport.get_returncode() == 3
+        lost = await proto.done
+        transport.close()
+        return exited - started, lost - started
+
+    exited, lost = run(uloop, main())
+    assert exited < 0.5 < lost
+
+
 def test_no_thread_per_child(uloop):
     async def main():
         before = set(threading.enumerate())

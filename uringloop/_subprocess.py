@@ -14,7 +14,9 @@ watcher on any version (like uvloop, it ignores one set on the policy):
       -> os.pidfd_open(pid)
       -> one IORING_OP_POLL_ADD(pidfd, POLLIN) on the loop's ring
       -> the poll completes when the child exits: waitpid(WNOHANG) reaps
-         it, the pidfd is closed, transport._process_exited(returncode)
+         it, the pidfd is closed
+      -> once the child's pipes have ended (a few turns at most, see
+         _exit_after_pipes): transport._process_exited(returncode)
 
 A poll rather than IORING_OP_WAITID (kernel 6.7+): the poll works from
 kernel 5.3, needs nothing from the C layer, and a child's exit costs three
@@ -42,6 +44,8 @@ from asyncio.log import logger
 from ._op import RingCallback
 
 _POLLIN = select.POLLIN
+# How many turns an exit waits for the child's read pipes to end.
+_EXIT_WAIT_TURNS = 20
 _pidfd_usable = None
 
 
@@ -162,9 +166,30 @@ class RingSubprocessMixin:
             # a wait() started in this iteration must still see the exit
             # together with the pipes' end, not before it.
             popen.returncode = returncode
-            self.call_soon(child.transport._process_exited, returncode)
+            self.call_soon(self._exit_after_pipes, child.transport, returncode, 0)
 
         child.user_data = self._ring.submit_poll(child.pidfd, _POLLIN, RingCallback(on_exit))
+
+    def _exit_after_pipes(self, transport, returncode, turns):
+        """Report the exit once the child's pipes have ended (its stdin
+        too: the write pipe sees the read end close), or after a few turns
+        (a grandchild may hold them open).  The exit
+        reaches asyncio's 3.11 loop from a watcher thread, after the
+        pipes' end in practice, so process_exited() (and a wait() that
+        returns) comes last.  Here the pidfd's poll is armed all along,
+        while a pipe's next read goes in only once the data before it was
+        delivered: without the wait, the exit came first about one time in
+        five for a child that writes, then exits."""
+        pipes = transport._pipes   # asyncio's, the same in 3.11-3.13
+        # (None: a pipe not connected yet, which the end will reach too.)
+        if turns < _EXIT_WAIT_TURNS and any(
+                pipe is None or not pipe.disconnected for pipe in pipes.values()):
+            # The first turns at once (the end of a pipe is a read away),
+            # then a millisecond apart.
+            delay = 0 if turns < 3 else 0.001
+            self.call_later(delay, self._exit_after_pipes, transport, returncode, turns + 1)
+            return
+        transport._process_exited(returncode)
 
     def close(self):
         if not self.is_closed() and not self.is_running():
