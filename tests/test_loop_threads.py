@@ -5,6 +5,7 @@ connections, even after the thread that armed their receives has exited.
 SINGLE_ISSUER + DEFER_TASKRUN; ``URINGLOOP_SINGLE_THREAD`` overrides the
 choice for every loop (0 or 1, anything else is an error)."""
 import asyncio
+import functools
 import os
 import socket
 import subprocess
@@ -140,19 +141,6 @@ def test_single_thread_rejects_other_values(monkeypatch, value):
         uringloop.new_event_loop()
 
 
-def test_a_single_thread_loop_refuses_a_second_thread(monkeypatch):
-    monkeypatch.setenv("URINGLOOP_SINGLE_THREAD", "1")
-    loop = uringloop.new_event_loop()
-    try:
-        if ring_paths(loop)["single_issuer"] != "on":
-            pytest.skip("this kernel refused SINGLE_ISSUER + DEFER_TASKRUN")
-        assert run(loop, asyncio.sleep(0, "here")) == "here"
-        with pytest.raises(RuntimeError, match="first run in another thread"):
-            in_thread(lambda: loop.run_until_complete(loop.create_future()))
-    finally:
-        loop.close()
-
-
 def in_thread_with_ident(ident, function, tries=50):
     """function() in a new thread whose threading.get_ident() is ``ident``
     (that of a thread that exited: the next thread usually gets it)."""
@@ -211,16 +199,22 @@ def test_a_new_thread_with_an_exited_threads_ident_is_another_thread(loop):
         run(loop, asyncio.sleep(0))
 
 
-def test_a_single_thread_loop_refuses_a_new_thread_with_its_ident(monkeypatch):
+@pytest.mark.parametrize("second", ["another thread", "a new thread with the first's ident"])
+def test_a_single_thread_loop_refuses_a_second_thread(monkeypatch, second):
     monkeypatch.setenv("URINGLOOP_SINGLE_THREAD", "1")
     loop = uringloop.new_event_loop()
     try:
         if ring_paths(loop)["single_issuer"] != "on":
             pytest.skip("this kernel refused SINGLE_ISSUER + DEFER_TASKRUN")
-        here, ident = run_in_thread_and_keep_its_ident(loop, asyncio.sleep(0, "here"))
-        assert here == "here"
+        if second == "another thread":
+            assert run(loop, asyncio.sleep(0, "here")) == "here"
+            in_second = in_thread
+        else:
+            here, ident = run_in_thread_and_keep_its_ident(loop, asyncio.sleep(0, "here"))
+            assert here == "here"
+            in_second = functools.partial(in_thread_with_ident, ident)
         with pytest.raises(RuntimeError, match="first run in another thread"):
-            in_thread_with_ident(ident, lambda: loop.run_until_complete(loop.create_future()))
+            in_second(lambda: loop.run_until_complete(loop.create_future()))
     finally:
         loop.close()
 

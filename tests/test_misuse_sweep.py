@@ -961,22 +961,6 @@ async def loop_sendfile_args(loop, ob, variant):
         ob.note("peer got", await read_to_eof(loop, peer))
 
 
-@case(*SENDFILE)
-async def sock_sendfile_args(loop, ob, what):
-    listener = _listener(ob)
-    listener.setblocking(False)
-    sock = socket.socket()
-    sock.setblocking(False)
-    ob.cleanup.append(sock)
-    await loop.sock_connect(sock, listener.getsockname())
-    peer, _ = await loop.sock_accept(listener)
-    ob.cleanup.append(peer)
-    file, kwargs = SENDFILE[what](ob)
-    await ob.acall("sock_sendfile", loop.sock_sendfile, sock, file, **kwargs)
-    sock.close()
-    ob.note("peer got", await read_to_eof(loop, peer))
-
-
 def _pipe_reader(ob, data=b"abc"):
     r, w = os.pipe()
     os.write(w, data)
@@ -1001,19 +985,20 @@ def _devnull(ob):
     return f
 
 
-# Sources whose fstat says size 0 (asyncio returns 0 without reading them,
-# unless a count is given) and sockets a first sendfile fails on.
+# Sources whose fstat says size 0: asyncio returns 0 without reading them,
+# unless a count is given (then its os.sendfile fails on them).
 SENDFILE_SOURCES = {
-    "pipe": lambda ob: (_pipe_reader(ob), {}),
-    "pipe_count": lambda ob: (_pipe_reader(ob), dict(count=2)),
-    "socket_file": lambda ob: (_socket_file(ob), {}),
-    "devnull": lambda ob: (_devnull(ob), {}),
+    f"{name}{'' if fallback else '_no_fallback'}":
+        (lambda ob, make=make, extra=extra, fallback=fallback:
+            (make(ob), dict(extra, fallback=fallback)))
+    for name, make, extra in (("pipe", _pipe_reader, {}), ("pipe_count", _pipe_reader, {"count": 2}),
+                              ("socket_file", _socket_file, {}), ("devnull", _devnull, {}))
+    for fallback in (True, False)
 }
 
 
-@case(*[f"{w}-{f}" for w in SENDFILE_SOURCES for f in ("fallback", "no_fallback")])
-async def sock_sendfile_sources(loop, ob, variant):
-    what, fallback = variant.split("-")
+@case(*SENDFILE, *SENDFILE_SOURCES)
+async def sock_sendfile_args(loop, ob, what):
     listener = _listener(ob)
     listener.setblocking(False)
     sock = socket.socket()
@@ -1022,9 +1007,8 @@ async def sock_sendfile_sources(loop, ob, variant):
     await loop.sock_connect(sock, listener.getsockname())
     peer, _ = await loop.sock_accept(listener)
     ob.cleanup.append(peer)
-    file, kwargs = SENDFILE_SOURCES[what](ob)
-    await ob.acall("sock_sendfile", loop.sock_sendfile, sock, file,
-                   fallback=fallback == "fallback", **kwargs)
+    file, kwargs = {**SENDFILE, **SENDFILE_SOURCES}[what](ob)
+    await ob.acall("sock_sendfile", loop.sock_sendfile, sock, file, **kwargs)
     sock.close()
     ob.note("peer got", await read_to_eof(loop, peer))
 
