@@ -105,6 +105,8 @@ class Loop(_accel.subclass_in_c(LeanSchedulingMixin, "scheduling_class"), RingSo
                                  stock_events, self._ready, self._ring._ops)
 
     def run_forever(self):
+        # A thread that got the ident of one that ran the loop and exited
+        # is another thread to the kernel (see Ring.note_run).
         if not self.is_closed() and not self.is_running():
             self._ring.note_run()
         return super().run_forever()
