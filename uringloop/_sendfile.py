@@ -9,9 +9,8 @@ sends), then moves up to one pipe-full per step.  A first step that fails
 with nothing sent is ``SendfileNotAvailableError`` too, as asyncio's first
 ``os.sendfile`` is: the fallback's sends report the error themselves.
 ``loop.sendfile`` on a ring transport reaches the same code through
-asyncio's inherited
-``_sendfile_native``, which waits for the transport's write buffer to drain
-and blocks ``write()`` meanwhile.  As asyncio does, the file position ends
+asyncio's inherited ``_sendfile_native``, which waits for the transport's
+write buffer to drain and blocks ``write()`` meanwhile.  As asyncio does, the file position ends
 just past the last byte sent.
 
 The pipe belongs to one call and closes by the ring-owned fd rule
