@@ -939,6 +939,50 @@ def test_keyboard_interrupt_from_resume_writing_loses_no_close(uloop):
     assert got == data
 
 
+def test_keyboard_interrupt_from_error_received_leaves_the_send_queue_going(uloop):
+    # Datagrams wait in the transport's queue for a full Unix datagram
+    # peer, which then closes: the first queued one fails, error_received()
+    # lets KeyboardInterrupt out, and once the loop runs again the rest of
+    # the queue still goes (each failing in turn) and close() completes.
+    # (uringloop only: asyncio's own transport never queues on this socket
+    # and then fails on every turn with a TypeError of its own.)
+    loop = uloop
+
+    class Errors(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.errors = 0
+            self.lost = loop.create_future()
+
+        def error_received(self, exc):
+            self.errors += 1
+            if self.errors == 1:
+                raise KeyboardInterrupt
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        transport, protocol = await loop.create_datagram_endpoint(Errors, sock=ours)
+        sent = 0
+        while transport.get_write_buffer_size() == 0:
+            transport.sendto(b"x" * 1000)
+            sent += 1
+            assert sent < 100_000
+        for _ in range(5):
+            transport.sendto(b"y" * 1000)
+        await asyncio.sleep(0.01)
+        peer.close()
+        await asyncio.sleep(0.05)
+        transport.close()
+        assert await protocol.lost is None
+        return protocol.errors
+
+    errors, interrupts = _run_through_interrupts(loop, asyncio.wait_for(main(), 10))
+    assert interrupts == 1
+    assert errors == 6
+
+
 # -- half-close ----------------------------------------------------------
 
 class _TruthRaises:
