@@ -105,6 +105,7 @@ static PyObject *c_handle_type, *c_handle_reference;
 static Py_ssize_t handle_field_offset[HANDLE_SLOTS];
 #define HANDLE_FIELD(handle, slot) (*(PyObject **)((char *)(handle) + handle_field_offset[slot]))
 static PyObject *this_module;      /* for its run_callbacks, as Python finds it */
+static PyObject *stock_run_callbacks;  /* its run_callbacks as it made it */
 static PyObject *context_run;      /* contextvars.Context.run, unbound */
 static PyObject *report_error;     /* report(handle, exc) */
 static PyObject *debug_run;        /* debug_run(loop, handle) */
@@ -1306,10 +1307,14 @@ defer_batch(PyObject *loop, PyObject *turn, PyObject *batch, PyObject *unfinishe
 }
 
 /* Run a batch defer_batch left pending, as the handle it would have had
- * runs: run_callbacks(*args) in a copy of the current context, an
- * exception reported as Handle._run reports it (through a handle made for
- * the report), through the debug runner if a callback switched debug mode
- * on.  ``debug`` as for run_handle.  0, or -1 with an error. */
+ * runs: run_callbacks(*args), an exception reported as Handle._run reports
+ * it (through a handle made for the report), through the debug runner in
+ * debug mode.  Unlike that handle's callback, the batch runs in no copy
+ * of the context: every completion callback that runs user code gives it
+ * a context of its own (the transport's, or a copy around a report to the
+ * exception handler), so the copy kept nothing apart, and with the call
+ * through Context.run it cost ~600 instructions a turn.  ``debug`` as for
+ * run_handle.  0, or -1 with an error. */
 static int
 run_batch(PyObject *loop, PyObject *args, int debug)
 {
@@ -1325,23 +1330,19 @@ run_batch(PyObject *loop, PyObject *args, int debug)
     }
     Py_INCREF(run);
     int rc = -1;
-    PyObject *context = NULL, *handle = NULL, *result = NULL;
+    PyObject *handle = NULL, *result = NULL;
     if (debug) {
         handle = new_handle_object(run, args, loop, Py_None);
         result = handle ? PyObject_CallFunctionObjArgs(debug_run, loop, handle, NULL) : NULL;
         rc = result == NULL ? -1 : 0;
         goto done;
     }
-    context = PyObject_CallNoArgs(copy_context);
-    if (context == NULL)
-        goto done;
-    /* context.run(run, *args) without a tuple for the call (the limited
-     * API of 3.11 has no PyObject_Vectorcall; this one builds the vector
-     * on the stack). */
-    result = PyObject_CallFunctionObjArgs(context_run, context, run,
-                                          PyTuple_GetItem(args, 0), PyTuple_GetItem(args, 1),
-                                          PyTuple_GetItem(args, 2), PyTuple_GetItem(args, 3),
-                                          NULL);
+    PyObject *argv[4] = {PyTuple_GetItem(args, 0), PyTuple_GetItem(args, 1),
+                         PyTuple_GetItem(args, 2), PyTuple_GetItem(args, 3)};
+    if (run == stock_run_callbacks)
+        result = run_callbacks(NULL, argv, 4);
+    else
+        result = PyObject_CallFunctionObjArgs(run, argv[0], argv[1], argv[2], argv[3], NULL);
     if (result != NULL) {
         rc = 0;
     } else if (!PyErr_ExceptionMatches(PyExc_SystemExit) &&
@@ -1349,7 +1350,7 @@ run_batch(PyObject *loop, PyObject *args, int debug)
         /* The handle the report names (the exception stays pending). */
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
-        handle = new_handle_object(run, args, loop, context);
+        handle = new_handle_object(run, args, loop, Py_None);
         PyErr_Restore(type, value, traceback);
         if (handle != NULL)
             rc = report_callback_error(handle);
@@ -1357,7 +1358,6 @@ run_batch(PyObject *loop, PyObject *args, int debug)
 done:
     Py_XDECREF(result);
     Py_XDECREF(handle);
-    Py_XDECREF(context);
     Py_DECREF(run);
     return rc;
 }
@@ -2063,5 +2063,8 @@ PyInit__speedups(void)
     }
     Py_XDECREF(this_module);
     this_module = Py_NewRef(module);
+    Py_XDECREF(stock_run_callbacks);
+    stock_run_callbacks = Py_XNewRef(PyDict_GetItemWithError(PyModule_GetDict(module),
+                                                             s_run_callbacks));
     return module;
 }

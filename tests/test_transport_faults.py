@@ -1092,13 +1092,15 @@ def test_error_messages_match_asyncio():
 # -- EMFILE on accept ----------------------------------------------------
 
 _EMFILE_SCRIPT = textwrap.dedent(r"""
-    import asyncio, json, os, resource, socket, sys
+    import asyncio, contextvars, json, os, resource, socket, sys
     import uringloop
 
     kind = sys.argv[1]
     loop = uringloop.new_event_loop() if kind == "uringloop" else asyncio.SelectorEventLoop()
     handler = []
-    loop.set_exception_handler(lambda l, c: handler.append(c.get("message")))
+    set_by_handler = contextvars.ContextVar("set_by_handler")
+    loop.set_exception_handler(
+        lambda l, c: (handler.append(c.get("message")), set_by_handler.set(True)))
     out = {}
 
     async def main():
@@ -1173,6 +1175,9 @@ _EMFILE_SCRIPT = textwrap.dedent(r"""
 
     loop.run_until_complete(main())
     loop.close()
+    # The handler ran in a context of the server's, not in the one that
+    # runs the loop.
+    out["handler_var_outside"] = set_by_handler.get(None)
     print(json.dumps(out))
 """)
 
@@ -1193,8 +1198,11 @@ def test_emfile_on_accept_keeps_serving_without_spinning():
         assert out["reply"] == "ping", (kind, out)
         assert out["turns"] < 1000, (kind, out)
         assert out["accepted_during_window"] == 0, (kind, out)
-    # The same report through the exception handler as asyncio.
+    # The same report through the exception handler as asyncio, in a
+    # context of its own.
     assert results["uringloop"]["handler"] == results["asyncio"]["handler"]
+    assert results["asyncio"]["handler_var_outside"] is None
+    assert results["uringloop"]["handler_var_outside"] is None
 
 
 # -- Unix sockets and extra info -----------------------------------------

@@ -8,6 +8,7 @@ and on uringloop with the C turn, whichever path URINGLOOP_PURE_PYTHON
 selects for the rest of the suite.
 """
 import asyncio
+import contextvars
 import functools
 import gc
 import heapq
@@ -766,6 +767,35 @@ def test_a_turns_completions_run_where_their_handle_would_have_run(monkeypatch):
     assert _ring_paths(scenario, monkeypatch) == [
         "ready before", "end of turn 0", "completion", "due timer",
         "scheduled by the completion", "end of turn 1"]
+
+
+def test_a_completion_callbacks_reported_error_leaves_the_loops_context_alone(monkeypatch):
+    # The batch of completions runs in no context of its own (the C turn
+    # makes none; see _speedups.run_batch): the loop's report of a
+    # completion callback's exception gives the exception handler one, so
+    # what the handler sets stays out of the context that runs the loop.
+    set_by_handler = contextvars.ContextVar("set_by_handler")
+
+    def scenario(loop):
+        one_iteration(loop)
+        seen = []
+
+        def handler(loop, context):
+            seen.append(context["message"])
+            set_by_handler.set(True)
+
+        def fails(res, flags):
+            raise ValueError("completion")
+
+        loop.set_exception_handler(handler)
+        loop._ring.submit_nop(RingCallback(fails))
+        for _ in range(2):
+            loop.call_soon(seen.append, "turn")   # also: no waiting
+            loop._run_once()
+        return seen, set_by_handler.get(None)
+
+    assert _ring_paths(scenario, monkeypatch) == (
+        ["turn", "Exception in an io_uring completion callback", "turn"], None)
 
 
 def test_an_exception_out_of_a_turns_completions_goes_to_the_handler(monkeypatch):

@@ -77,7 +77,9 @@ class RingServerMixin:
             if res >= 0:
                 self._hand_over(res, serving)
             elif -res not in _RETRY_AT_ONCE:
-                self.call_exception_handler({
+                # Completions run in no context of their own: the report
+                # runs in the server's, as under asyncio's reader handle.
+                serving[-1].run(self.call_exception_handler, {
                     "message": ("socket.accept() out of system resource"
                                 if -res in _OUT_OF_RESOURCES else "socket.accept() failed"),
                     "exception": os_error(res),

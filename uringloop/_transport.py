@@ -29,6 +29,10 @@ current where the transport was created (``create_connection``'s caller,
 or ``create_server``'s for an accepted connection), as with asyncio, whose
 reader and writer handles copy it then; completion callbacks are entered
 through ``_in_context`` (in the _ring.RingCallback a submission takes).
+The ring's batch of completions runs in no context of its own (see
+_speedups.run_batch), so the few completion callbacks that are no
+transport's and reach user code (a report to the exception handler) give
+it a context first.
 """
 import contextvars
 import functools

@@ -33,6 +33,7 @@ operation still in the kernel and frees the ring only once all of them
 have completed.
 """
 import asyncio
+import contextvars
 from asyncio import constants, events, selector_events, sslproto
 
 from . import _accel, _features, _stats
@@ -126,7 +127,9 @@ class Loop(_accel.subclass_in_c(LeanSchedulingMixin, "scheduling_class"), RingSo
     def _report_ring_callback_error(self, exc):
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
             raise exc
-        self.call_exception_handler({
+        # Completions run in no context of their own (see
+        # _speedups.run_batch): the handler gets a copy, as a handle would.
+        contextvars.copy_context().run(self.call_exception_handler, {
             "message": "Exception in an io_uring completion callback",
             "exception": exc,
         })

@@ -37,6 +37,7 @@ after the kernel has completed every request on it (the ring-owned fd
 rule of _ringfd.py, every request borrowing the fd).
 """
 import asyncio
+import contextvars
 import errno
 import functools
 import io
@@ -895,7 +896,8 @@ class AsyncFile(LineReading):
 
     def _report_close_error(self, res, flags):
         if res < 0:
-            self._loop.call_exception_handler({
+            # A completion runs in no context of its own: the handler gets a copy.
+            contextvars.copy_context().run(self._loop.call_exception_handler, {
                 "message": f"closing {self!r} failed", "exception": os_error(res)})
 
     async def _close_when_idle(self):
