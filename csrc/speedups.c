@@ -1676,6 +1676,11 @@ turn_class(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * dict a call from C builds, cost ~2,500 instructions. */
 static PyObject *call_soon_reference;   /* reference.call_soon */
 
+/* The last "context" keyword name that was not the interned one: the
+ * C Task's call_soon(..., context=...) passes its own string object, which
+ * compared by value cost ~95 instructions a call. */
+static PyObject *seen_context_keyword;
+
 static PyObject *
 loop_call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -1684,11 +1689,18 @@ loop_call_soon(PyObject *loop, PyObject *const *args, Py_ssize_t nargs, PyObject
     if (plain && kwnames != NULL && PyTuple_Size(kwnames) != 0) {
         PyObject *name = PyTuple_GetItem(kwnames, 0);
         plain = PyTuple_Size(kwnames) == 1 &&
-            (name == s_context_keyword || PyUnicode_Compare(name, s_context_keyword) == 0);
-        if (plain)
+            (name == s_context_keyword || name == seen_context_keyword ||
+             PyUnicode_Compare(name, s_context_keyword) == 0);
+        if (plain) {
             context = args[nargs];
-        else if (PyErr_Occurred())
+            if (name != s_context_keyword && name != seen_context_keyword) {
+                PyObject *before = seen_context_keyword;
+                seen_context_keyword = Py_NewRef(name);
+                Py_XDECREF(before);
+            }
+        } else if (PyErr_Occurred()) {
             return NULL;
+        }
     }
     if (plain) {
         int debug = loop_attr_true(loop, LOOP_DEBUG);
