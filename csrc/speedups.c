@@ -1078,6 +1078,12 @@ run_callbacks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (iterator == NULL)
         return NULL;
     for (;;) {
+        /* A signal handler that raises does so here, between callbacks,
+         * with the next completion still in the batch (which then stays
+         * unfinished), not at the start of the next callback, after its
+         * entry left the ops table: that operation would never finish. */
+        if (PyErr_CheckSignals() < 0)
+            goto fail;
         PyObject *key;
         int res;
         unsigned flags;
@@ -1378,7 +1384,7 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read
             PyErr_Clear();
         return NULL;
     }
-    PyObject *result = NULL, *unfinished_ref = NULL;
+    PyObject *result = NULL, *unfinished_ref = NULL, *signalled = NULL;
     if (!PyTuple_Check(turn) || PyTuple_Size(turn) != TURN_SIZE)
         goto done;   /* None: closed, or no C turn for this loop */
     PyObject *state_obj = PyTuple_GetItem(turn, TURN_STATE);
@@ -1413,6 +1419,14 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read
      * direct-call wrapper, which goes through the GIL-releasing version
      * build_ffi.py's PRELUDE puts in the name's place. */
     int count = ring_turn(ring, timeout_ns, out, (unsigned)batch_size, inline_count);
+    /* The Python handlers of signals that arrived meanwhile run now, before
+     * any callback, as asyncio's select() runs them (PEP 475): one that
+     * raises (KeyboardInterrupt, a test timeout) stops the loop here, not
+     * inside a callback or a task.  Its exception leaves the turn once what
+     * was reaped is kept for the next turn (ring._unfinished), so that no
+     * operation loses its completion. */
+    if (PyErr_CheckSignals() < 0)
+        signalled = ul_take_exception();
     PyObject *defer = PyTuple_GetItem(turn, TURN_DEFER);
     PyObject *ring_obj = PyTuple_GetItem(turn, TURN_RING);
     if (count < 0 || *inline_count != 0 || count >= batch_size) {
@@ -1460,6 +1474,12 @@ ring_select(PyObject *loop, PyObject *timeout, int *skip_events, int *debug_read
      * ~2,600 whenever the lookup missed the type attribute cache). */
     *skip_events = PyTuple_GetItem(turn, TURN_STOCK_EVENTS) == Py_True && deferred == 0;
 done:
+    if (signalled != NULL) {
+        Py_CLEAR(result);
+        if (PyErr_Occurred())
+            PyException_SetContext(signalled, ul_take_exception());
+        ul_restore_exception(signalled);
+    }
     Py_XDECREF(unfinished_ref);
     Py_DECREF(turn);
     return result;

@@ -69,6 +69,7 @@ struct ul_ring {
     struct ul_filetable files;
     struct ul_resubmit resubmit;
     struct ul_ring_stats stats;
+    int last_turn;                 /* what the last ul_ring_turn returned */
 };
 
 struct ul_ring *ul_ring_create(unsigned entries, unsigned cq_entries, unsigned setup_flags,
@@ -554,17 +555,22 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
         if (r->sendqs.to_start != NULL)
             ul_sendq_start_waiting(&r->sendqs);
         int ret = enter(r, timeout_ns);
-        /* ETIME: the timeout passed; EINTR: a signal arrived (its handler
-         * runs through the loop's wakeup fd); EBUSY/EAGAIN: the kernel
-         * wants us to reap before it accepts more.  None of them loses a
-         * completion. */
-        if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
-            return ret;
+        /* EINTR: a signal arrived.  Nothing is reaped then (the next turn
+         * reaps it): a Python handler of that signal runs as soon as the
+         * caller holds the GIL, and one that raises (KeyboardInterrupt, a
+         * test timeout) must find no completion taken out of the ring and
+         * not yet handed over, or that operation would never finish. */
+        if (ret == -EINTR)
+            break;
+        /* ETIME: the timeout passed; EBUSY/EAGAIN: the kernel wants us to
+         * reap before it accepts more.  None of them loses a completion. */
+        if (ret < 0 && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN)
+            return r->last_turn = ret;
         reap(r, out, max, &copied, &inlined);
         /* Woken only by completions handled here (sends of C-owned queues):
          * wait on, rather than cost Python a loop iteration with nothing to
          * do.  A signal or the timeout still returns at once. */
-        if (copied + inlined > 0 || timeout_ns == 0 || ret == -ETIME || ret == -EINTR)
+        if (copied + inlined > 0 || timeout_ns == 0 || ret == -ETIME)
             break;
         if (timeout_ns > 0) {
             timeout_ns = deadline - monotonic_ns();
@@ -587,7 +593,13 @@ int ul_ring_turn(struct ul_ring *r, long long timeout_ns, struct ul_completion *
     if (r->buffers.handed_out_count > r->stats.buffers_high_water)
         r->stats.buffers_high_water = r->buffers.handed_out_count;
     *inline_count = inlined;
-    return (int)(copied + inlined);
+    r->last_turn = (int)(copied + inlined);
+    return r->last_turn;
+}
+
+int ul_ring_last_turn(struct ul_ring *r)
+{
+    return r->last_turn;
 }
 
 void ul_ring_stats(struct ul_ring *r, struct ul_ring_stats *out)

@@ -157,9 +157,15 @@ int ul_ring_submit(struct ul_ring *ring);
  * (timeout_ns < 0: no timeout; 0: do not wait), copy up to `max`
  * completions into `out`: the others in order from out[0], the inline ones
  * backwards from out[max - 1] (their number goes to *inline_count).
- * Returns the total copied or a negative errno. */
+ * Returns the total copied or a negative errno; 0 when a signal cut the
+ * wait short (nothing is copied then: see the loop's signal rule in
+ * uring.c). */
 int ul_ring_turn(struct ul_ring *ring, long long timeout_ns, struct ul_completion *out, unsigned max,
                  unsigned *inline_count);
+/* What the last ul_ring_turn returned: for a caller whose Python code a
+ * signal handler's exception interrupted as the call returned, before it
+ * could take the count (uringloop/_ring.py, Ring.run_turn). */
+int ul_ring_last_turn(struct ul_ring *ring);
 
 /* ---- C-owned send queues (csrc/sendq.c; used by uringloop/_stream.py) ----
  * A stream transport's writes are copied into its queue, so no Python

@@ -14,12 +14,14 @@ closing a loop restores the signal dispositions it changed.
 import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 
 import pytest
 
 import uringloop
+from uringloop import _accel
 
 RUNNERS = {"uringloop": uringloop.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
 
@@ -91,6 +93,67 @@ def test_storm_every_signal_handled(loop):
     loop.call_soon(fire, 0)
     loop.run_until_complete(asyncio.wait_for(done, 30))
     assert handled == total
+
+
+class Interrupt(BaseException):
+    """What pytest-timeout's SIGALRM handler or Ctrl-C's raises."""
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["accelerated", "pure"])
+def test_a_raising_signal_handler_loses_no_completion(loop, pure_python, monkeypatch):
+    # A Python signal handler that raises, for a signal that arrives while
+    # the loop waits, with data right behind it.  asyncio raises it out of
+    # select(), before any callback: the program catches it, runs the loop
+    # again, and every sock_recv and stream read still gets its data.
+    # uringloop raised it inside the callback of what it had reaped with
+    # the signal (reported, or propagated with that completion dropped):
+    # the read then waited forever.
+    if pure_python:
+        monkeypatch.setattr(_accel, "speedups", None)
+    rounds = 10
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _raise(Interrupt()))
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    a.setblocking(False)
+
+    def signal_then_send(sock, data):
+        time.sleep(0.02)   # the loop is waiting by then
+        os.kill(os.getpid(), signal.SIGUSR1)
+        sock.send(data)
+
+    async def main():
+        reader, writer = await asyncio.open_connection(sock=c)
+        for i in range(rounds):
+            message = b"%d." % i
+            for sender, receive in ((b, loop.sock_recv(a, 100)),
+                                    (d, reader.readexactly(len(message)))):
+                thread = threading.Thread(target=signal_then_send, args=(sender, message))
+                thread.start()
+                # A lost completion fails here instead of hanging the test.
+                assert await asyncio.wait_for(receive, 10) == message
+                thread.join()
+        writer.close()
+        await writer.wait_closed()
+
+    task = loop.create_task(main())
+    interrupts = 0
+    try:
+        while True:
+            try:
+                loop.run_until_complete(task)
+                break
+            except Interrupt:
+                interrupts += 1
+                assert not task.done(), task   # no task died of it
+    finally:
+        for sock in (a, b, d):
+            sock.close()
+    # Each signal's exception came out of the loop, none went to a callback.
+    assert interrupts == 2 * rounds
+
+
+def _raise(exc):
+    raise exc
 
 
 def test_replace_and_remove(loop):

@@ -545,8 +545,16 @@ class Ring:
             timeout = 0
         timeout_ns = -1 if timeout is None else max(0, int(timeout * 1e9))
         while True:
-            count = lib.ul_ring_turn(self._ptr, timeout_ns, self._completions, _BATCH,
-                                     self._inline_count)
+            try:
+                count = lib.ul_ring_turn(self._ptr, timeout_ns, self._completions, _BATCH,
+                                         self._inline_count)
+            except BaseException:
+                # A signal handler's exception (KeyboardInterrupt, a test
+                # timeout), raised as the call returned, before the count
+                # was taken: what the call reaped is handed over first, or
+                # those operations would never finish.
+                self.take_turn(lib.ul_ring_last_turn(self._ptr), defer)
+                raise
             if self.take_turn(count, defer):
                 return
             timeout_ns = 0
