@@ -111,7 +111,11 @@ def test_a_raising_signal_handler_loses_no_completion(loop, pure_python, monkeyp
     if pure_python:
         monkeypatch.setattr(_accel, "speedups", None)
     rounds = 10
-    signal.signal(signal.SIGUSR1, lambda signum, frame: _raise(Interrupt()))
+
+    def interrupt(signum, frame):
+        raise Interrupt()
+
+    signal.signal(signal.SIGUSR1, interrupt)
     a, b = socket.socketpair()
     c, d = socket.socketpair()
     a.setblocking(False)
@@ -150,10 +154,6 @@ def test_a_raising_signal_handler_loses_no_completion(loop, pure_python, monkeyp
             sock.close()
     # Each signal's exception came out of the loop, none went to a callback.
     assert interrupts == 2 * rounds
-
-
-def _raise(exc):
-    raise exc
 
 
 def test_replace_and_remove(loop):

@@ -3,15 +3,17 @@ is spliced into a pipe and the pipe into the socket (``IORING_OP_SPLICE``
 twice per chunk), so the bytes never enter user space.
 
 Data flow: ``BaseEventLoop.sock_sendfile`` calls ``_sock_sendfile_native``
-(asyncio's hook), which rejects what splice cannot read (not a regular
-file -> ``SendfileNotAvailableError``, and asyncio falls back to plain
-sends), then moves up to one pipe-full per step.  A first step that fails
-with nothing sent is ``SendfileNotAvailableError`` too, as asyncio's first
-``os.sendfile`` is: the fallback's sends report the error themselves.
-``loop.sendfile`` on a ring transport reaches the same code through
-asyncio's inherited ``_sendfile_native``, which waits for the transport's
-write buffer to drain and blocks ``write()`` meanwhile.  As asyncio does, the file position ends
-just past the last byte sent.
+(asyncio's hook), which returns 0 for a source whose fstat size is 0 and
+no count is given (as asyncio, which never reads it), rejects what splice
+cannot read (not a regular file -> ``SendfileNotAvailableError``, and
+asyncio falls back to plain sends), then moves up to one pipe-full per
+step.  A first step that fails with nothing sent is
+``SendfileNotAvailableError`` too, as asyncio's first ``os.sendfile`` is:
+the fallback's sends report the error themselves.  ``loop.sendfile`` on a
+ring transport reaches the same code through asyncio's inherited
+``_sendfile_native``, which waits for the transport's write buffer to
+drain and blocks ``write()`` meanwhile.  As asyncio does, the file
+position ends just past the last byte sent.
 
 The pipe belongs to one call and closes by the ring-owned fd rule
 (_ringfd.py): each splice borrows it, since io-wq looks both of a
